@@ -1,0 +1,46 @@
+"""One exception type per failure family. Messages name the file:line or the config key and say what to do."""
+
+from __future__ import annotations
+
+
+class CptError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(CptError):
+    """A config key is missing, ill-typed or has a bad value. The message names the key."""
+
+
+class RecordError(CptError):
+    """A jsonl record is malformed. The message names file:line."""
+
+    def __init__(self, path, line: int | None, reason: str, message: str | None = None):
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message or reason}")
+
+
+class DataSourceError(CptError):
+    """A raw data source (downloaded package, user directory) is missing or not what was pinned."""
+
+
+class TokenizerError(CptError):
+    """A tokenizer cannot be built, converted, extended or verified."""
+
+
+class ModelError(CptError):
+    """A model directory is missing, inconsistent with its tokenizer, or cannot be extended."""
+
+
+class DatasetError(CptError):
+    """Dataset preparation (packing, bucketing, shards) failed."""
+
+
+class TrainError(CptError):
+    """A training run cannot start or continue (plugin/hardware mismatch, bad checkpoint ...)."""
+
+
+class EvalError(CptError):
+    """A benchmark file or evaluation setting is malformed."""
