@@ -262,10 +262,8 @@ def read_records(paths, schema: str = "pretrain", on_error: str = "raise",
 def dumps_record(record: dict) -> bytes:
     """One jsonl line (UTF-8, no ASCII escaping, compact, fixed key order for pretraining records)."""
     if "target" in record and "source" in record:
-        ordered = {"source": record["source"], "target": record["target"], "category": record.get("category", "")}
-        for k, v in record.items():
-            if k not in ordered:
-                ordered[k] = v
+        ordered = {k: record[k] for k in ("source", "target", "category") if k in record}
+        ordered.update((k, v) for k, v in record.items() if k not in ordered)
         record = ordered
     return orjson.dumps(record) + b"\n"
 
