@@ -40,3 +40,21 @@ def rule_resources(rule):
 def rule_threads(rule):
     r = cptconfig.rule_resources(config, rule)
     return r.get("cpus", r.get("cpus_per_task", 1))
+
+
+# How a rule file looks (workflow/rules/<stage>.smk); scripts are thin (workflow/scripts/<stage>_<what>.py):
+#
+#   rule tokenizer_base:
+#       output:    directory(str(L.tokenizer_base))        # paths come from cpt.config.Layout (L)
+#       params:    section=config["tokenizer"]             # exactly the rule's own config section
+#       log:       logfile("tokenizer_base")
+#       threads:   rule_threads("tokenizer")
+#       resources: **rule_resources("tokenizer")
+#       script:    "../scripts/tokenizer_base.py"
+#
+#   TARGETS.append(str(L.tokenizer_base))                  # if `snakemake` (no target) must build it
+#
+#   # workflow/scripts/tokenizer_base.py
+#   from cpt.smk import plain, run
+#   from cpt.tokenizer import build_base_tokenizer
+#   run(snakemake, lambda s: build_base_tokenizer(plain(s.params.section), s.output[0]))
