@@ -259,3 +259,26 @@ def test_cli_build_and_split(tmp_path):
     m = json.loads((tmp_path / "train" / "manifest.json").read_text())
     assert m["max_heldout"] == 5 and all(c["heldout_records"] <= 5 for c in m["categories"].values())
     assert m["categories"]["zh_idiom"]["lang"] == "zh"
+
+
+def test_min_heldout_floor_for_small_categories():
+    texts = [f"t{i}" for i in range(30)]
+    m = heldout_mask(texts, 0.02, 200, 1, min_heldout=5)
+    assert sum(m) == 5
+    assert sum(heldout_mask(texts[:3], 0.0, 200, 1, min_heldout=5)) == 2  # never the whole category
+    big = heldout_mask([f"t{i}" for i in range(5000)], 0.1, None, 1, min_heldout=5)
+    assert big == heldout_mask([f"t{i}" for i in range(5000)], 0.1, None, 1)
+
+
+def test_schema_defaults_match_library_defaults(repo_root):
+    schema = yaml.safe_load((repo_root / "workflow" / "schemas" / "corpus.schema.yaml").read_text(encoding="utf-8"))
+    assert schema["properties"]["categories"]["default"] == DEFAULT_CATEGORIES
+    from cpt.corpus.builders import BUILDERS
+    from cpt.corpus.sft import DEFAULT_SFT
+    from cpt.corpus.split import DEFAULT_SPLIT
+    assert set(schema["properties"]["categories"]["additionalProperties"]["properties"]["builder"]["enum"]) == \
+        set(BUILDERS)
+    assert {k: v["default"] for k, v in schema["properties"]["split"]["properties"].items()} == DEFAULT_SPLIT
+    assert {k: v["default"] for k, v in schema["properties"]["sft"]["properties"].items()} == DEFAULT_SFT
+    config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text(encoding="utf-8"))
+    assert config["corpus"]["categories"] == DEFAULT_CATEGORIES

@@ -20,7 +20,7 @@ from cpt.corpus.build import seeded_hash
 from cpt.errors import ConfigError
 from cpt.records import RecordStats, iter_records, write_jsonl
 
-DEFAULT_SPLIT = {"heldout_fraction": 0.02, "max_heldout": 200, "seed": 1234, "on_bad_record": "raise"}
+DEFAULT_SPLIT = {"heldout_fraction": 0.02, "max_heldout": 200, "min_heldout": 5, "seed": 1234, "on_bad_record": "raise"}
 TWO64 = float(1 << 64)
 
 
@@ -32,15 +32,25 @@ def normalize_split(section: dict | None) -> dict:
     m = sec["max_heldout"]
     if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 0):
         raise ConfigError(f"corpus.split.max_heldout: a non-negative integer or null, got {m!r}")
+    n = sec["min_heldout"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0 or (m is not None and n > m):
+        raise ConfigError(f"corpus.split.min_heldout: a non-negative integer not above max_heldout, got {n!r}")
     if sec["on_bad_record"] not in ("raise", "skip"):
         raise ConfigError(f"corpus.split.on_bad_record: 'raise' or 'skip', got {sec['on_bad_record']!r}")
     return sec
 
 
-def heldout_mask(texts: list[str], fraction: float, max_heldout: int | None, seed) -> list[bool]:
+def heldout_mask(texts: list[str], fraction: float, max_heldout: int | None, seed, min_heldout: int = 0) -> list[bool]:
+    """True for the held-out texts. min_heldout (at most len(texts) - 1) lifts the fraction for small categories so
+    every category can be evaluated; the extra ones are again the smallest hashes."""
     keys = [seeded_hash(f"split:{seed}", t) for t in texts]
     limit = fraction * TWO64
     cand = [i for i, k in enumerate(keys) if k < limit]
+    floor = min(min_heldout, len(texts) - 1)
+    if len(cand) < floor:
+        ranked = sorted(range(len(texts)), key=lambda i: keys[i])
+        cut = keys[ranked[floor - 1]]
+        cand = [i for i in ranked if keys[i] <= cut]
     if max_heldout is not None and len(cand) > max_heldout:
         # hash ties (identical texts) stay together: cut at a key boundary
         cand.sort(key=lambda i: keys[i])
@@ -60,33 +70,40 @@ def _input_langs(in_dir: Path) -> dict[str, str]:
     return {}
 
 
-def split_corpus(in_dir: str | Path, out_dir: str | Path, section: dict | None = None,
-                 langs: dict[str, str] | None = None, progress: bool = True) -> dict:
+def split_corpus(in_dir: str | Path, out_dir: str | Path | None, section: dict | None = None,
+                 langs: dict[str, str] | None = None, progress: bool = True,
+                 train_dir: str | Path | None = None, heldout_dir: str | Path | None = None) -> dict:
     """Read <in_dir>/<category>.jsonl (raw or cleaned), write <out_dir>/train/<category>.jsonl and
-    <out_dir>/heldout/<category>.jsonl, each folder with manifest.json and provenance.json. Returns the manifest."""
+    <out_dir>/heldout/<category>.jsonl (or train_dir / heldout_dir when given), each folder with manifest.json and
+    provenance.json. Returns the manifest."""
     from tqdm import tqdm
 
     from cpt.provenance import write_provenance
 
     t0 = time.time()
     sec = normalize_split(section)
-    in_dir, out = Path(in_dir), Path(out_dir)
+    in_dir = Path(in_dir)
+    if out_dir is None and (train_dir is None or heldout_dir is None):
+        raise ValueError("give out_dir, or both train_dir and heldout_dir")
+    dirs = {"train": Path(train_dir) if train_dir else Path(out_dir) / "train",
+            "heldout": Path(heldout_dir) if heldout_dir else Path(out_dir) / "heldout"}
     files = sorted(p for p in in_dir.glob("*.jsonl") if p.is_file())
     if not files:
         raise ConfigError(f"{in_dir}: no <category>.jsonl file to split (expected the corpus raw/ or a cleaned dir)")
     langs = {**_input_langs(in_dir), **(langs or {})}
     manifest = {"input": str(in_dir), "heldout_fraction": sec["heldout_fraction"], "max_heldout": sec["max_heldout"],
+                "min_heldout": sec["min_heldout"],
                 "seed": sec["seed"], "categories": {}}
     for f in tqdm(files, desc="split", disable=not progress, unit="category"):
         cat = f.stem
         stats = RecordStats()
         recs = list(iter_records(f, on_error=sec["on_bad_record"], stats=stats))
         mask = heldout_mask([r["source"] + "\x00" + r["target"] for r in recs], sec["heldout_fraction"],
-                            sec["max_heldout"], sec["seed"])
+                            sec["max_heldout"], sec["seed"], sec["min_heldout"])
         train = [r for r, h in zip(recs, mask) if not h]
         held = [r for r, h in zip(recs, mask) if h]
-        write_jsonl(out / "train" / f"{cat}.jsonl", train)
-        write_jsonl(out / "heldout" / f"{cat}.jsonl", held)
+        write_jsonl(dirs["train"] / f"{cat}.jsonl", train)
+        write_jsonl(dirs["heldout"] / f"{cat}.jsonl", held)
         manifest["categories"][cat] = {
             "lang": langs.get(cat),
             "records": len(recs),
@@ -97,8 +114,8 @@ def split_corpus(in_dir: str | Path, out_dir: str | Path, section: dict | None =
             "validation": stats.to_dict(),
         }
     blob = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
-    for part in ("train", "heldout"):
-        (out / part).mkdir(parents=True, exist_ok=True)
-        (out / part / "manifest.json").write_bytes(blob)
-        write_provenance(out / part, "corpus_split", sec, inputs={"corpus": in_dir}, started=t0)
+    for part, d in dirs.items():
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "manifest.json").write_bytes(blob)
+        write_provenance(d, "corpus_split", sec, inputs={"corpus": in_dir}, started=t0, extra={"part": part})
     return manifest
