@@ -1,7 +1,7 @@
 # corpus: raw jsonl per category from real text (or the user's jsonl), the held-out split, demo SFT conversations.
 # Library: cpt.corpus (build_corpus, split_corpus, build_idiom_sft). Same steps without Snakemake:
 #   cpt build-corpus --config config/config.yaml [--sft-out DIR];  cpt split-corpus --in DIR --out DIR --config ...
-CORPUS_SFT = L.root / "corpus" / "sft"
+CORPUS_SFT = L.corpus_sft
 
 
 def corpus_split_input(wildcards):
