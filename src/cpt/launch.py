@@ -40,15 +40,17 @@ DEFAULT_SIGNAL_SECONDS = 300
 PORT_BASE = 29500
 PORT_SPAN = 20000
 
-# Keys of one `resources.<rule>` section (and of `resources.default`) with their built-in defaults.
+# Keys of one `resources.<rule>` section (and of `resources.default`) with their built-in defaults; the same keys
+# as workflow/schemas/resources.schema.yaml.
 RESOURCE_DEFAULTS: dict = {
     "partition": None,        # sbatch -p
     "account": None,          # sbatch -A
-    "nodes": 1,               # sbatch --nodes
-    "tasks_per_node": None,   # ranks per node (torchrun --nproc_per_node); None = gpus_per_node or 1
+    "nodes": 1,               # sbatch --nodes (training rules only)
+    "nproc_per_node": None,   # ranks per node (torchrun --nproc_per_node); None = gpus_per_node or 1
     "gpus_per_node": 0,       # sbatch --gres=gpu[:model]:N (per node)
     "gpu_model": None,        # e.g. a100; only with gpus_per_node > 0
-    "cpus_per_task": 1,       # per node for training (one SLURM task per node), per job otherwise
+    "cpus": None,             # threads of a single-process rule (used when cpus_per_task is not given)
+    "cpus_per_task": None,    # CPUs per node for training (one SLURM task per node), per job otherwise
     "mem_mb": 2000,           # per node (sbatch --mem)
     "runtime": 60,            # minutes (sbatch -t)
     "constraint": None,       # sbatch -C
@@ -56,7 +58,8 @@ RESOURCE_DEFAULTS: dict = {
     "signal_seconds": None,   # ask for SIGUSR1 this many seconds before the time limit (training rules)
     "slurm_extra": "",        # anything else for sbatch, verbatim
 }
-_INT_KEYS = ("nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_mb", "runtime", "signal_seconds")
+_INT_KEYS = ("nodes", "nproc_per_node", "gpus_per_node", "cpus", "cpus_per_task", "mem_mb", "runtime",
+             "signal_seconds")
 
 
 def merge_resources(resources_cfg: Mapping | None, rule: str) -> dict:
@@ -79,13 +82,13 @@ def merge_resources(resources_cfg: Mapping | None, rule: str) -> dict:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"resources.{rule}.{key}: expected a non-negative integer, got {value!r}")
-    for key in ("nodes", "cpus_per_task", "mem_mb", "runtime"):
+    for key in ("nodes", "nproc_per_node", "cpus", "cpus_per_task", "mem_mb", "runtime"):
         if merged[key] is not None and merged[key] < 1:
             raise ConfigError(f"resources.{rule}.{key}: must be at least 1, got {merged[key]!r}")
-    if merged["tasks_per_node"] is None:
-        merged["tasks_per_node"] = merged["gpus_per_node"] or 1
-    if merged["tasks_per_node"] < 1:
-        raise ConfigError(f"resources.{rule}.tasks_per_node: must be at least 1")
+    if merged["nproc_per_node"] is None:
+        merged["nproc_per_node"] = merged["gpus_per_node"] or 1
+    if merged["cpus_per_task"] is None:
+        merged["cpus_per_task"] = merged["cpus"] or 1
     return merged
 
 
@@ -103,7 +106,7 @@ def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool =
         "cpus_per_task": r["cpus_per_task"],
         "mem_mb": r["mem_mb"],
         "runtime": r["runtime"],
-        "nproc_per_node": r["tasks_per_node"],
+        "nproc_per_node": r["nproc_per_node"],
         "gpus_per_node": r["gpus_per_node"],
     }
     if r["partition"]:

@@ -41,7 +41,7 @@ def _workdir(tmp_path: Path, steps: int, step_seconds: float, train: dict | None
         "step_seconds": step_seconds,
         "resources": {
             "default": {"mem_mb": 300, "runtime": 10, "cpus_per_task": 1},
-            "train": {"nodes": 1, "tasks_per_node": 2, "cpus_per_task": 2, "mem_mb": 1500, "runtime": 10,
+            "train": {"nodes": 1, "nproc_per_node": 2, "cpus_per_task": 2, "mem_mb": 1500, "runtime": 10,
                       **(train or {})},
         },
     }

@@ -46,8 +46,11 @@ def test_merge_resources_layers_defaults_then_default_then_rule():
     assert r["partition"] == "gpu" and r["account"] == "proj42"      # from resources.default
     assert r["cpus_per_task"] == 32 and r["mem_mb"] == 64000          # rule wins
     assert r["runtime"] == 120 and r["nodes"] == 1 and r["gpus_per_node"] == 0
-    assert r["tasks_per_node"] == 1
-    assert merge_resources(TRAIN_7B, "train")["tasks_per_node"] == 8  # one rank per GPU by default
+    assert r["nproc_per_node"] == 1
+    assert merge_resources(TRAIN_7B, "train")["nproc_per_node"] == 8  # one rank per GPU by default
+    # `cpus` (threads of a single-process rule) stands in for cpus_per_task when that is not given
+    assert merge_resources({"default": {"cpus": 3}}, "x")["cpus_per_task"] == 3
+    assert merge_resources({"default": {"cpus": 3}, "x": {"cpus_per_task": 5}}, "x")["cpus_per_task"] == 5
     assert merge_resources(None, "anything")["mem_mb"] == 2000
 
 
@@ -76,7 +79,7 @@ def test_rule_resources_multi_node_gpu_training():
 
 
 def test_rule_resources_cpu_training_asks_one_task_per_node():
-    r = rule_resources({"train": {"nodes": 2, "tasks_per_node": 2, "cpus_per_task": 4}}, "train", distributed=True)
+    r = rule_resources({"train": {"nodes": 2, "nproc_per_node": 2, "cpus_per_task": 4}}, "train", distributed=True)
     assert r["tasks"] == 2 and r["nodes"] == 2 and "gres" not in r and r["nproc_per_node"] == 2
     assert "slurm_partition" not in r and "slurm_account" not in r and "slurm_extra" not in r
 
@@ -267,3 +270,12 @@ def test_step_signal_reaches_trainer_not_torchrun(tmp_path):
                    capture_output=True, timeout=120)
     final = json.loads((tmp_path / "out" / "final.json").read_text())
     assert final["resumed_from"] == stopped and final["steps"] == stopped + 2
+
+
+def test_resource_keys_match_the_config_schema():
+    import yaml
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "resources.schema.yaml").read_text())
+    from cpt.launch import RESOURCE_DEFAULTS
+
+    assert set(schema["additionalProperties"]["properties"]) == set(RESOURCE_DEFAULTS)
