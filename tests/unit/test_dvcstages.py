@@ -1,0 +1,60 @@
+"""cpt.dvcstages: grouping the Snakemake DAG's outputs into DVC stages (pure part; tests/dvc runs DVC)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cpt.dvcstages import assign_targets, dvc_yaml, groups_for
+from cpt.errors import ConfigError
+
+CFG = {
+    "experiment": "x",
+    "corpus": {}, "clean": {"enabled": False}, "tokenizer": {}, "model": {"base": {"kind": "tiny"}},
+    "dataset": {"max_length": 512, "num_bins": 4, "stages": {"base": {}, "injection": {}, "replay": {}}},
+    "train": {"defaults": {}, "stages": {"base": {"init_from": "base_model"}, "injection": {"init_from": "init"},
+                                         "replay": {"init_from": "injection"}}},
+    "evaluate": {}, "report": {},
+}
+OUTPUTS = [
+    ("results/x/corpus/raw", "corpus_raw"), ("results/x/corpus/train", "corpus_split"),
+    ("results/x/tokenizer/base", "tokenizer_base"), ("results/x/tokenizer/extended", "tokenizer_extend"),
+    ("results/x/tokenizer/extended/tokenizer.model", "tokenizer_extend"),  # nested: not a target of its own
+    ("results/x/model/base", "model_base"), ("results/x/model/init", "model_init"),
+    *[(f"results/x/dataset/{s}", "dataset") for s in ("base", "injection", "replay")],
+    *[(f"results/x/train/{s}/final", "train") for s in ("base", "injection", "replay")],
+    ("results/x/evaluate/replay", "evaluate"), ("results/x/report", "report"),
+]
+
+
+def test_groups_follow_the_stage_chain():
+    groups = {g.name: g for g in assign_targets(groups_for(CFG), OUTPUTS)}
+    assert list(groups) == ["corpus", "tokenizer", "model", "dataset-base", "dataset-injection", "dataset-replay",
+                            "train-base", "train-injection", "train-replay", "evaluate", "report"]
+    assert groups["train-replay"].deps == ["results/x/dataset/replay", "results/x/train/injection/final"]
+    assert groups["train-injection"].deps == ["results/x/dataset/injection", "results/x/model"]
+    assert groups["train-replay"].params == ["train.defaults", "train.stages.replay"]
+    # a dataset stage reads the global dataset keys and its own stage entry, not the other stages'
+    assert groups["dataset-replay"].params == ["dataset.max_length", "dataset.num_bins", "dataset.stages.replay"]
+    assert groups["tokenizer"].targets == ["results/x/tokenizer/base", "results/x/tokenizer/extended"]
+    assert groups["tokenizer"].rules == ["tokenizer_base", "tokenizer_extend"]
+    assert "data/downloads" in groups["corpus"].deps
+
+
+def test_missing_workflow_stages_are_left_out_and_unowned_outputs_are_errors():
+    kept = assign_targets(groups_for(CFG), OUTPUTS[:2])
+    assert [g.name for g in kept] == ["corpus"]
+    with pytest.raises(ConfigError, match="results/x/elsewhere"):
+        assign_targets(groups_for(CFG), [*OUTPUTS, ("results/x/elsewhere/a.json", "stray")])
+
+
+def test_user_base_model_path_is_a_dependency_and_cmd_is_a_snakemake_call():
+    cfg = {**CFG, "model": {"base": {"path": "/models/llama-2-7b-hf"}}}
+    groups = assign_targets(groups_for(cfg), [o for o in OUTPUTS if o[0] != "results/x/model/base"])
+    model = next(g for g in groups if g.name == "model")
+    assert "/models/llama-2-7b-hf" in model.deps
+    doc = dvc_yaml(groups, "config/x.yaml")
+    st = doc["stages"]["train-replay"]
+    assert st["cmd"].startswith("snakemake --cores all --configfile config/x.yaml --allowed-rules train -- ")
+    assert st["cmd"].endswith("results/x/train/replay/final")
+    assert st["params"] == [{"config/x.yaml": ["train.defaults", "train.stages.replay"]}]
+    assert st["outs"] == ["results/x/train/replay/final"]
