@@ -327,6 +327,39 @@ def plan_launch(env: Mapping[str, str], spec: LaunchSpec, program: Sequence[str]
     return LaunchPlan("slurm", argv, extra_env, list(hosts), port)
 
 
+LAUNCH_KEYS = ("env", "port", "rdzv_backend", "srun_args", "mode")
+
+
+def launch_options(launch_cfg: Mapping | None) -> list[str]:
+    """Config `launch:` section -> `python -m cpt.launch` options (the rule's shell joins them with shlex).
+
+    launch: {env: {NCCL_DEBUG: WARN, NCCL_SOCKET_IFNAME: ib0}, port: null, rdzv_backend: static,
+             srun_args: [--cpu-bind=none], mode: auto}
+    Kept out of the rule's params on purpose: NCCL and rendezvous settings do not change results.
+    """
+    cfg = dict(launch_cfg or {})
+    unknown = sorted(set(cfg) - set(LAUNCH_KEYS))
+    if unknown:
+        raise ConfigError(f"launch.{unknown[0]}: unknown launch setting; known: {', '.join(LAUNCH_KEYS)}")
+    opts: list[str] = []
+    if cfg.get("mode", "auto") != "auto":
+        opts += ["--mode", str(cfg["mode"])]
+    if cfg.get("port"):
+        opts += ["--port", str(int(cfg["port"]))]
+    if cfg.get("rdzv_backend", "static") != "static":
+        opts += ["--rdzv-backend", str(cfg["rdzv_backend"])]
+    env = cfg.get("env") or {}
+    if not isinstance(env, Mapping):
+        raise ConfigError(f"launch.env: expected a mapping of environment variables, got {env!r}")
+    for key, value in env.items():
+        opts += ["--env", f"{key}={value}"]
+    for arg in cfg.get("srun_args") or []:
+        opts.append(f"--srun-arg={arg}")
+    # validate through the same checks the launcher applies
+    LaunchSpec(port=cfg.get("port"), rdzv_backend=cfg.get("rdzv_backend", "static"), env=dict(env))
+    return opts
+
+
 def _check_program(program: Sequence[str]) -> None:
     if not program:
         raise ConfigError("launch: no program given (expected e.g. `-- -m cpt.cli train ...` after the options)")

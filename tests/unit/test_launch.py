@@ -279,3 +279,24 @@ def test_resource_keys_match_the_config_schema():
     from cpt.launch import RESOURCE_DEFAULTS
 
     assert set(schema["additionalProperties"]["properties"]) == set(RESOURCE_DEFAULTS)
+
+
+def test_launch_options_from_config_round_trip_through_main(capsys, monkeypatch):
+    from cpt.launch import launch_options
+
+    opts = launch_options({"env": {"NCCL_DEBUG": "WARN", "NCCL_SOCKET_IFNAME": "ib0"}, "port": 29555,
+                           "srun_args": ["--cpu-bind=none"], "rdzv_backend": "c10d"})
+    assert opts == ["--port", "29555", "--rdzv-backend", "c10d", "--env", "NCCL_DEBUG=WARN",
+                    "--env", "NCCL_SOCKET_IFNAME=ib0", "--srun-arg=--cpu-bind=none"]
+    assert launch_options(None) == [] and launch_options({"rdzv_backend": "static", "mode": "auto"}) == []
+    with pytest.raises(ConfigError, match=r"launch\.nccl"):
+        launch_options({"nccl": {}})
+    with pytest.raises(ConfigError, match="launch.port"):
+        launch_options({"port": 80})
+    env = {"SLURM_JOB_ID": "3", "SLURM_JOB_NODELIST": "localhost", "SLURMD_NODENAME": "localhost"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main([*opts, "--dry-run", "--", "t.py"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["port"] == 29555 and plan["env"]["NCCL_SOCKET_IFNAME"] == "ib0"
+    assert "--cpu-bind=none" in plan["argv"] and "--rdzv_backend=c10d" in plan["argv"][-1]
