@@ -53,7 +53,8 @@ def run(config, model, dataset, output, overrides=(), benchmark_seq_len=None, be
         write_provenance(result.final_dir, "train", cfg.to_dict(),
                          inputs={"model": model, "dataset": dataset}, started=t0,
                          extra={"steps": result.step, "tokens": result.tokens,
-                                "world_size": dist.get_world_size()})
+                                "world_size": dist.get_world_size(),
+                                "ranks_agree_params_sha256": result.params_sha256})
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

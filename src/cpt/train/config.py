@@ -66,6 +66,7 @@ class TrainConfig:
     tensorboard: bool = True
     peak_tflops: float | None = None  # per device; None = look up from the GPU name, no MFU on CPU
     dist_timeout_s: int = 1800
+    trace_samples: bool = False       # audit: trace/rank-NNNNN.jsonl = which samples each rank trained at each step
 
     @property
     def global_batch_per_dp(self) -> int:

@@ -33,8 +33,10 @@ from cpt.train.plugins import booster_mixed_precision, build_plugin
 EXIT_PREEMPTED = 75
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # keys that may change between a checkpoint and its resume without breaking exactness
-RESUME_MUTABLE_KEYS = {"max_steps", "save_interval", "keep_last", "log_interval", "tensorboard", "peak_tflops",
+RESUME_MUTABLE_KEYS = {"trace_samples", "max_steps", "save_interval", "keep_last", "log_interval", "tensorboard", "peak_tflops",
                        "dist_timeout_s", "init", "init_checkpoint"}
+# fault injection for tests of crash recovery: SIGKILL this process (rank 0) right after this optimizer step
+FAULT_ENV = "CPT_TRAIN_FAULT_SIGKILL_AFTER_STEP"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -45,6 +47,7 @@ class RunResult:
     tokens: int
     final_dir: Path | None = None
     history: list = field(default_factory=list)
+    params_sha256: str | None = None
 
 
 class PreemptFlag:
@@ -123,8 +126,50 @@ def _config_mismatch(saved: dict, current: dict) -> list[str]:
     return sorted(k for k in keys if saved.get(k) != current.get(k))
 
 
-def _fmt_rank() -> str:
-    return f"[rank {dist.get_rank()}]" if dist.is_initialized() else "[rank 0]"
+def params_digest(model) -> str:
+    """sha256 over the bytes of every parameter (name order) of this rank's (full) model copy."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_ranks_agree(model, cfg: TrainConfig) -> str | None:
+    """Every data-parallel replica must hold identical weights; raises TrainError otherwise."""
+    if cfg.plugin in ("3d", "gemini", "gemini_auto"):  # parameters are sharded, not replicated
+        return None
+    digest = params_digest(model)
+    digests = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) != 1:
+        raise TrainError(f"data-parallel ranks disagree on the final weights: {digests}")
+    return digest
+
+
+class SampleTrace:
+    """Per-rank jsonl of the samples trained at each step (train.trace_samples), truncated on resume."""
+
+    def __init__(self, out_dir: Path, rank: int, enabled: bool, resume_step: int):
+        self.enabled = enabled
+        self.path = out_dir / "trace" / f"rank-{rank:05d}.jsonl"
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keep = []
+        if self.path.exists():
+            keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
+                    if ln.strip() and json.loads(ln)["step"] <= resume_step]
+        self.path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+
+    def log(self, step: int, epoch: int, micro_step: int, rows: list[dict]):
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, "epoch": epoch, "micro_step": micro_step,
+                                    "index": [r["index"] for r in rows], "bucket": [r["bucket"] for r in rows],
+                                    "padding": [bool(r.get("padding")) for r in rows]}) + "\n")
 
 
 def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | None, output_dir: str | Path,
@@ -232,17 +277,21 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 "world_size": world, "dp_size": dp_size, "total_steps": total_steps, "config": cfg.to_dict(),
                 "plugin": cfg.plugin, "preempted": stopped}
 
+    trace = SampleTrace(output, rank, cfg.trace_samples and not benchmark, step)
+    fault_step = int(os.environ.get(FAULT_ENV, "0") or 0)
     last_saved = step
     history = []
     exit_code = 0
     model.train()
     try:
         while step < total_steps:
+            first_micro = sampler.state.micro_step
             epoch, group = sampler.next_group(cfg.accumulation_steps)
             t0 = time.perf_counter()
             batches, real_tokens, label_tokens = [], 0, 0
-            for slots in group:
+            for j, slots in enumerate(group):
                 rows = [data.fetch(s) for s in slots]
+                trace.log(step + 1, epoch, first_micro + j, rows)
                 batch = collate(rows)
                 if int(batch["input_ids"].max()) >= vocab:
                     raise TrainError(f"token id {int(batch['input_ids'].max())} >= model vocabulary {vocab}: the "
@@ -318,6 +367,8 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(),
                                      cfg.keep_last)
                 last_saved = step
+            if fault_step and step == fault_step and rank == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
         if exit_code == EXIT_PREEMPTED:
             if step != last_saved:
                 ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(True),
@@ -327,10 +378,11 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                       f"command to resume", file=sys.stderr, flush=True)
             return RunResult(EXIT_PREEMPTED, step, tokens_seen, None, history)
         final = None
+        digest = check_ranks_agree(model, cfg)
         if not benchmark:
             final = ckpt.export_final(booster, model, model.unwrap().config if hasattr(model, "unwrap")
                                       else hf_config, model_dir, output / "final", train_dtype)
-        return RunResult(0, step, tokens_seen, final, history)
+        return RunResult(0, step, tokens_seen, final, history, digest)
     finally:
         if bar is not None:
             bar.close()
