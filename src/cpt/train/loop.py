@@ -288,10 +288,10 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             first_micro = sampler.state.micro_step
             epoch, group = sampler.next_group(cfg.accumulation_steps)
             t0 = time.perf_counter()
-            batches, real_tokens, label_tokens = [], 0, 0
+            batches, real_tokens, label_tokens, traced = [], 0, 0, []
             for j, slots in enumerate(group):
                 rows = [data.fetch(s) for s in slots]
-                trace.log(step + 1, epoch, first_micro + j, rows)
+                traced.append((first_micro + j, rows))
                 batch = collate(rows)
                 if int(batch["input_ids"].max()) >= vocab:
                     raise TrainError(f"token id {int(batch['input_ids'].max())} >= model vocabulary {vocab}: the "
@@ -309,6 +309,8 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 sampler.rewind_group()
                 exit_code = EXIT_PREEMPTED
                 break
+            for micro_step, rows in traced:
+                trace.log(step + 1, epoch, micro_step, rows)
             denom = max(g_label, 1.0)
             loss_sum_local = torch.zeros((), dtype=torch.float64)
             for i, batch in enumerate(batches):
@@ -325,7 +327,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                     if loss is not None:
                         loss_sum_local += float(loss) * (labels[:, 1:] != IGNORE_INDEX).sum().item()
                     continue
-                sync = (model.no_sync() if use_no_sync and i < len(batches) - 1 else contextlib.nullcontext())
+                sync = (booster.no_sync(model, optimizer) if use_no_sync and i < len(batches) - 1 else contextlib.nullcontext())
                 with sync:
                     with autocast:
                         if cfg.plugin == "3d":  # vocab-parallel logits: use the model's distributed loss

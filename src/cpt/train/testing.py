@@ -70,3 +70,47 @@ def make_bucket_dataset(out_dir: str | Path, bucket_sizes: Sequence[int], vocab_
                 "tokenizer": None}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_command(python: str, nproc: int, train_args: Sequence[str]) -> list[str]:
+    """`python -m torch.distributed.run --nproc_per_node N --master_port P -m cpt.train ARGS` (single node)."""
+    return [python, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
+            "--master_port", str(free_port()), "-m", "cpt.train", *train_args]
+
+
+def read_trace(out_dir: str | Path) -> list[dict]:
+    """All ranks' sample traces (train.trace_samples), each record tagged with its rank."""
+    records = []
+    for path in sorted((Path(out_dir) / "trace").glob("rank-*.jsonl")):
+        rank = int(path.stem.split("-")[1])
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                records.append({**json.loads(line), "rank": rank})
+    return records
+
+
+def check_bucket_order(trace: list[dict], bucket_sizes: Sequence[int]) -> None:
+    """Raise AssertionError unless, in every epoch, every real sample is trained exactly once and every sample of
+    bucket i is trained (on any rank) at an earlier micro step than any sample of bucket i+1."""
+    offsets = np.concatenate([[0], np.cumsum(bucket_sizes)])
+    epochs = sorted({r["epoch"] for r in trace})
+    for epoch in epochs:
+        recs = [r for r in trace if r["epoch"] == epoch]
+        real = sorted(i for r in recs for i, pad in zip(r["index"], r["padding"]) if not pad)
+        assert real == list(range(int(offsets[-1]))), f"epoch {epoch}: samples not trained exactly once"
+        first, last = {}, {}
+        for r in recs:
+            for b in r["bucket"]:
+                first[b] = min(first.get(b, r["micro_step"]), r["micro_step"])
+                last[b] = max(last.get(b, r["micro_step"]), r["micro_step"])
+        buckets = sorted(first)
+        for b1, b2 in zip(buckets, buckets[1:]):
+            assert last[b1] < first[b2], f"epoch {epoch}: bucket {b1} still trained after bucket {b2} started"
