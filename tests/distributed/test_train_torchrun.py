@@ -158,3 +158,24 @@ def test_sigterm_stops_all_ranks_at_one_step_with_checkpoint(inputs, tmp_path):
     trace = read_trace(out)
     steps = {r: max(t["step"] for t in trace if t["rank"] == r) for r in (0, 1)}
     assert steps[0] == steps[1] == state["step"]  # both ranks stopped after the same step
+
+
+def test_launcher_turns_sigterm_into_exit_75(inputs, tmp_path):
+    from cpt.train.testing import free_port
+
+    out = tmp_path / "stage"
+    cmd = [sys.executable, "-m", "cpt.train.launch", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "--",
+           *args(inputs, out, extra=["--set", "epochs=400", "--set", "save_interval=100000"])]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    mpath = out / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (mpath.exists() and len(mpath.read_text().splitlines()) >= 3):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-3000:]
+    state = json.loads((out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+                        / "state.json").read_text())
+    assert state["preempted"] and state["step"] == max(x["step"] for x in metrics(out))
