@@ -88,6 +88,7 @@ def assert_trained(out):
     assert last < first - 0.1, (first, last)
     prov = json.loads((Path(out) / "final" / "provenance.json").read_text())
     assert prov["ranks_agree_params_sha256"] and prov["world_size"] == 2 and prov["steps"] == 14
+    assert prov["padding_slots_per_epoch"] == 4  # bucket of 10 in micro steps of 2 x 2 ranks: 2 slots; 18: 2
     assert (Path(out) / "final" / "tokenizer_config.json").is_file()
     from transformers import AutoModelForCausalLM
 

@@ -54,7 +54,8 @@ def run(config, model, dataset, output, overrides=(), benchmark_seq_len=None, be
                          inputs={"model": model, "dataset": dataset}, started=t0,
                          extra={"steps": result.step, "tokens": result.tokens,
                                 "world_size": dist.get_world_size(),
-                                "ranks_agree_params_sha256": result.params_sha256})
+                                "ranks_agree_params_sha256": result.params_sha256,
+                                "padding_slots_per_epoch": result.padding_slots_per_epoch})
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -48,6 +48,7 @@ class RunResult:
     final_dir: Path | None = None
     history: list = field(default_factory=list)
     params_sha256: str | None = None
+    padding_slots_per_epoch: int = 0
 
 
 class PreemptFlag:
@@ -275,7 +276,9 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     def run_state(stopped: bool = False) -> dict:
         return {"step": step, "tokens": tokens_seen, "epoch": sampler.state.epoch, "sampler": sampler.state_dict(),
                 "world_size": world, "dp_size": dp_size, "total_steps": total_steps, "config": cfg.to_dict(),
-                "plugin": cfg.plugin, "preempted": stopped}
+                "plugin": cfg.plugin, "preempted": stopped,
+                "padding_slots_per_epoch": sampler.padding_slots_per_epoch(),
+                "micro_steps_per_epoch": micro_per_epoch}
 
     trace = SampleTrace(output, rank, cfg.trace_samples and not benchmark, step)
     fault_step = int(os.environ.get(FAULT_ENV, "0") or 0)
@@ -384,7 +387,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         if not benchmark:
             final = ckpt.export_final(booster, model, model.unwrap().config if hasattr(model, "unwrap")
                                       else hf_config, model_dir, output / "final", train_dtype)
-        return RunResult(0, step, tokens_seen, final, history, digest)
+        return RunResult(0, step, tokens_seen, final, history, digest, sampler.padding_slots_per_epoch())
     finally:
         if bar is not None:
             bar.close()
