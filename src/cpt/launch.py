@@ -360,6 +360,37 @@ def launch_options(launch_cfg: Mapping | None) -> list[str]:
     return opts
 
 
+def stage_launcher(resources: Mapping | object, launch_cfg: Mapping | None = None, mode: str = "auto",
+                   env: Mapping[str, str] | None = None, run: Callable[[list[str]], str] | None = None):
+    """A `launcher(nproc, train_args) -> argv` for cpt.train.stage.run_stage, local or under SLURM.
+
+    `resources` is the rule's Snakemake resources (snakemake.resources in a script; made by rule_resources with
+    distributed=True). Each node runs the preemption-aware torchrun wrapper cpt.train.launch (it forwards
+    SIGTERM/SIGUSR1 to the trainer and exits 75 after a preemption checkpoint); srun returns that 75.
+    Environment settings (launch.env, MASTER_ADDR/PORT) are put in front of the argv with `env`.
+    """
+    get = resources.get if isinstance(resources, Mapping) else (lambda k, d=None: getattr(resources, k, d))
+    opts = dict(launch_cfg or {})
+    unknown = sorted(set(opts) - set(LAUNCH_KEYS))
+    if unknown:
+        raise ConfigError(f"launch.{unknown[0]}: unknown launch setting; known: {', '.join(LAUNCH_KEYS)}")
+
+    def launcher(nproc: int, train_args: Sequence[str]) -> list[str]:
+        spec = LaunchSpec(nproc_per_node=int(nproc), nodes=int(get("nodes", 1) or 1),
+                          cpus_per_task=int(get("cpus_per_task", 0) or 0) or None,
+                          gpus_per_node=int(get("gpus_per_node", 0) or 0), port=opts.get("port"),
+                          rdzv_backend=opts.get("rdzv_backend", "static"), env=dict(opts.get("env") or {}),
+                          srun_args=list(opts.get("srun_args") or []),
+                          torchrun=[sys.executable, "-m", "cpt.train.launch"])
+        plan = plan_launch(os.environ if env is None else env, spec, ["--", *train_args],
+                           mode=opts.get("mode", mode), run=run)
+        print(f"cpt.launch ({plan.mode}): {shlex.join(plan.argv)}", file=sys.stderr, flush=True)
+        prefix = ["env", *[f"{k}={v}" for k, v in plan.env.items()]] if plan.env else []
+        return [*prefix, *plan.argv]
+
+    return launcher
+
+
 def _check_program(program: Sequence[str]) -> None:
     if not program:
         raise ConfigError("launch: no program given (expected e.g. `-- -m cpt.cli train ...` after the options)")

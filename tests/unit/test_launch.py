@@ -300,3 +300,27 @@ def test_launch_options_from_config_round_trip_through_main(capsys, monkeypatch)
     plan = json.loads(capsys.readouterr().out)
     assert plan["port"] == 29555 and plan["env"]["NCCL_SOCKET_IFNAME"] == "ib0"
     assert "--cpu-bind=none" in plan["argv"] and "--rdzv_backend=c10d" in plan["argv"][-1]
+
+
+def test_stage_launcher_wraps_the_preemption_aware_torchrun(monkeypatch):
+    from types import SimpleNamespace
+
+    from cpt.launch import stage_launcher
+
+    res = SimpleNamespace(nodes=2, cpus_per_task=16, gpus_per_node=8, nproc_per_node=8)
+    env = {"SLURM_JOB_ID": "11", "SLURM_JOB_NODELIST": "g[1-2]", "SLURMD_NODENAME": "g1"}
+    launch = stage_launcher(res, {"env": {"NCCL_DEBUG": "WARN"}, "port": 29999}, env=env, run=no_scontrol)
+    argv = launch(8, ["--config", "c.json", "--output", "out dir"])
+    assert argv[0] == "env" and "NCCL_DEBUG=WARN" in argv and "MASTER_ADDR=g1" in argv
+    srun = argv[argv.index("srun"):]
+    assert "--nodes=2" in srun and "--gres=gpu:8" in srun and "--cpus-per-task=16" in srun
+    words = shlex.split(srun[-1].split("exec ", 1)[1])
+    assert words[:3] == [sys.executable, "-m", "cpt.train.launch"]
+    assert words[words.index("--"):] == ["--", "--config", "c.json", "--output", "out dir"]
+    assert "--rdzv_endpoint=g1:29999" in words and "--nnodes=2" in words
+
+    local = stage_launcher({"nodes": 1}, env={})(2, ["--output", "o"])
+    assert local[:3] == [sys.executable, "-m", "cpt.train.launch"] and "--standalone" in local
+    assert local[local.index("--"):] == ["--", "--output", "o"]
+    with pytest.raises(TrainError, match="2 node"):
+        stage_launcher({"nodes": 8}, env=env, run=no_scontrol)(8, ["x"])
