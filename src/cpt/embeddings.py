@@ -432,10 +432,12 @@ def select_texts(texts: Sequence[str], sp, max_tokens: int) -> list[str]:
         if used >= max_tokens:
             break
         n = len(sp.encode(text))
-        if used + n > max_tokens:
-            keep = max(1, int(len(text) * (max_tokens - used) / max(n, 1)))
-            text = text[:keep]
-            n = len(sp.encode(text))
+        room = max_tokens - used
+        while n > room and text:
+            text = text[:min(len(text) - 1, int(len(text) * room / n))]
+            n = len(sp.encode(text)) if text else 0
+        if not text:
+            break
         chosen.append(text)
         used += n
     return chosen
@@ -478,7 +480,9 @@ def _loss_record(nll: float, tokens: int, nbytes: int) -> dict:
 
 def _load_model(model_dir: Path):
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # shard-loading bars of a few ms would clutter the step's log
     return AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype="auto")
 
 
