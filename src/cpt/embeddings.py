@@ -29,6 +29,7 @@ dtype is kept (bf16 stays bf16); new rows are computed in float32/float64 and ro
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -45,6 +46,7 @@ from cpt.modeling import (
     place_file, read_layout, read_model_config, tokenizer_vocab_size,
 )
 
+log = logging.getLogger(__name__)
 METHODS = ("subword_mean", "mean", "multivariate")
 EMBED_NAME = "model.embed_tokens.weight"
 HEAD_NAME = "lm_head.weight"
@@ -439,22 +441,14 @@ def norm_stats(W, lo: int, hi: int) -> dict:
 
 
 def read_heldout(files: Iterable[str | os.PathLike]) -> list[str]:
-    """Texts (source + target) of corpus jsonl records, file by file, line by line."""
-    texts = []
-    for f in files:
-        with open(f, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    from cpt.errors import RecordError
+    """Texts (source + target) of corpus jsonl records, file by file, line by line (validated by cpt.records)."""
+    from cpt.records import iter_records
 
-                    raise RecordError(f, lineno, "invalid-json", f"invalid JSON ({exc.msg})") from exc
-                text = (rec.get("source") or "") + (rec.get("target") or "")
-                if text:
-                    texts.append(text)
+    texts = []
+    for rec in iter_records([Path(f) for f in files], schema="pretrain"):
+        text = (rec.get("source") or "") + (rec.get("target") or "")
+        if text:
+            texts.append(text)
     return texts
 
 
@@ -634,12 +628,15 @@ def run_init(section: Mapping[str, Any], source_model: str | os.PathLike, old_to
                               dummy_prefix=bool(s["dummy_prefix"]), seed=int(s["seed"]),
                               multivariate_scale=float(s["multivariate_scale"]),
                               pad_to_multiple_of=s["pad_to_multiple_of"], link=s["link"])
+    log.info("initialised %s new rows (%s, %s padded rows) of %s in %.1f s: %s", summary["new_rows"], s["method"],
+             summary["padded_rows"], source_model, summary["wall_seconds"], json.dumps(summary["files"]))
     report = init_report(source_model, out_dir, old_tokenizer, new_tokenizer, heldout, method=s["method"],
                          compare_methods=rep["compare_methods"], dummy_prefix=bool(s["dummy_prefix"]),
                          seed=int(s["seed"]), multivariate_scale=float(s["multivariate_scale"]),
                          max_tokens=int(rep["max_tokens"]), seq_len=int(rep["seq_len"]),
                          batch_size=int(rep["batch_size"]))
     report["init"] = summary
+    log.info("init report: %s", report.get("summary", "no held-out loss (report.max_tokens 0 or no files)"))
     out = Path(out_dir)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     inputs = {"source_model": source_model, "old_tokenizer": old_tokenizer, "new_tokenizer": new_tokenizer}
@@ -649,6 +646,17 @@ def run_init(section: Mapping[str, Any], source_model: str | os.PathLike, old_to
     write_provenance(out, "model/init", dict(section), inputs=inputs, started=t0,
                      extra={"init": {k: v for k, v in summary.items() if k != "files"}, "files": summary["files"]})
     return report
+
+
+def heldout_by_lang(heldout_dir: str | os.PathLike, langs: Mapping[str, str]) -> dict[str, list[str]]:
+    """{lang: [heldout/<category>.jsonl, ...]} from the corpus categories' languages (files that exist, sorted)."""
+    root = Path(heldout_dir)
+    out: dict[str, list[str]] = {}
+    for category, lang in sorted(langs.items()):
+        f = root / f"{category}.jsonl"
+        if f.is_file():
+            out.setdefault(lang, []).append(str(f))
+    return out
 
 
 def _parse_heldout(values: Sequence[str]) -> dict[str, list[str]]:

@@ -334,6 +334,29 @@ def build_base_model(section: Mapping[str, Any], tokenizer_dir: str | os.PathLik
     return info
 
 
+def write_base_check(section: Mapping[str, Any], tokenizer_dir: str | os.PathLike, out_json: str | os.PathLike
+                     ) -> dict:
+    """kind=local in the workflow: check the user's model against the base tokenizer; record the facts in out_json.
+
+    (The workflow reads the user's directory in place; `cpt base-model --kind local` links it instead.)
+    """
+    from cpt.provenance import build_provenance
+
+    t0 = time.time()
+    path = section.get("path")
+    if not path or not Path(path).is_dir():
+        raise ModelError(f"model.base.path: {path!r} is not a directory; set it to a local Hugging Face LLaMA "
+                         f"directory (config.json + weights)")
+    facts = check_model_tokenizer(path, tokenizer_dir)
+    facts["format"] = read_layout(path).format
+    record = build_provenance("model/base", dict(section), inputs={"tokenizer": tokenizer_dir}, started=t0,
+                              extra={"model": {"kind": "local", "path": str(path), **facts}})
+    out = Path(out_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return facts
+
+
 @click.command("base-model")
 @click.option("--tokenizer", "tokenizer_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Base tokenizer directory (tokenizer.model ...); its size sets vocab_size.")
