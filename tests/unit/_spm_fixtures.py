@@ -116,3 +116,38 @@ def make_tokenizer_pair(root: Path, vocab_size: int = 1600, n_new: int = 77) -> 
 
 def sp_processor(tokenizer_dir: Path) -> spm.SentencePieceProcessor:
     return spm.SentencePieceProcessor(model_file=str(Path(tokenizer_dir) / "tokenizer.model"))
+
+
+def llama2_tokenizer(out_dir: Path) -> Path:
+    """The real LLaMA-2 vocabulary (32,000 pieces) from llama.cpp's GGUF vocab file, as an HF tokenizer directory.
+
+    A minimal conversion for these tests (tokens, scores, types -> BPE ModelProto with LLaMA's normalizer settings);
+    the project's own importer lives in cpt.tokenizer.
+    """
+    import tempfile
+
+    import gguf
+
+    data = read_member("llama-cpp-python", "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf")
+    with tempfile.NamedTemporaryFile(suffix=".gguf") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        r = gguf.GGUFReader(tmp.name)
+        f_tok, f_score, f_type = (r.fields[f"tokenizer.ggml.{k}"] for k in ("tokens", "scores", "token_type"))
+        tokens = [bytes(f_tok.parts[i]).decode("utf-8") for i in f_tok.data]
+        scores = [float(f_score.parts[i][0]) for i in f_score.data]
+        types = [int(f_type.parts[i][0]) for i in f_type.data]
+    P = pb.ModelProto.SentencePiece
+    kinds = {1: P.NORMAL, 2: P.UNKNOWN, 3: P.CONTROL, 4: P.USER_DEFINED, 6: P.BYTE}
+    m = pb.ModelProto()
+    m.trainer_spec.model_type = pb.TrainerSpec.BPE
+    m.trainer_spec.byte_fallback = True
+    m.trainer_spec.unk_id, m.trainer_spec.bos_id, m.trainer_spec.eos_id, m.trainer_spec.pad_id = 0, 1, 2, -1
+    m.normalizer_spec.name = "identity"
+    m.normalizer_spec.add_dummy_prefix = True
+    m.normalizer_spec.remove_extra_whitespaces = False
+    m.normalizer_spec.escape_whitespaces = True
+    for t, s, k in zip(tokens, scores, types):
+        p = m.pieces.add()
+        p.piece, p.score, p.type = t, s, kinds[k]
+    return save_hf_tokenizer(m, out_dir)

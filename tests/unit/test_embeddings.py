@@ -338,3 +338,26 @@ def test_cli_with_reference_argument_names(toks, models, tmp_path):
     assert out["vocab"]["matrix_rows"] % 32 == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["method"] == "mean" and set(report["loss"]) == {"en"}
+
+
+def test_heldout_by_lang(tmp_path):
+    from cpt.embeddings import heldout_by_lang
+
+    for cat in ("zh_news", "en_novel", "en_plays"):
+        (tmp_path / f"{cat}.jsonl").write_text('{"source": "", "target": "x", "category": "%s"}\n' % cat)
+    langs = {"zh_news": "zh", "en_novel": "en", "en_plays": "en", "zh_missing": "zh"}
+    assert heldout_by_lang(tmp_path, langs) == {
+        "en": [str(tmp_path / "en_novel.jsonl"), str(tmp_path / "en_plays.jsonl")],
+        "zh": [str(tmp_path / "zh_news.jsonl")],
+    }
+
+
+def test_reference_tokenization_on_the_real_llama2_vocabulary(tmp_path):
+    """The reference's old_tokenizer(piece) on LLaMA-2: "中国" -> ["▁", "中", "国"]; our default matches it."""
+    llama = fx.llama2_tokenizer(tmp_path / "llama2")
+    assert len(fx.sp_processor(llama)) == 32000
+    pieces = ["中国", "我们", "的", "人民", "\u2581中国", "hello"]
+    ours = old_token_ids(llama, pieces)
+    assert ours == reference_ids(llama, pieces)
+    assert ours[0] == [29871, 30275, 30356]  # "▁", "中", "国": the lone dummy-prefix row takes part
+    assert old_token_ids(llama, ["中国"], dummy_prefix=False) == [[30275, 30356]]

@@ -146,3 +146,19 @@ def test_cli_base_model(toks, tmp_path):
     assert json.loads(res.output.strip().splitlines()[-1])["vocab_size"] == tokenizer_vocab_size(base)
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["num_hidden_layers"] == 1 and cfg["intermediate_size"] == 64
+
+
+def test_workflow_local_check_writes_facts(toks, tmp_path):
+    from cpt.modeling import write_base_check
+
+    base, ext = toks
+    user = tmp_path / "user-llama"
+    create_tiny_llama(user, base, TINY)
+    facts = write_base_check({"kind": "local", "path": str(user)}, base, tmp_path / "model" / "base_check.json")
+    rec = json.loads((tmp_path / "model" / "base_check.json").read_text())
+    assert facts["vocab_size"] == rec["model"]["vocab_size"] == tokenizer_vocab_size(base)
+    assert rec["stage"] == "model/base" and rec["model"]["format"] == "safetensors"
+    with pytest.raises(ModelError, match="does not match"):
+        write_base_check({"kind": "local", "path": str(user)}, ext, tmp_path / "x.json")
+    with pytest.raises(ModelError, match="model.base.path"):
+        write_base_check({"kind": "local", "path": None}, base, tmp_path / "x.json")
