@@ -93,7 +93,7 @@ def build_tokenizers(root: Path, seed: int = 0) -> tuple[Path, Path]:
     return base, ext
 
 
-def build_model(root: Path, tokenizer: Path, seed: int = 0) -> Path:
+def build_model(root: Path, tokenizer: Path, seed: int = 0, layers: int = 1) -> Path:
     import torch
     from safetensors.torch import save_file
 
@@ -105,15 +105,16 @@ def build_model(root: Path, tokenizer: Path, seed: int = 0) -> Path:
         return (torch.randn(*shape, generator=g) * 0.02).to(torch.bfloat16)
 
     layer = {
-        "model.layers.0.self_attn.q_proj.weight": (HIDDEN, HIDDEN), "model.layers.0.self_attn.k_proj.weight": (HIDDEN, HIDDEN),
-        "model.layers.0.self_attn.v_proj.weight": (HIDDEN, HIDDEN), "model.layers.0.self_attn.o_proj.weight": (HIDDEN, HIDDEN),
-        "model.layers.0.mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN), "model.layers.0.mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
-        "model.layers.0.mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
+        "self_attn.q_proj.weight": (HIDDEN, HIDDEN), "self_attn.k_proj.weight": (HIDDEN, HIDDEN),
+        "self_attn.v_proj.weight": (HIDDEN, HIDDEN), "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+        "mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN), "mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
+        "mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
     }
     s1 = {"model.embed_tokens.weight": rnd(N_OLD, HIDDEN)}
-    s1.update({k: rnd(*v) for k, v in layer.items()})
-    s1["model.layers.0.input_layernorm.weight"] = torch.ones(HIDDEN, dtype=torch.bfloat16)
-    s1["model.layers.0.post_attention_layernorm.weight"] = torch.ones(HIDDEN, dtype=torch.bfloat16)
+    for i in range(layers):  # all layers in shard 1, next to embed_tokens: the shard that must be rewritten
+        s1.update({f"model.layers.{i}.{k}": rnd(*v) for k, v in layer.items()})
+        s1[f"model.layers.{i}.input_layernorm.weight"] = torch.ones(HIDDEN, dtype=torch.bfloat16)
+        s1[f"model.layers.{i}.post_attention_layernorm.weight"] = torch.ones(HIDDEN, dtype=torch.bfloat16)
     save_file(s1, str(out / "model-00001-of-00002.safetensors"), metadata={"format": "pt"})
     wm = {k: "model-00001-of-00002.safetensors" for k in s1}
     total = sum(t.numel() * 2 for t in s1.values())
@@ -124,7 +125,7 @@ def build_model(root: Path, tokenizer: Path, seed: int = 0) -> Path:
     total += sum(t.numel() * 2 for t in s2.values())
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": wm}))
     cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
-           "intermediate_size": INTERMEDIATE, "num_hidden_layers": 1, "num_attention_heads": 32,
+           "intermediate_size": INTERMEDIATE, "num_hidden_layers": layers, "num_attention_heads": 32,
            "num_key_value_heads": 32, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
            "vocab_size": N_OLD, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False,
            "torch_dtype": "bfloat16", "hidden_act": "silu", "rope_theta": 10000.0}
@@ -195,6 +196,7 @@ def main(argv=None):
     ap.add_argument("--workdir", default=None, help="scratch dir (default: a temp dir, removed at the end)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--method", default="subword_mean")
+    ap.add_argument("--layers", type=int, default=1, help="transformer layers (all in the embed_tokens shard)")
     ap.add_argument("--pad-to-multiple-of", type=int, default=None)
     ap.add_argument("--reference-rows", type=int, default=0,
                     help="time the reference per-row algorithm on this many new rows and extrapolate (0: skip)")
@@ -206,14 +208,14 @@ def main(argv=None):
     try:
         t = time.time()
         base, ext = build_tokenizers(work)
-        src = build_model(work, base)
+        src = build_model(work, base, layers=args.layers)
         build_s = time.time() - t
         code = CHILD.format(threads=args.threads, src=str(src), base=str(base), ext=str(ext),
                             out=str(work / "init"), method=args.method, pad=args.pad_to_multiple_of)
         ours, _ = run_child(code, args.threads)
         result = {
             "benchmark": "init_embeddings", "shape": {"old_rows": N_OLD, "new_rows": N_TOTAL - N_OLD,
-                                                      "hidden": HIDDEN, "dtype": "bfloat16", "layers": 1},
+                                                      "hidden": HIDDEN, "dtype": "bfloat16", "layers": args.layers},
             "method": args.method, "threads": args.threads, "build_s": round(build_s, 1),
             "ours": {"wall_s": round(ours["wall_s"], 2), "process_wall_s": round(ours["process_wall_s"], 2),
                      "cpu_s": round(ours["cpu_s"], 2),
@@ -245,7 +247,8 @@ def main(argv=None):
         r = result["reference"]
         rows.append((f"reference algorithm (extrapolated from {r['rows_timed']} rows)",
                      f"{r['extrapolated_total_s']:.0f}", "-", "-"))
-    print(f"init_embeddings: {N_OLD} -> {N_TOTAL} rows x {HIDDEN}, bf16, {args.method}, {args.threads} threads")
+    print(f"init_embeddings: {N_OLD} -> {N_TOTAL} rows x {HIDDEN}, bf16, {args.layers} layer(s), {args.method}, "
+          f"{args.threads} threads")
     print(f"{'':55s} {'wall s':>10s} {'cpu s':>8s} {'peak RSS GB':>12s}")
     for name, w, c, m in rows:
         print(f"{name:55s} {w:>10s} {c:>8s} {m:>12s}")

@@ -42,8 +42,8 @@ import click
 
 from cpt.errors import ModelError
 from cpt.modeling import (
-    PAD_MULTIPLE_KEY, TOKENIZER_FILES, UNPADDED_KEY, check_model_tokenizer, copy_tokenizer_files, load_sp_proto,
-    place_file, read_layout, read_model_config, tokenizer_vocab_size,
+    PAD_MULTIPLE_KEY, TOKENIZER_FILES, UNPADDED_KEY, check_model_tokenizer, copy_tokenizer_files, load_bin,
+    load_sp_proto, place_file, read_layout, read_model_config, tokenizer_vocab_size,
 )
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,6 @@ def extend_matrix(W_old, n_total: int, n_tok: int, method: str, *, id_lists=None
 
 def read_tensor(layout, name: str):
     """One tensor of a checkpoint, without loading the others."""
-    import torch
-
     if name not in layout.weight_map:
         raise ModelError(f"{layout.root}: no tensor {name!r} in the checkpoint; is this a LlamaForCausalLM?")
     path = layout.root / layout.weight_map[name]
@@ -187,8 +185,7 @@ def read_tensor(layout, name: str):
 
         with safe_open(str(path), framework="pt") as f:
             return f.get_tensor(name)
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return state[name]
+    return load_bin(path)[name]
 
 
 def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
@@ -278,8 +275,6 @@ def write_checkpoint(layout, out: Path, new_tensors: Mapping[str, Any], drop: se
 
     Returns {"files": {out name: how}, "total_size": bytes}.
     """
-    import torch
-
     plan = []
     for src in layout.files:
         names = layout.tensors_in(src)
@@ -298,7 +293,7 @@ def write_checkpoint(layout, out: Path, new_tensors: Mapping[str, Any], drop: se
             else:
                 how[name] = f"{place_file(layout.root / src, out / name, link)} of {src}"
         else:
-            state = torch.load(layout.root / src, map_location="cpu", weights_only=True, mmap=True)
+            state = load_bin(layout.root / src)
             save_tensors(out / name, {k: state[k] for k in kept}, metadata={"format": "pt"})
             del state
             how[name] = f"converted from {src}"

@@ -168,11 +168,21 @@ def read_layout(model_dir: str | os.PathLike) -> CheckpointLayout:
         if fmt == "safetensors":
             names = _safetensors_names(path)
         else:
-            import torch
-
-            names = list(torch.load(path, map_location="cpu", weights_only=True, mmap=True).keys())
+            names = list(load_bin(path).keys())
         return CheckpointLayout(root, fmt, None, {n: index_name for n in names})
     raise ModelError(f"{root}: no weights found (looked for {', '.join(INDEX_FILES + SINGLE_FILES)})")
+
+
+def load_bin(path: str | os.PathLike) -> dict:
+    """A .bin state dict with torch.load(weights_only=True), memory-mapped when the file format allows it."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise ModelError(f"{path}: cannot read the checkpoint ({exc})") from exc
+        return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
 
 
 def check_model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike) -> dict:

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 import _spm_fixtures as fx
 from cpt.embeddings import (
-    EMBED_NAME, HEAD_NAME, cli_init_embeddings, init_embeddings, init_report, old_token_ids, run_init,
+    EMBED_NAME, HEAD_NAME, cli_init_embeddings, init_embeddings, old_token_ids, run_init,
     write_safetensors_subset,
 )
 from cpt.errors import ModelError
