@@ -380,20 +380,24 @@ def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.Pat
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    written = write_checkpoint(layout, tmp, new_tensors, drop, link)
-    del new_tensors
-    for q in sorted(src.iterdir()):
-        if (q.is_file() and q.name not in SKIP_FILES and not q.name.endswith((".safetensors", ".bin"))
-                and not q.name.endswith(".index.json")):
-            shutil.copyfile(q, tmp / q.name)
-    cfg["vocab_size"] = n_total
-    cfg[UNPADDED_KEY] = n_tok
-    cfg[PAD_MULTIPLE_KEY] = int(pad_to_multiple_of) if pad_to_multiple_of else None
-    (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    copy_tokenizer_files(new_tok, tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    try:
+        written = write_checkpoint(layout, tmp, new_tensors, drop, link)
+        del new_tensors
+        for q in sorted(src.iterdir()):
+            if (q.is_file() and q.name not in SKIP_FILES and not q.name.endswith((".safetensors", ".bin"))
+                    and not q.name.endswith(".index.json")):
+                shutil.copyfile(q, tmp / q.name)
+        cfg["vocab_size"] = n_total
+        cfg[UNPADDED_KEY] = n_tok
+        cfg[PAD_MULTIPLE_KEY] = int(pad_to_multiple_of) if pad_to_multiple_of else None
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        copy_tokenizer_files(new_tok, tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
     summary = {
         "method": method, "dummy_prefix": dummy_prefix, "seed": seed, "tie_word_embeddings": tied,
