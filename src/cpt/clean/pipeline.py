@@ -95,7 +95,7 @@ DEFAULTS: dict = {
         "en": {"weights": dict(_WEIGHTS), "length_ref": 500, "script_ref": 0.6, "min_score": 0.3,
                "top_fraction": None, "hook": None, "hook_weight": 1.0},
     },
-    "dedup": {"exact": True, "near": True, "scope": "global", "threshold": 0.8, "num_perm": 128,
+    "dedup": {"exact": True, "near": True, "scope": "global", "threshold": 0.7, "num_perm": 128,
               "bands": None, "rows": None, "ngram": {"zh": 5, "en": 3}},
     "categories": {},  # name -> {language?, normalize?, filters?, quality?} deep-merged over the defaults
 }
@@ -128,6 +128,16 @@ def resolve_section(section: Mapping | None) -> dict:
         raise ConfigError(f"clean.dedup.scope: {d['scope']!r}; use 'global' or 'category'")
     if not 0 < float(d["threshold"]) <= 1:
         raise ConfigError(f"clean.dedup.threshold: {d['threshold']!r}; a Jaccard similarity in (0, 1]")
+    if d["near"]:
+        from datasketch import MinHashLSH
+
+        try:
+            MinHashLSH(threshold=float(d["threshold"]), num_perm=int(d["num_perm"]),
+                       params=(d["bands"], d["rows"]) if d["bands"] and d["rows"] else None)
+        except ValueError as exc:
+            raise ConfigError(f"clean.dedup: threshold {d['threshold']} / num_perm {d['num_perm']} / bands "
+                              f"{d['bands']} / rows {d['rows']} give no usable LSH ({exc}); lower the threshold "
+                              f"or raise num_perm") from None
     for lang in LANGUAGES:
         tf = sec["quality"][lang].get("top_fraction")
         if tf is not None and not 0 < float(tf) <= 1:
