@@ -39,7 +39,7 @@ ZH_DOCS = [  # (target, expected reason)
     (JA, "wrong_language"),
     (ZH2, None),
     (ZH.replace("顺利", "成功").replace("百年", "千年"), "near_duplicate"),
-    ("   ", "empty"),
+    ("\u200b\u200b", "empty"),  # a valid record whose text is nothing once normalised
 ]
 EN_DOCS = [
     (EN, None),
@@ -145,10 +145,12 @@ def test_invalid_records_error_names_file_and_line_or_are_counted(tmp_path):
     with pytest.raises(RecordError) as err:
         run_clean(paths, tmp_path / "out", {}, languages=LANGS, workers=1, progress=False)
     assert f"books.jsonl:{len(EN_DOCS) + 1}" in str(err.value)
-    report = run_clean(paths, tmp_path / "out2", {"on_invalid": "skip"}, languages=LANGS, workers=2,
+    report = run_clean(paths, tmp_path / "out2", {"on_bad_record": "skip"}, languages=LANGS, workers=2,
                        progress=False)
     books = report["categories"]["books"]
     assert books["dropped"]["invalid_record"] == 2 and books["input"] == len(EN_DOCS) + 2
+    assert books["invalid_reasons"] == {"invalid_json": 1, "not_object": 1}
+    assert f"books.jsonl:{len(EN_DOCS) + 2}" in books["examples"]["invalid_record"][1]["text"]
     assert books["input"] == books["kept"] + books["dropped_total"]
 
 
@@ -173,7 +175,7 @@ def test_per_category_overrides(tmp_path):
 
 
 def test_languages_from_config():
-    cfg = {"corpus": {"categories": {"news": {"language": "zh"}, "bible": {"language": "en"}}},
+    cfg = {"corpus": {"categories": {"news": {"lang": "zh"}, "bible": {"language": "en"}}},
            "clean": {"languages": {"extra": "en"}, "categories": {"bible": {"language": "zh"}}}}
     assert languages_from_config(cfg) == {"news": "zh", "bible": "zh", "extra": "en"}
     assert languages_from_config({"corpus": {"categories": [{"name": "a", "language": "en"}]}}) == {"a": "en"}
@@ -186,7 +188,7 @@ def test_cli_clean_writes_outputs_and_provenance(tmp_path):
 
     write_raw(tmp_path / "raw")
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("experiment: t\ncorpus:\n  categories:\n    news: {language: zh}\n    books: {language: en}\n"
+    cfg.write_text("experiment: t\ncorpus:\n  categories:\n    news: {lang: zh}\n    books: {lang: en}\n"
                    "clean:\n  workers: 1\n", encoding="utf-8")
     res = CliRunner().invoke(cli_clean, ["--in-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path / "out"),
                                          "--config", str(cfg), "--no-progress"])

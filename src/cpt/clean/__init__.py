@@ -19,14 +19,14 @@ __all__ = ["DEFAULTS", "REASON_ORDER", "cli_clean", "finalize", "languages_from_
 
 
 def languages_from_config(config: dict) -> dict[str, str]:
-    """category -> language from an experiment config: `corpus.categories` (a mapping name -> {language} or a
-    list of {name, language}), then `clean.languages`, then `clean.categories.<name>.language`."""
+    """category -> language from an experiment config: `corpus.categories.<name>.lang` (or `.language`; a
+    mapping, or a list of {name, lang}), then `clean.languages`, then `clean.categories.<name>.language`."""
     out: dict[str, str] = {}
     cats = (config.get("corpus") or {}).get("categories") or {}
     items = cats.items() if isinstance(cats, dict) else ((c.get("name"), c) for c in cats if isinstance(c, dict))
     for name, spec in items:
-        if isinstance(spec, dict) and spec.get("language") and name:
-            out[name] = spec["language"]
+        if isinstance(spec, dict) and name and (spec.get("lang") or spec.get("language")):
+            out[name] = spec.get("lang") or spec["language"]
     clean = config.get("clean") or {}
     out.update(clean.get("languages") or {})
     for name, spec in (clean.get("categories") or {}).items():

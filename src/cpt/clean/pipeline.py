@@ -12,7 +12,8 @@ Data flow (streaming; memory grows only with the MinHash signatures of documents
          results/<exp>/clean/<category>.jsonl + report.json + report.md
 
 Every input line ends in exactly one place: kept, or counted under the first reason that applies, in
-``REASON_ORDER``: invalid_record (only with ``on_invalid: skip``), empty, the filter reasons of filters.py in
+``REASON_ORDER``: invalid_record (read by cpt.records; only with ``on_bad_record: skip``, else the first bad line
+is a RecordError naming file:line), empty, the filter reasons of filters.py in
 their order, low_quality, exact_duplicate, near_duplicate. ``report.json`` checks that input = kept + dropped
 for every category.
 
@@ -39,12 +40,14 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
+import orjson
 
 from cpt.clean import dedup as dd
 from cpt.clean import filters as fl
 from cpt.clean import quality as ql
 from cpt.clean.normalize import WIDTH_POLICIES, normalize_text
-from cpt.errors import ConfigError, CptError, RecordError
+from cpt import records as rec_io
+from cpt.errors import ConfigError, CptError
 
 STAGE = "clean"
 REASON_ORDER = (
@@ -68,7 +71,7 @@ DEFAULTS: dict = {
     "seed": 1234,
     "workers": 0,  # 0 = all cores (os.cpu_count()); 1 = in-process, no pool
     "chunk_size": 500,
-    "on_invalid": "error",  # error | skip (count as invalid_record)
+    "on_bad_record": "raise",  # raise (RecordError naming file:line) | skip (count as invalid_record)
     "examples_per_reason": 3,
     "keep_work": False,
     "languages": {},  # category -> zh|en, when the caller does not pass them
@@ -119,8 +122,8 @@ def _is_ngram_table(key: str) -> bool:
 def resolve_section(section: Mapping | None) -> dict:
     """The `clean` config section merged over DEFAULTS, with its values checked."""
     sec = deep_merge(DEFAULTS, section or {})
-    if sec["on_invalid"] not in ("error", "skip"):
-        raise ConfigError(f"clean.on_invalid: {sec['on_invalid']!r}; use 'error' or 'skip'")
+    if sec["on_bad_record"] not in ("raise", "skip"):
+        raise ConfigError(f"clean.on_bad_record: {sec['on_bad_record']!r}; use 'raise' or 'skip'")
     if sec["normalize"].get("width") not in WIDTH_POLICIES:
         raise ConfigError(f"clean.normalize.width: {sec['normalize'].get('width')!r}; one of {WIDTH_POLICIES}")
     d = sec["dedup"]
@@ -173,41 +176,6 @@ def category_language(sec: dict, category: str, languages: Mapping[str, str] | N
 
 # ----------------------------------------------------------------------------------------------- records
 
-def parse_record(line: str, path: str, lineno: int) -> dict:
-    """One jsonl line -> {"source","target","category"} or RecordError naming path:line."""
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise RecordError(path, lineno, "invalid_json", f"not valid JSON ({exc.msg} at column {exc.colno}); "
-                                                        f"fix or remove the line") from None
-    if not isinstance(rec, dict):
-        raise RecordError(path, lineno, "not_object", "a record must be a JSON object with source/target/category")
-    for key in ("source", "target"):
-        if key in rec and not isinstance(rec[key], str):
-            raise RecordError(path, lineno, "bad_field", f"field {key!r} must be a string")
-    if "target" not in rec:
-        raise RecordError(path, lineno, "missing_field", "field 'target' is missing")
-    if "category" in rec and not isinstance(rec["category"], str):
-        raise RecordError(path, lineno, "bad_field", "field 'category' must be a string")
-    return rec
-
-
-def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text) of the non-blank lines of a UTF-8 file, streamed."""
-    with open(path, encoding="utf-8", errors="strict", newline="\n") as f:
-        lineno = 0
-        while True:
-            try:
-                line = f.readline()
-            except UnicodeDecodeError as exc:
-                raise RecordError(path, lineno + 1, "not_utf8", f"not UTF-8 ({exc.reason})") from None
-            if not line:
-                return
-            lineno += 1
-            if line.strip():
-                yield lineno, line
-
-
 def _chunks(it: Iterable, size: int) -> Iterator[list]:
     buf = []
     for x in it:
@@ -224,9 +192,8 @@ def _chunks(it: Iterable, size: int) -> Iterator[list]:
 _WORKER: dict = {}
 
 
-def _init_worker(params_by_category: dict, on_invalid: str):
+def _init_worker(params_by_category: dict):
     _WORKER["params"] = params_by_category
-    _WORKER["on_invalid"] = on_invalid
 
 
 def doc_text(source: str, target: str) -> str:
@@ -234,19 +201,12 @@ def doc_text(source: str, target: str) -> str:
 
 
 def _process_chunk(task: tuple) -> dict:
-    """Worker: parse, normalise, filter, score, hash one chunk of (lineno, line) of one category."""
-    category, path, items = task
+    """Worker: normalise, filter, score, hash one chunk of (line number, record) of one category."""
+    category, items = task
     p = _WORKER["params"][category]
     lang, npar, fpar, qpar = p["language"], p["normalize"], p["filters"], p["quality"]
-    results, shingle_lists, passed = [], [], []
-    for lineno, line in items:
-        try:
-            rec = parse_record(line, path, lineno)
-        except RecordError as exc:
-            if _WORKER["on_invalid"] == "error":
-                return {"error": (exc.path, exc.line, exc.reason, str(exc))}
-            results.append({"line": lineno, "reason": "invalid_record", "chars": 0, "example": line[:EXAMPLE_CHARS]})
-            continue
+    results, shingle_lists = [], []
+    for lineno, rec in items:
         source, target = rec.get("source") or "", rec["target"]
         raw_chars = len(source) + len(target)
         source, target = normalize_text(source, npar, lang), normalize_text(target, npar, lang)
@@ -255,16 +215,14 @@ def _process_chunk(task: tuple) -> dict:
         reason = "empty" if stats.chars == 0 else fl.first_failure(stats, fpar)
         entry = {"line": lineno, "reason": reason, "chars": raw_chars}
         if reason is not None:
-            entry["example"] = text[:EXAMPLE_CHARS] if text else line[:EXAMPLE_CHARS]
+            entry["example"] = text[:EXAMPLE_CHARS] if text else doc_text(rec.get("source") or "", rec["target"])
         else:
             entry["record"] = {"source": source, "target": target, "category": category}
             entry["score"] = ql.score(stats, qpar)
             entry["key"] = dd.exact_key(text)
-            entry["tag"] = ("missing" if "category" not in rec
-                            else "mismatch" if rec["category"] != category else None)
+            entry["mismatch"] = rec.get("category") != category
             if p["near"]:
                 shingle_lists.append(dd.shingles(text, lang, p["ngram"]))
-            passed.append(entry)
         results.append(entry)
     sigs = dd.signatures(shingle_lists, p["num_perm"], p["seed"]) if p["near"] else None
     return {"results": results, "signatures": sigs}
@@ -294,24 +252,24 @@ def prepare(inputs: Mapping[str, str | os.PathLike], languages: Mapping[str, str
     fl._identifier()
     import datasketch  # noqa: F401
     if n > 1:
-        pool = _pool(n).Pool(n, initializer=_init_worker, initargs=(params, sec["on_invalid"]))
+        pool = _pool(n).Pool(n, initializer=_init_worker, initargs=(params,))
     else:
-        _init_worker(params, sec["on_invalid"])
+        _init_worker(params)
     try:
         for category in sorted(inputs):
             path = str(inputs[category])
             meta = {"category": category, "language": params[category]["language"], "input_path": path,
                     "input": 0, "passed": 0, "chars_in": 0, "dropped": {}, "examples": {},
-                    "category_missing": 0, "category_mismatch": 0, "num_perm": params[category]["num_perm"],
-                    "params": params[category]}
-            tasks = ((category, path, chunk) for chunk in _chunks(iter_lines(path), sec["chunk_size"]))
-            with open(work / f"{category}.docs.jsonl", "w", encoding="utf-8") as docs, \
+                    "category_mismatch": 0, "num_perm": params[category]["num_perm"], "params": params[category]}
+            # cpt.records reads and validates (file:line errors, or counts per reason with on_bad_record: skip)
+            rstats = rec_io.RecordStats()
+            located = rec_io.iter_located(path, "pretrain", on_error=sec["on_bad_record"], stats=rstats,
+                                          default_category=category)
+            tasks = ((category, chunk) for chunk in _chunks(((ln, r) for _, ln, r in located), sec["chunk_size"]))
+            with open(work / f"{category}.docs.jsonl", "wb") as docs, \
                     open(work / f"{category}.sig", "wb") as sigf, \
                     tqdm(desc=f"clean {category}", unit="doc", disable=not progress) as bar:
                 for out in _run_tasks(pool, tasks, n):
-                    if "error" in out:
-                        p_, line_, reason_, msg = out["error"]
-                        raise RecordError(p_, line_, reason_, msg.split(": ", 1)[-1])
                     for e in out["results"]:
                         meta["input"] += 1
                         meta["chars_in"] += e["chars"]
@@ -319,13 +277,19 @@ def prepare(inputs: Mapping[str, str | os.PathLike], languages: Mapping[str, str
                             _count(meta, e["reason"], e["line"], e["example"], sec["examples_per_reason"])
                             continue
                         meta["passed"] += 1
-                        if e["tag"]:
-                            meta[f"category_{e['tag']}"] += 1
-                        docs.write(json.dumps({"line": e["line"], "key": e["key"], "score": e["score"],
-                                               "record": e["record"]}, ensure_ascii=False) + "\n")
+                        meta["category_mismatch"] += e["mismatch"]
+                        docs.write(orjson.dumps({"line": e["line"], "key": e["key"], "score": e["score"],
+                                                 "record": e["record"]}) + b"\n")
                     if out["signatures"] is not None:
                         sigf.write(np.ascontiguousarray(out["signatures"], dtype="<u4").tobytes())
                     bar.update(len(out["results"]))
+            bad = {r: c for r, c in sorted(rstats.skipped.items()) if r != "empty_file"}
+            if bad:
+                meta["input"] += sum(bad.values())
+                meta["dropped"]["invalid_record"] = sum(bad.values())
+                meta["invalid_reasons"] = bad
+                meta["examples"]["invalid_record"] = [
+                    {"line": None, "text": m[-EXAMPLE_CHARS:]} for m in rstats.examples[:sec["examples_per_reason"]]]
             (work / f"{category}.meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n",
                                                         encoding="utf-8")
             metas[category] = meta
@@ -361,9 +325,9 @@ def _count(meta: dict, reason: str, line: int, example: str | None, k: int):
 # ----------------------------------------------------------------------------------------------- finalize
 
 def _read_docs(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line in f:
-            yield json.loads(line)
+            yield orjson.loads(line)
 
 
 def quality_cut(scores: list[float], min_score: float | None, top_fraction: float | None) -> list[bool]:
@@ -433,11 +397,11 @@ def finalize(work_dir: str | os.PathLike, out_dir: str | os.PathLike, section: M
         meta = metas[c]
         kept = chars_kept = 0
         tmp = out / f".{c}.jsonl.tmp"
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        with open(tmp, "wb") as f:
             for doc, (reason, rep) in zip(_read_docs(work / f"{c}.docs.jsonl"), decisions[c]):
                 rec = doc["record"]
                 if reason is None:
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    f.write(rec_io.dumps_record(rec))
                     kept += 1
                     chars_kept += len(rec["source"]) + len(rec["target"])
                 else:
@@ -454,7 +418,7 @@ def finalize(work_dir: str | os.PathLike, out_dir: str | os.PathLike, section: M
             "kept": kept, "dropped": dropped, "dropped_total": sum(dropped.values()),
             "kept_fraction": round(kept / meta["input"], 6) if meta["input"] else 0.0,
             "chars_in": meta["chars_in"], "chars_kept": chars_kept,
-            "category_missing": meta["category_missing"], "category_mismatch": meta["category_mismatch"],
+            "category_mismatch": meta["category_mismatch"], "invalid_reasons": meta.get("invalid_reasons", {}),
             "quality": quality[c],
             "examples": {r: meta["examples"][r] for r in REASON_ORDER if r in meta["examples"]},
         }
