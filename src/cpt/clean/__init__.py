@@ -56,10 +56,11 @@ def _pairs(values, option: str) -> dict[str, str]:
 @click.option("--workers", type=int, default=None, help="processes (default: clean.workers; 0 = all cores)")
 @click.option("--step", type=click.Choice(["all", "prepare", "finalize"]), default="all", show_default=True,
               help="prepare = per-category/shard step 1; finalize = the single dedup + output step 2")
-@click.option("--work-dir", type=click.Path(file_okay=False), help="work files for --step prepare/finalize")
+@click.option("--work-dir", "work_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="work files: where --step prepare writes, where --step finalize reads (repeatable)")
 @click.option("--category", "only", multiple=True, help="finalize: categories to include (default: all in work dir)")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
-def cli_clean(inputs, in_dir, out_dir, config_file, langs, workers, step, work_dir, only, no_progress):
+def cli_clean(inputs, in_dir, out_dir, config_file, langs, workers, step, work_dirs, only, no_progress):
     """Clean raw corpus jsonl: normalise, filter, deduplicate, score; write <category>.jsonl + report."""
     import yaml
 
@@ -78,23 +79,25 @@ def cli_clean(inputs, in_dir, out_dir, config_file, langs, workers, step, work_d
             paths.setdefault(p.stem, str(p))
     if step in ("all", "prepare") and not paths:
         raise ConfigError("cpt clean: no inputs; give --input CATEGORY=PATH or --in-dir")
-    if step != "all" and not work_dir:
+    if step != "all" and not work_dirs:
         raise ConfigError(f"cpt clean --step {step}: give --work-dir")
+    if step == "prepare" and len(work_dirs) != 1:
+        raise ConfigError("cpt clean --step prepare: give exactly one --work-dir")
     if step in ("all", "finalize") and not out_dir:
         raise ConfigError("cpt clean: give --out-dir")
     progress = not no_progress
     if step == "prepare":
-        metas = prepare(paths, languages, section, work_dir, workers=workers, progress=progress)
-        write_provenance(work_dir, "clean-prepare", section, inputs=paths, started=t0,
-                         filename=f"provenance.{'+'.join(sorted(paths))}.json"[:200],
+        metas = prepare(paths, languages, section, work_dirs[0], workers=workers, progress=progress)
+        write_provenance(work_dirs[0], "clean-prepare", section, inputs=paths, started=t0,
                          extra={"counts": {c: {"input": m["input"], "passed": m["passed"]} for c, m in metas.items()}})
-        click.echo(f"prepared {', '.join(sorted(metas))} in {work_dir}")
+        click.echo(f"prepared {', '.join(sorted(metas))} in {work_dirs[0]}")
         return
     if step == "finalize":
-        report = finalize(work_dir, out_dir, section, categories=list(only) or None, progress=progress)
+        report = finalize(list(work_dirs), out_dir, section, categories=list(only) or None, progress=progress)
     else:
         report = run_clean(paths, out_dir, section, languages=languages, workers=workers, progress=progress)
-    write_provenance(out_dir, "clean", section, inputs=paths or {"work": work_dir}, started=t0,
+    write_provenance(out_dir, "clean", section, inputs=paths or {f"work{i}": w for i, w in enumerate(work_dirs)},
+                     started=t0,
                      extra={"totals": report["totals"]})
     t = report["totals"]
     click.echo(f"clean: {t['kept']}/{t['input']} records kept; dropped: "

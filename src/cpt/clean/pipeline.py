@@ -342,22 +342,32 @@ def quality_cut(scores: list[float], min_score: float | None, top_fraction: floa
     return keep
 
 
-def finalize(work_dir: str | os.PathLike, out_dir: str | os.PathLike, section: Mapping | None,
-             categories: Iterable[str] | None = None, progress: bool = True) -> dict:
-    """Step 2: quality cut, dedup across categories, write outputs and the report; returns the report."""
+def finalize(work_dir: str | os.PathLike | Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+             section: Mapping | None, categories: Iterable[str] | None = None, progress: bool = True) -> dict:
+    """Step 2: quality cut, dedup across categories, write outputs and the report; returns the report.
+
+    work_dir: one directory or several (e.g. one per prepare job); each holds <category>.{meta.json,docs.jsonl,sig}.
+    """
     from tqdm import tqdm
 
     sec = resolve_section(section)
-    work, out = Path(work_dir), Path(out_dir)
+    dirs = [Path(work_dir)] if isinstance(work_dir, (str, os.PathLike)) else [Path(d) for d in work_dir]
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cats = sorted(categories) if categories is not None else sorted(
-        p.name[: -len(".meta.json")] for p in work.glob("*.meta.json"))
+    where: dict[str, Path] = {}
+    for d_ in dirs:
+        for mp in sorted(d_.glob("*.meta.json")):
+            c = mp.name[: -len(".meta.json")]
+            if c in where:
+                raise CptError(f"category {c!r} prepared twice ({where[c]} and {d_}); give each work dir once")
+            where[c] = d_
+    cats = sorted(categories) if categories is not None else sorted(where)
     metas = {}
     for c in cats:
-        mp = work / f"{c}.meta.json"
-        if not mp.is_file():
-            raise CptError(f"{mp}: missing; run the prepare step for category {c!r} first")
-        metas[c] = json.loads(mp.read_text(encoding="utf-8"))
+        if c not in where:
+            raise CptError(f"{c}.meta.json: missing in {', '.join(map(str, dirs))}; run the prepare step for "
+                           f"category {c!r} first")
+        metas[c] = json.loads((where[c] / f"{c}.meta.json").read_text(encoding="utf-8"))
     d = sec["dedup"]
     dedup = dd.Deduplicator(exact=d["exact"], near=d["near"], threshold=float(d["threshold"]),
                             num_perm=int(d["num_perm"]), seed=int(sec["seed"]), scope=d["scope"],
@@ -367,6 +377,7 @@ def finalize(work_dir: str | os.PathLike, out_dir: str | os.PathLike, section: M
     gid = 0
     for c in cats:
         meta = metas[c]
+        work = where[c]
         docs = [(r["line"], r["key"], r["score"]) for r in _read_docs(work / f"{c}.docs.jsonl")]
         if len(docs) != meta["passed"]:
             raise CptError(f"{work / (c + '.docs.jsonl')}: {len(docs)} documents, meta says {meta['passed']}; "
@@ -398,7 +409,7 @@ def finalize(work_dir: str | os.PathLike, out_dir: str | os.PathLike, section: M
         kept = chars_kept = 0
         tmp = out / f".{c}.jsonl.tmp"
         with open(tmp, "wb") as f:
-            for doc, (reason, rep) in zip(_read_docs(work / f"{c}.docs.jsonl"), decisions[c]):
+            for doc, (reason, rep) in zip(_read_docs(where[c] / f"{c}.docs.jsonl"), decisions[c]):
                 rec = doc["record"]
                 if reason is None:
                     f.write(rec_io.dumps_record(rec))
