@@ -19,13 +19,15 @@ for every category.
 
 Scale. On one machine ``run_clean`` does both steps with a ``multiprocessing`` pool (``workers``) and a bounded
 number of chunks in flight, so input files are streamed, never loaded whole. On a cluster the two steps are
-separate Snakemake jobs: ``prepare`` runs once per category (a wildcard; large categories can be split into
-shard files upstream, each shard being a "category" input of its own) and is submitted through the SLURM profile
-like any other rule; ``finalize`` is a second, single job, because cross-shard deduplication needs one LSH index
-that has seen every signature (signatures are 4 bytes x num_perm per document, ~512 MB per million documents at
-num_perm 128, which one node holds comfortably up to tens of millions of documents). datatrove's executor was
+separate Snakemake jobs (workflow/rules/clean.smk): ``clean_prepare`` runs once per category (the shard is the
+category file, a wildcard) and is submitted through the SLURM profile like any other rule, with ``threads``
+workers inside the job; ``clean_finalize`` is a second, single job, because cross-shard deduplication needs one
+LSH index that has seen every signature (a signature is 4 bytes x num_perm = 512 bytes per document at num_perm
+128; with the LSH tables about 1-2 GB per million documents kept, which one node holds up to tens of millions).
+Splitting one very large category file into several prepare jobs is not implemented (finalize already accepts
+many work directories; prepare would need a byte-range or line-modulo shard option). datatrove's executor was
 not used: it is not installed or pinned here, its dedup is its own multi-stage file protocol, and Snakemake +
-SLURM already give us per-shard jobs, reruns on changed config and provenance.
+SLURM already give per-shard jobs, reruns on changed config, logs and provenance.
 """
 
 from __future__ import annotations
