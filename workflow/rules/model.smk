@@ -5,7 +5,7 @@
 #   cpt init-embeddings --source_model_and_tokenizer_path MODEL --target_tokenizer_path results/<exp>/tokenizer/extended
 #                       --target_model_path results/<exp>/model/init [--method ...] [--pad-to-multiple-of 64]
 MODEL_BASE_LOCAL = config["model"]["base"]["kind"] == "local"
-MODEL_BASE_CHECK = L.root / "model" / "base_check.json"
+MODEL_BASE_CHECK = L.model_base_check
 
 
 def model_init_source(wildcards):
