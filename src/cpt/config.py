@@ -241,6 +241,11 @@ class Layout:
         return self.root / "model" / "base"
 
     @property
+    def model_base_check(self) -> Path:
+        """For a user's local base model (read in place): the record that it matches the base tokenizer."""
+        return self.root / "model" / "base_check.json"
+
+    @property
     def model_init(self) -> Path:
         return self.root / "model" / "init"
 

@@ -7,10 +7,19 @@ def train_model_input(wildcards):
     return str(L.model_source(config["train"]["stages"][wildcards.stage]["init_from"]))
 
 
+def train_checks(wildcards):
+    """A user's local base model is read in place: train on it only once it was checked against the tokenizer."""
+    source = config["train"]["stages"][wildcards.stage]["init_from"]
+    if source == "base_model" and config["model"]["base"].get("kind") == "local":
+        return [str(L.model_base_check)]
+    return []
+
+
 rule train:
     input:
         model=train_model_input,
         dataset=lambda wildcards: str(L.dataset(wildcards.stage)),
+        checks=train_checks,
     output:
         directory(str(L.final("{stage}"))),
     params:
