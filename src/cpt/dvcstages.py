@@ -49,7 +49,7 @@ def snakemake_outputs(configfile: str | os.PathLike, workdir: str | os.PathLike 
                       snakemake: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """(output path, rule) of every job of the experiment's DAG, from `snakemake --summary` (starts no job)."""
     cmd = [*(snakemake or [sys.executable, "-m", "snakemake"]), "--summary", "--cores", "1", "--configfile",
-           str(configfile), "--quiet", "all"]
+           str(configfile), "--quiet", "all"]  # no banner; --summary still prints its table
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(workdir) / "src"), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=600)
     if r.returncode != 0:

@@ -324,3 +324,28 @@ def test_stage_launcher_wraps_the_preemption_aware_torchrun(monkeypatch):
     assert local[local.index("--"):] == ["--", "--output", "o"]
     with pytest.raises(TrainError, match="2 node"):
         stage_launcher({"nodes": 8}, env=env, run=no_scontrol)(8, ["x"])
+
+
+def test_launch_schema_keys_match_launch_options():
+    import yaml
+
+    from cpt.launch import LAUNCH_KEYS, launch_options
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "launch.schema.yaml").read_text())
+    assert set(schema["properties"]) == set(LAUNCH_KEYS)
+    defaults = {k: v["default"] for k, v in schema["properties"].items()}
+    assert launch_options(defaults) == []  # the schema's defaults are the launcher's defaults
+
+
+def test_config_with_launch_section_validates():
+    import yaml
+
+    from cpt import config as cptconfig
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["launch"] = {"env": {"NCCL_DEBUG": "WARN"}, "port": 29600}
+    out = cptconfig.validate(cfg)
+    assert out["launch"]["rdzv_backend"] == "static"
+    cfg["launch"] = {"nccl_debug": "WARN"}
+    with pytest.raises(ConfigError, match="launch"):
+        cptconfig.validate(cfg)
