@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
+pytestmark = [pytest.mark.slurm, pytest.mark.slow,
+              pytest.mark.skipif(not TINY.exists(), reason="tests/workflow/tiny.yaml is not there yet")]
 FAST = ["--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "2", "--retries", "0"]
 
 
@@ -36,8 +36,6 @@ def _run(wd: Path, config: Path) -> subprocess.CompletedProcess:
 
 
 def test_tiny_experiment_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
-    if not TINY.exists():
-        pytest.skip("tests/workflow/tiny.yaml (the tiny test experiment) is not there yet")
     cfg = yaml.safe_load(TINY.read_text(encoding="utf-8"))
     wd = tmp_path / "wf"
     wd.mkdir()
