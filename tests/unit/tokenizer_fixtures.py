@@ -34,3 +34,41 @@ def split(lines, every: int = 10):
     train = [x for i, x in enumerate(lines) if i % every]
     held = [x for i, x in enumerate(lines) if i % every == 0]
     return train, held
+
+
+_TMP: list[str] = []
+
+
+def _tmpdir(prefix: str):
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    d = tempfile.mkdtemp(prefix=prefix)
+    if not _TMP:
+        atexit.register(lambda: [shutil.rmtree(x, ignore_errors=True) for x in _TMP])
+    _TMP.append(d)
+    return Path(d)
+
+
+@lru_cache(maxsize=None)
+def base_tokenizer_dir():
+    """The real LLaMA-2 tokenizer (32,000 pieces), built once per test process."""
+    from cpt.tokenizer.base import build_base_tokenizer
+
+    d = _tmpdir("cpt-tok-base-") / "base"
+    build_base_tokenizer({"base": {"kind": "llama2_gguf"}}, d)
+    return d
+
+
+@lru_cache(maxsize=None)
+def zh_text_files(n_train: int = 2500, n_held: int = 300):
+    """(train.txt, heldout.txt, english heldout.txt) small real-text files."""
+    d = _tmpdir("cpt-tok-text-")
+    train, held = split(peoples_daily())
+    _, en = split(botchan())
+    (d / "train.txt").write_text("\n".join(train[:n_train]) + "\n", encoding="utf-8")
+    (d / "heldout.txt").write_text("\n".join(held[:n_held]) + "\n", encoding="utf-8")
+    (d / "en.txt").write_text("\n".join(en) + "\n", encoding="utf-8")
+    return d / "train.txt", d / "heldout.txt", d / "en.txt"

@@ -381,4 +381,10 @@ def select_pieces(section: Mapping[str, Any], base_dir: str | os.PathLike, out_d
               "selected_by_length": {str(k): v for k, v in sorted(lengths.items())},
               "wall_seconds": round(time.time() - t0, 2)}
     (out / "candidates.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    from cpt.provenance import write_provenance
+
+    inputs = {"base": Path(base_dir) / "tokenizer.model"}
+    inputs.update({f"train_{i}": f for i, f in enumerate(train_files)})
+    write_provenance(out, "tokenizer_pieces", dict(section), inputs=inputs, started=t0,
+                     filename="pieces.provenance.json", extra={"report": report})
     return report
