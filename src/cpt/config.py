@@ -200,6 +200,10 @@ class Layout:
     def corpus_heldout(self) -> Path:
         return self.root / "corpus" / "heldout"
 
+    @property
+    def corpus_sft(self) -> Path:
+        return self.root / "corpus" / "sft"
+
     # tokenizer
     @property
     def tokenizer_base(self) -> Path:
