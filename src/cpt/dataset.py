@@ -490,7 +490,8 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
         wstats = write_bucket(seqs, out / name, st["max_length"], st["seed"] if st["shuffle"] else None,
                               fingerprint_of(key, i))
         stats.merge(bstats)
-        names.append(name)
+        if wstats["num_sequences"]:
+            names.append(name)
         tok_per_cat = {c: int(corpus.lengths(c)[r].sum()) for c, r in sorted(rows_by_cat.items())}
         detail.append({
             "name": name, **wstats,
@@ -507,6 +508,7 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
         "stage": stage,
         "kind": st["kind"],
         "buckets": names,
+        "empty_buckets": [d["name"] for d in detail if d["num_sequences"] == 0],
         "num_sequences": num_seq,
         "num_tokens": num_tok,
         "num_target_tokens": sum(d["num_target_tokens"] for d in detail),

@@ -127,7 +127,7 @@ def write_bucket(sequences: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
                  max_shard_size: str | int = "500MB") -> dict:
     """Write one bucket: sequences -> temporary arrow -> seeded permutation -> save_to_disk(out_dir).
 
-    Memory: one batch of sequences; the shuffle is a permutation of row numbers over a memory-mapped file.
+    An empty bucket writes nothing (num_sequences 0). Memory: one batch of sequences; the shuffle is a permutation of row numbers over a memory-mapped file.
     Returns counts: num_sequences, num_tokens, num_target_tokens, num_pieces, padding_tokens.
     """
     from datasets import Dataset
@@ -179,6 +179,10 @@ def write_bucket(sequences: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
     flush()
     writer.finalize()
     writer.close()
+    if stats["num_sequences"] == 0:
+        # nothing to train on (an empty bin): no directory; the manifest leaves it out of the bucket order
+        shutil.rmtree(tmp_dir)
+        return stats
     ds = Dataset.from_file(str(tmp))
     n = len(ds)
     if shuffle_seed is not None and n > 1:
