@@ -107,18 +107,9 @@ _WORKER: dict = {}
 
 
 def _load_tokenizer(tokenizer_dir):
-    from transformers import AutoTokenizer
+    from cpt.packing import load_tokenizer
 
-    from cpt.errors import TokenizerError
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    except Exception as exc:  # noqa: BLE001 - any failure to open is the same user-facing problem
-        raise TokenizerError(f"{tokenizer_dir}: cannot open the tokenizer ({exc}); expected a Hugging Face "
-                             f"tokenizer directory (tokenizer.model / tokenizer.json + tokenizer_config.json)") from exc
-    if tok.bos_token_id is None or tok.eos_token_id is None:
-        raise TokenizerError(f"{tokenizer_dir}: the tokenizer has no bos/eos token")
-    return tok
+    return load_tokenizer(tokenizer_dir)
 
 
 def _init_worker(settings: dict):
@@ -128,10 +119,8 @@ def _init_worker(settings: dict):
 
 
 def _make_state(settings: dict) -> dict:
-    from cpt.packing import backend_tokenizer
-
     tok = _load_tokenizer(settings["tokenizer_dir"])
-    state = {"settings": settings, "backend": backend_tokenizer(tok), "bos": tok.bos_token_id, "eos": tok.eos_token_id}
+    state = {"settings": settings, "backend": tok.backend, "bos": tok.bos_token_id, "eos": tok.eos_token_id}
     if settings["kind"] == "sft":
         from cpt.sft import SFTEncoder
 
@@ -182,7 +171,11 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
     if num_workers > 1 and not (tok_dir / "tokenizer.json").is_file():
         # convert the slow SentencePiece model once, not in every worker
         fast_dir = Path(tempfile.mkdtemp(prefix="fast-tokenizer-", dir=out))
-        tok.save_pretrained(str(fast_dir))
+        tok.backend.save(str(fast_dir / "tokenizer.json"))
+        (fast_dir / "special_tokens_map.json").write_text(json.dumps({
+            "bos_token": tok.backend.id_to_token(tok.bos_token_id),
+            "eos_token": tok.backend.id_to_token(tok.eos_token_id),
+            "unk_token": tok.unk_token}))
     settings = {"tokenizer_dir": str(fast_dir or tok_dir), "kind": kind, "bad_records": bad_records,
                 "template": template, "max_length": int(max_length)}
     writers: dict[str, TokenizedWriter] = {}
@@ -488,7 +481,7 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
         seqs = iter_packed(pieces, st["max_length"], st["pack_window"], st["pack_carry"]) if st["pack"] \
             else iter_unpacked(pieces)
         wstats = write_bucket(seqs, out / name, st["max_length"], st["seed"] if st["shuffle"] else None,
-                              fingerprint_of(key, i))
+                              fingerprint_of(key, i), shuffle_key=(stage, i))
         stats.merge(bstats)
         if wstats["num_sequences"]:
             names.append(name)

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from cpt.errors import ConfigError, RecordError
+from cpt.errors import ConfigError, RecordError, TokenizerError
 
 IGNORE_INDEX = -100
 OVERLONG_MODES = ("split", "truncate", "drop")
@@ -30,20 +30,86 @@ BAD_RECORD_MODES = ("error", "skip")
 
 # --------------------------------------------------------------------------------------------- tokenization
 def backend_tokenizer(tokenizer):
-    """The `tokenizers.Tokenizer` behind an HF fast tokenizer, set to treat special-token text as plain text.
-
-    A document that contains the characters "</s>" must not get an eos id in the middle of it.
+    """The `tokenizers.Tokenizer` behind an HF fast tokenizer (or a FastTokenizer), set to treat special-token
+    text as plain text: a document that contains the characters "</s>" must not get an eos id in the middle.
     """
+    if isinstance(tokenizer, FastTokenizer):
+        return tokenizer.backend
     backend = getattr(tokenizer, "_tokenizer", None)
     if backend is None:
-        from cpt.errors import TokenizerError
-
         raise TokenizerError(
             f"{getattr(tokenizer, 'name_or_path', tokenizer)}: not a fast tokenizer (no tokenizer.json backend); "
             f"save it with a tokenizer.json or install `tokenizers` so AutoTokenizer can convert it"
         )
     backend.encode_special_tokens = True
     return backend
+
+
+def _token_text(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+@dataclass
+class FastTokenizer:
+    """What data preparation needs of a tokenizer: the `tokenizers` backend and the special ids.
+
+    `load_tokenizer(dir)` reads tokenizer.json directly when the directory has one (no transformers/torch import,
+    which costs seconds per process); otherwise AutoTokenizer converts the SentencePiece model once.
+    """
+
+    name_or_path: str
+    backend: object
+    bos_token_id: int
+    eos_token_id: int
+    unk_token_id: int | None
+    unk_token: str | None
+
+    def __len__(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def convert_tokens_to_ids(self, text: str) -> int | None:
+        return self.backend.token_to_id(text)
+
+
+def load_tokenizer(tokenizer_dir) -> FastTokenizer:
+    from pathlib import Path
+
+    d = Path(tokenizer_dir)
+    if (d / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            backend = Tokenizer.from_file(str(d / "tokenizer.json"))
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the same user-facing problem
+            raise TokenizerError(f"{d / 'tokenizer.json'}: cannot be read ({exc})") from exc
+        names = {}
+        for fname in ("special_tokens_map.json", "tokenizer_config.json"):
+            p = d / fname
+            if p.is_file():
+                cfg = json.loads(p.read_text(encoding="utf-8"))
+                for key in ("bos_token", "eos_token", "unk_token"):
+                    if key not in names and _token_text(cfg.get(key)):
+                        names[key] = _token_text(cfg.get(key))
+        names = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", **names}
+        ids = {k: backend.token_to_id(v) for k, v in names.items()}
+        if ids["bos_token"] is None or ids["eos_token"] is None:
+            raise TokenizerError(f"{d}: bos {names['bos_token']!r} / eos {names['eos_token']!r} are not tokens of "
+                                 f"tokenizer.json; fix special_tokens_map.json / tokenizer_config.json")
+        backend.encode_special_tokens = True
+        return FastTokenizer(str(d), backend, ids["bos_token"], ids["eos_token"], ids["unk_token"], names["unk_token"])
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(d))
+    except Exception as exc:  # noqa: BLE001
+        raise TokenizerError(f"{d}: cannot open the tokenizer ({exc}); expected a Hugging Face tokenizer directory "
+                             f"(tokenizer.model or tokenizer.json + tokenizer_config.json)") from exc
+    if tok.bos_token_id is None or tok.eos_token_id is None:
+        raise TokenizerError(f"{d}: the tokenizer has no bos/eos token")
+    return FastTokenizer(str(d), backend_tokenizer(tok), tok.bos_token_id, tok.eos_token_id, tok.unk_token_id,
+                         tok.unk_token)
 
 
 def encode_texts(backend, texts: Sequence[str]) -> list[list[int]]:

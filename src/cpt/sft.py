@@ -78,7 +78,7 @@ class SFTEncoder:
 
     def _special(self, tokenizer, text: str) -> int:
         tid = tokenizer.convert_tokens_to_ids(text)
-        if tid is None or tid == tokenizer.unk_token_id and text != tokenizer.unk_token:
+        if tid is None or (tid == tokenizer.unk_token_id and text != tokenizer.unk_token):
             raise TokenizerError(
                 f"{tokenizer.name_or_path}: has no token {text!r} needed by SFT template {self.template.name!r}; "
                 f"choose dataset.sft.template llama2 or plain, or add the token to the tokenizer"

@@ -124,8 +124,11 @@ def take_docs(table: pa.Table, rows: np.ndarray) -> Iterator[tuple[np.ndarray, n
 # ------------------------------------------------------------------------------------------- bucket shards
 def write_bucket(sequences: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], out_dir: str | os.PathLike,
                  max_length: int, shuffle_seed: int | None, fingerprint: str, batch_rows: int = 1024,
-                 max_shard_size: str | int = "500MB") -> dict:
+                 max_shard_size: str | int = "500MB", shuffle_key: tuple = ()) -> dict:
     """Write one bucket: sequences -> temporary arrow -> seeded permutation -> save_to_disk(out_dir).
+
+    The permutation depends on shuffle_seed and shuffle_key only (e.g. (stage, bucket index)); `fingerprint`
+    (a hash of inputs + settings) goes into the dataset's state.json.
 
     An empty bucket writes nothing (num_sequences 0). Memory: one batch of sequences; the shuffle is a permutation of row numbers over a memory-mapped file.
     Returns counts: num_sequences, num_tokens, num_target_tokens, num_pieces, padding_tokens.
@@ -186,7 +189,7 @@ def write_bucket(sequences: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
     ds = Dataset.from_file(str(tmp))
     n = len(ds)
     if shuffle_seed is not None and n > 1:
-        perm = rng_for(shuffle_seed, "shuffle", fingerprint).permutation(n)
+        perm = rng_for(shuffle_seed, "shuffle", *shuffle_key).permutation(n)
         ds = ds.select(perm, new_fingerprint=fingerprint)
     else:
         ds._fingerprint = fingerprint

@@ -241,3 +241,12 @@ def test_cli_pretrain_and_sft(tokdir, corpus, tmp_path):
     rows = _all_rows(tmp_path / "s")
     assert all(len(r["doc_lengths"]) == 1 for r in rows)
     assert sorted(r["input_ids"][-1] for r in rows) == [2] * 30      # each ends with the assistant's </s>
+
+
+def test_tokenizer_json_dir_gives_the_same_bytes(built, tokdir, corpus, tmp_path):
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(tokdir)).save_pretrained(str(tmp_path / "fast"))
+    prepare_stage([corpus[0]], tmp_path / "fast", tmp_path / "o", _cfg(), "s", progress=False)
+    arrow = {k: v for k, v in _arrow_digests(built[0]).items() if k.endswith(".arrow")}
+    assert arrow == {k: v for k, v in _arrow_digests(tmp_path / "o").items() if k.endswith(".arrow")}

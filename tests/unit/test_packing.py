@@ -147,3 +147,24 @@ def test_packed_sequences_are_lossless_and_carry_doc_lengths():
 def test_packer_rejects_items_that_do_not_fit():
     with pytest.raises(ValueError):
         BestFitPacker(10).add("x", 11)
+
+
+def test_tokenizer_json_is_read_without_transformers_and_agrees(tok, tmp_path):
+    from _dataset_support import sample_text
+
+    from cpt.packing import load_tokenizer
+
+    tok.save_pretrained(str(tmp_path))
+    fast = load_tokenizer(tmp_path)
+    assert (fast.bos_token_id, fast.eos_token_id, fast.unk_token_id) == (tok.bos_token_id, tok.eos_token_id,
+                                                                        tok.unk_token_id)
+    assert len(fast) == len(tok)
+    zh, en = sample_text()
+    texts = zh[:20] + en[:50] + ["  two  spaces", "tab\there", "</s> text", "ＡＢＣ１２３"]
+    got = [e.ids for e in fast.backend.encode_batch(texts, add_special_tokens=False)]
+    assert got == tok(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    (tmp_path / "tokenizer.json").write_text("{}")
+    from cpt.errors import TokenizerError
+
+    with pytest.raises(TokenizerError, match="tokenizer.json"):
+        load_tokenizer(tmp_path)
