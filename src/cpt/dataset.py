@@ -344,8 +344,56 @@ class Corpus:
         return self._lengths[cat]
 
 
-def select_stage(corpus: Corpus, dataset_cfg: dict, stage: str, _seen: tuple = ()) -> tuple[dict, dict]:
-    """({category: Selection}, report) for one stage: its own documents plus replayed ones. Deterministic."""
+SELECTION_FILE = "selection.arrow"
+
+
+def write_selection(stage_dir: Path, selections: dict, corpus: "Corpus") -> Path:
+    """The stage's documents (category, row) so a later replay stage draws exactly what this stage trained on."""
+    import pyarrow as pa
+
+    cats, rows = [], []
+    for c in sorted(selections):
+        cats.extend([c] * len(selections[c].rows))
+        rows.append(selections[c].rows)
+    meta = {"documents_per_category": {c: v["documents"] for c, v in corpus.info["categories"].items()}}
+    table = pa.table({"category": pa.array(cats, type=pa.string()),
+                      "row": pa.array(np.concatenate(rows) if rows else np.zeros(0, np.int64), type=pa.int64())})
+    table = table.replace_schema_metadata({"cpt": json.dumps(meta, sort_keys=True)})
+    path = Path(stage_dir) / SELECTION_FILE
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    return path
+
+
+def read_selection(stage_dir: str | os.PathLike, corpus: "Corpus", stage: str) -> dict[str, np.ndarray]:
+    import pyarrow as pa
+
+    path = Path(stage_dir) / SELECTION_FILE
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing; build the dataset of stage {stage!r} before the stages that replay it")
+    with pa.memory_map(str(path), "r") as src:
+        table = pa.ipc.open_file(src).read_all()
+    meta = json.loads(table.schema.metadata[b"cpt"])
+    out: dict[str, list] = {}
+    for c, r in zip(table.column("category").to_pylist(), table.column("row").to_numpy()):
+        out.setdefault(c, []).append(int(r))
+    for c in out:
+        have = corpus.info["categories"].get(c, {}).get("documents")
+        if have != meta["documents_per_category"].get(c):
+            raise DatasetError(f"{path}: stage {stage!r} was built from a corpus with "
+                               f"{meta['documents_per_category'].get(c)} documents of {c!r}, this one has {have}; "
+                               f"rebuild {stage!r} from the same corpus")
+    return {c: np.asarray(v, dtype=np.int64) for c, v in out.items()}
+
+
+def select_stage(corpus: Corpus, dataset_cfg: dict, stage: str, _seen: tuple = (),
+                 prior: dict | None = None) -> tuple[dict, dict]:
+    """({category: Selection}, report) for one stage: its own documents plus replayed ones. Deterministic.
+
+    prior: {earlier stage: its output dir}; replay reads what that stage really selected (selection.arrow);
+    without it, the earlier stage's selection is recomputed from the config (same result when it used the same
+    tokenizer).
+    """
     if stage in _seen:
         raise ConfigError(f"dataset.stages.{stage}.replay: replay cycle {' -> '.join((*_seen, stage))}")
     st = stage_settings(dataset_cfg, stage)
@@ -386,9 +434,13 @@ def select_stage(corpus: Corpus, dataset_cfg: dict, stage: str, _seen: tuple = (
         own = {c: set(s.rows.tolist()) for c, s in selections.items()}
         pool_cat, pool_row = [], []
         for src in rep["from"]:
-            src_sel, _ = select_stage(corpus, dataset_cfg, src, (*_seen, stage))
-            for c in sorted(src_sel):
-                rows = src_sel[c].rows
+            if prior and src in prior:
+                src_rows = read_selection(prior[src], corpus, src)
+            else:
+                src_sel, _ = select_stage(corpus, dataset_cfg, src, (*_seen, stage))
+                src_rows = {c: v.rows for c, v in src_sel.items()}
+            for c in sorted(src_rows):
+                rows = src_rows[c]
                 if c in own:
                     rows = np.array([r for r in rows.tolist() if r not in own[c]], dtype=np.int64)
                 pool_cat.extend([c] * len(rows))
@@ -451,7 +503,7 @@ def _bucket_pieces(corpus: Corpus, rows_by_cat: dict[str, np.ndarray], seed: int
 
 
 def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out_dir: str | os.PathLike,
-                progress: bool = True, tokenizer_path: str | None = None) -> dict:
+                progress: bool = True, tokenizer_path: str | None = None, prior: dict | None = None) -> dict:
     """Pass 2 for one stage: select, bin, bucket, pack, shuffle, write buckets + manifest.json."""
     t0 = time.time()
     st = stage_settings(dataset_cfg, stage)
@@ -462,7 +514,7 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
     if st["kind"] == "sft" and corpus.info.get("template") != st["template"]:
         raise ConfigError(f"dataset.stages.{stage}.template: {st['template']} but {cache_dir} was tokenized "
                           f"with {corpus.info.get('template')}")
-    selections, report = select_stage(corpus, dataset_cfg, stage)
+    selections, report = select_stage(corpus, dataset_cfg, stage, prior=prior)
     buckets = bucket_rows(selections, st["num_bins"], st["seed"], stage)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -538,13 +590,15 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
     }
     if manifest["tokens"]["lost_by_packing"] != 0:
         raise DatasetError(f"{out}: internal error: packing lost {manifest['tokens']['lost_by_packing']} tokens")
+    write_selection(out, selections, corpus)
     write_manifest(out, manifest)
     return manifest
 
 
 def prepare_stage(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   dataset_cfg: dict, stage: str, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = True, section_for_provenance: dict | None = None) -> dict:
+                  progress: bool = True, section_for_provenance: dict | None = None,
+                  prior: dict | None = None) -> dict:
     """Both passes for one stage (the CLI and the workflow script call this)."""
     from cpt.provenance import write_provenance
 
@@ -560,7 +614,8 @@ def prepare_stage(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.P
             tokenize_corpus(inputs, tokenizer_dir, cache, kind=st["kind"], num_workers=int(cfg["num_workers"]),
                             block_lines=int(cfg["block_lines"]), bad_records=cfg["bad_records"],
                             template=st["template"] or "llama2", max_length=st["max_length"], progress=progress)
-        manifest = build_stage(cache, cfg, stage, out, progress=progress, tokenizer_path=str(tokenizer_dir))
+        manifest = build_stage(cache, cfg, stage, out, progress=progress, tokenizer_path=str(tokenizer_dir),
+                               prior=prior)
     finally:
         if tmp_cache:
             shutil.rmtree(cache, ignore_errors=True)
@@ -569,6 +624,30 @@ def prepare_stage(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.P
                      started=t0, extra={"num_sequences": manifest["num_sequences"],
                                         "num_tokens": manifest["num_tokens"]})
     return manifest
+
+
+def section_to_config(section: dict) -> tuple[dict, str]:
+    """cpt.config.dataset_section(config, stage) form ({global keys..., "stage": {...}, "name": S}) ->
+    (dataset config with `stages`, stage name). Stages named in replay.from get an empty entry (their documents
+    come from their selection.arrow)."""
+    cfg = {k: v for k, v in section.items() if k not in ("stage", "name", "stages")}
+    name = section["name"]
+    st = dict(section.get("stage") or {})
+    stages = {name: st}
+    rep = st.get("replay") or {}
+    frm = rep.get("from") or []
+    for f in [frm] if isinstance(frm, str) else frm:
+        if f != name:
+            stages.setdefault(f, {})
+    cfg["stages"] = stages
+    return cfg, name
+
+
+def run_rule(section: dict, inputs: Sequence, tokenizer_dir, out_dir, replay_dirs: dict | None = None) -> dict:
+    """Entry point of workflow/scripts/dataset_stage.py."""
+    cfg, name = section_to_config(section)
+    return prepare_stage(inputs, tokenizer_dir, out_dir, cfg, name, progress=False, section_for_provenance=section,
+                         prior=replay_dirs or {})
 
 
 def _cache_valid(cache: Path, inputs, tokenizer_dir, st: dict, cfg: dict) -> bool:

@@ -250,3 +250,27 @@ def test_tokenizer_json_dir_gives_the_same_bytes(built, tokdir, corpus, tmp_path
     prepare_stage([corpus[0]], tmp_path / "fast", tmp_path / "o", _cfg(), "s", progress=False)
     arrow = {k: v for k, v in _arrow_digests(built[0]).items() if k.endswith(".arrow")}
     assert arrow == {k: v for k, v in _arrow_digests(tmp_path / "o").items() if k.endswith(".arrow")}
+
+
+def test_replay_reads_what_the_earlier_stage_selected(tokdir, corpus, tmp_path):
+    from cpt.dataset import read_selection, run_rule
+
+    base = {"max_length": 128, "num_bins": 2, "seed": 3, "name": "base",
+            "stage": {"categories": {"en_book": {"max_tokens": 8000}, "zh_misc": {}}}}
+    mb = run_rule(base, [corpus[0]], tokdir, tmp_path / "base")
+    inj = {"max_length": 128, "num_bins": 2, "seed": 3, "name": "inj",
+           "stage": {"categories": ["zh_news"], "replay": {"from": ["base"], "share": 0.2}}}
+    mi = run_rule(inj, [corpus[0]], tokdir, tmp_path / "inj", replay_dirs={"base": tmp_path / "base"})
+    tokenize_corpus([corpus[0]], tokdir, tmp_path / "cache", progress=False)
+    c = Corpus(tmp_path / "cache")
+    base_rows = read_selection(tmp_path / "base", c, "base")
+    inj_rows = read_selection(tmp_path / "inj", c, "inj")
+    assert set(base_rows) == {"en_book", "zh_misc"}
+    for cat in ("en_book", "zh_misc"):
+        assert set(inj_rows.get(cat, np.zeros(0)).tolist()) <= set(base_rows[cat].tolist())
+    rep = mi["selection"]["replay"]
+    assert rep["tokens"] > 0 and abs(rep["tokens"] / mi["tokens"]["selected"] - 0.2) < 0.03
+    assert mb["selection"]["categories"]["en_book"]["tokens_selected"] <= 8000
+    (tmp_path / "base" / "selection.arrow").unlink()
+    with pytest.raises(Exception, match="selection.arrow"):
+        run_rule(inj, [corpus[0]], tokdir, tmp_path / "inj2", replay_dirs={"base": tmp_path / "base"})
