@@ -76,17 +76,42 @@ def train_tokenizer(out: Path) -> Path:
     return out
 
 
+def _rss_kinds() -> dict:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0]) / 1024
+    return out
+
+
 def child(args):
+    import threading
+
     from cpt.dataset import prepare_stage
+
+    peak = {"RssAnon": 0.0, "RssFile": 0.0}
+    done = threading.Event()
+
+    def sample():   # anonymous memory (heap) vs file pages mapped from the memory-mapped arrow files
+        while not done.is_set():
+            for k, v in _rss_kinds().items():
+                peak[k] = max(peak[k], v)
+            done.wait(0.05)
+
+    threading.Thread(target=sample, daemon=True).start()
 
     cfg = {"max_length": args.max_length, "num_bins": args.bins, "seed": 42, "num_workers": args.workers,
            "stages": {"bench": {}}}
     t0 = time.time()
     m = prepare_stage([args.input], args.tokenizer_dir, args.output, cfg, "bench", progress=False)
     wall = time.time() - t0
+    done.set()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lost = m["tokens"]["target_selected"] - m["tokens"]["target_out"] + m["tokens"]["lost_by_packing"]
-    print(json.dumps({"seconds": wall, "peak_rss_mb": rss, "num_tokens": m["num_tokens"],
+    print(json.dumps({"seconds": wall, "peak_rss_mb": rss, "peak_anon_mb": peak["RssAnon"],
+                      "peak_file_mapped_mb": peak["RssFile"], "num_tokens": m["num_tokens"],
                       "num_sequences": m["num_sequences"], "padding_fraction": m["padding_fraction"],
                       "target_tokens_lost": lost, "tokens_skipped": m["tokens"]["skipped"],
                       "documents": m["documents"]["in_corpus"]}))
@@ -135,7 +160,7 @@ def main():
             rows.append(r)
             print(f"{r['size']:>4} w={w}  {chars / 1e6:6.2f} M chars  {r['num_tokens'] / 1e6:6.2f} M tok  "
                   f"{r['seconds']:7.1f} s  {r['tokens_per_s'] / 1e3:7.1f} k tok/s  {r['chars_per_s'] / 1e3:7.1f} k chr/s  "
-                  f"RSS {r['peak_rss_mb']:6.0f} MB  pad {100 * r['padding_fraction']:.2f}%  lost {r['target_tokens_lost']}",
+                  f"RSS {r['peak_rss_mb']:6.0f} MB (anon {r['peak_anon_mb']:5.0f}, file {r['peak_file_mapped_mb']:5.0f})  pad {100 * r['padding_fraction']:.2f}%  lost {r['target_tokens_lost']}",
                   flush=True)
             import shutil
 

@@ -48,7 +48,7 @@ from cpt.packing import (
     tokenize_pretrain_lines,
 )
 from cpt.shards import (
-    TokenizedWriter, bucket_name, doc_lengths_of, fingerprint_of, open_tokenized, take_docs, write_bucket,
+    TokenizedDocs, TokenizedWriter, bucket_name, fingerprint_of, open_tokenized, take_docs, write_bucket,
     write_manifest,
 )
 
@@ -333,14 +333,14 @@ class Corpus:
     def categories(self) -> list[str]:
         return sorted(self.info["categories"])
 
-    def table(self, cat: str):
+    def table(self, cat: str) -> TokenizedDocs:
         if cat not in self._tables:
-            self._tables[cat] = open_tokenized(self.dir / self.info["categories"][cat]["file"])
+            self._tables[cat] = TokenizedDocs(open_tokenized(self.dir / self.info["categories"][cat]["file"]))
         return self._tables[cat]
 
     def lengths(self, cat: str) -> np.ndarray:
         if cat not in self._lengths:
-            self._lengths[cat] = doc_lengths_of(self.table(cat))
+            self._lengths[cat] = self.table(cat).lengths()
         return self._lengths[cat]
 
 

@@ -88,37 +88,60 @@ def open_tokenized(path: str | os.PathLike) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
+class TokenizedDocs:
+    """Zero-copy random access to the documents of a memory-mapped tokenized table.
+
+    pyarrow's take() on a many-chunk column concatenates the chunks first (a copy of the whole category in memory);
+    here each row maps to (chunk, offset) and its ids are a numpy view into the mapped file.
+    """
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        col = table.column("input_ids")
+        self._ids = [(c.offsets.to_numpy(), c.values.to_numpy(zero_copy_only=False)) for c in col.chunks]
+        self._labels = None
+        self._n_masked = None
+        if "labels" in table.column_names:
+            self._labels = [c.values.to_numpy(zero_copy_only=False) for c in table.column("labels").chunks]
+        else:
+            self._n_masked = [c.to_numpy(zero_copy_only=False) for c in table.column("n_masked").chunks]
+        sizes = np.array([len(off) - 1 for off, _ in self._ids], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def lengths(self) -> np.ndarray:
+        if not self._ids:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.diff(off) for off, _ in self._ids]).astype(np.int64)
+
+    def take(self, rows) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from cpt.packing import IGNORE_INDEX
+
+        rows = np.asarray(rows, dtype=np.int64)
+        chunks = np.searchsorted(self._starts, rows, side="right") - 1
+        for r, c in zip(rows.tolist(), chunks.tolist()):
+            local = r - int(self._starts[c])
+            off, values = self._ids[c]
+            s, e = int(off[local]), int(off[local + 1])
+            ids = values[s:e]
+            if self._labels is not None:
+                yield ids, self._labels[c][s:e]
+            else:
+                labels = ids.copy()
+                labels[: int(self._n_masked[c][local])] = IGNORE_INDEX
+                yield ids, labels
+
+
 def doc_lengths_of(table: pa.Table) -> np.ndarray:
-    col = table.column("input_ids")
-    if col.num_chunks == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([np.diff(c.offsets.to_numpy()) for c in col.chunks]).astype(np.int64)
+    return TokenizedDocs(table).lengths()
 
 
-def take_docs(table: pa.Table, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def take_docs(table, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, labels) of the given rows, in that order. Labels come from n_masked (pretrain) or stored (sft)."""
-    from cpt.packing import IGNORE_INDEX
-
-    if len(rows) == 0:
-        return
-    sub = table.take(pa.array(rows, type=pa.int64())).combine_chunks()
-    ids_col = sub.column("input_ids").chunk(0)
-    offsets = ids_col.offsets.to_numpy()
-    flat = ids_col.values.to_numpy(zero_copy_only=False)
-    base = offsets[0]
-    if "labels" in sub.column_names:
-        lab = sub.column("labels").chunk(0).values.to_numpy(zero_copy_only=False)
-        for i in range(len(rows)):
-            s, e = offsets[i] - base, offsets[i + 1] - base
-            yield flat[s:e], lab[s:e]
-    else:
-        n_masked = sub.column("n_masked").to_numpy()
-        for i in range(len(rows)):
-            s, e = offsets[i] - base, offsets[i + 1] - base
-            ids = flat[s:e]
-            labels = ids.copy()
-            labels[: n_masked[i]] = IGNORE_INDEX
-            yield ids, labels
+    docs = table if isinstance(table, TokenizedDocs) else TokenizedDocs(table)
+    return docs.take(rows)
 
 
 # ------------------------------------------------------------------------------------------- bucket shards
@@ -166,6 +189,9 @@ def write_bucket(sequences: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
         writer.write_table(pa.Table.from_arrays(cols, schema=schema))
         batch.clear()
 
+    # batches of about 1 M tokens, whatever max_length is: memory stays flat in corpus and bucket size
+    save_rows = max(1, (1 << 20) // max_length)
+    batch_rows = max(1, min(batch_rows, save_rows))
     for ids, labels, doc_lengths in sequences:
         n = len(ids)
         if n == 0 or n > max_length or len(labels) != n or int(doc_lengths.sum()) != n:
@@ -195,11 +221,17 @@ def write_bucket(sequences: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
         ds._fingerprint = fingerprint
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+    import datasets.config as ds_config
+
     was_disabled = are_progress_bars_disabled()
     disable_progress_bars()  # the caller shows one bar per stage; save_to_disk would add one per bucket
+    saved_batch = ds_config.DEFAULT_MAX_BATCH_SIZE
+    # save_to_disk copies DEFAULT_MAX_BATCH_SIZE (1000) rows at a time: 50 MB at 4096 tokens; keep ~1 M tokens
+    ds_config.DEFAULT_MAX_BATCH_SIZE = save_rows
     try:
         ds.save_to_disk(str(out), max_shard_size=max_shard_size)
     finally:
+        ds_config.DEFAULT_MAX_BATCH_SIZE = saved_batch
         if not was_disabled:
             enable_progress_bars()
     del ds
