@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import click
 import numpy as np
@@ -686,6 +686,9 @@ def _common_options(f):
         click.option("--stage", default=None, help="Stage name in --config (default: a single all-category stage)."),
         click.option("--cache_dir", type=click.Path(file_okay=False), default=None,
                      help="Keep the tokenized corpus here (reused when inputs and tokenizer are unchanged)."),
+        click.option("--replay_dir", "replay_dirs", multiple=True, metavar="STAGE=DIR",
+                     help="Output dir of an earlier stage named in replay.from (its selection.arrow is read); "
+                          "without it that stage's selection is recomputed from --config."),
         click.option("--no_progress", is_flag=True, help="No progress bars."),
     ]
     for o in reversed(opts):
@@ -694,7 +697,8 @@ def _common_options(f):
 
 
 def _run_cli(kind: str, data_input_dirs, tokenizer_dir, data_output_dirs, max_length, num_spliced_dataset_bins,
-             seed, num_workers, bad_records, config_file, stage, cache_dir, no_progress, extra: dict):
+             seed, num_workers, bad_records, config_file, stage, cache_dir, no_progress, extra: dict,
+             replay_dirs=()):
     import yaml
 
     cfg: dict = {}
@@ -721,8 +725,14 @@ def _run_cli(kind: str, data_input_dirs, tokenizer_dir, data_output_dirs, max_le
         if v is not None:
             cfg[k] = v
     inputs = [p for p in data_input_dirs.split(",") if p]
+    prior = {}
+    for item in replay_dirs:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r}: expected STAGE=DIR", param_hint="--replay_dir")
+        k, v = item.split("=", 1)
+        prior[k] = v
     m = prepare_stage(inputs, tokenizer_dir, data_output_dirs, cfg, stage_name, cache_dir=cache_dir,
-                      progress=not no_progress)
+                      progress=not no_progress, prior=prior)
     click.echo(json.dumps({k: m[k] for k in ("stage", "buckets", "num_sequences", "num_tokens",
                                               "padding_fraction")} | {"documents": m["documents"]},
                           ensure_ascii=False))
