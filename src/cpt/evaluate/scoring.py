@@ -2,7 +2,9 @@
 
 For each question: one forward pass of the base transformer over the prompt, the LM head applied to the last
 hidden state only, and the prediction = argmax of those logits over the answer-letter tokens. Prompts are
-tokenized in batches, sorted by length, and run in left-padded batches under a token budget.
+tokenized in batches, sorted by length, and run in batches under a token budget. Questions of one subject share
+their instruction and few-shot examples: that common token prefix (found on the actual token ids) is run once
+and its key/value cache reused, so each question costs only its own tokens; the rest run left-padded.
 AGIEval's "combined" metric also greedily generates a short answer and accepts the first A-G letter in it.
 """
 
@@ -52,6 +54,7 @@ class Prompt:
     shots_built: int  # examples available before any were dropped for length
     instruction_dropped: bool = False
     question_truncated: bool = False
+    prefix_key: str | None = None  # the text before the question; prompts that share it share a token prefix
 
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -94,6 +97,10 @@ def build_prompts(tokenizer, bench: Benchmark, shots: int, max_length: int,
                 pr.ids = bos + enc[len(enc) - (max_length - len(bos)):]
         todo = still
         ids = _encode(tokenizer, [parts[i].text(prompts[i].shots, not prompts[i].instruction_dropped) for i in todo])
+    for pr, part in zip(prompts, parts):
+        if not pr.question_truncated:
+            before = part.text(pr.shots, not pr.instruction_dropped)[: -len(part.question)]
+            pr.prefix_key = f"{pr.language}\x00{before}"
     return prompts
 
 
@@ -126,6 +133,83 @@ def last_position_logits(model, batch: Sequence[Sequence[int]], pad_id: int) -> 
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     out = base(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
     hidden = out.last_hidden_state[:, -1, :]
+    return head(hidden).float()
+
+
+def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    first = seqs[0]
+    n = min(len(x) for x in seqs)
+    for other in seqs[1:]:
+        k = 0
+        lim = min(n, len(other))
+        while k < lim and other[k] == first[k]:
+            k += 1
+        n = k
+        if n == 0:
+            break
+    return n
+
+
+@dataclass
+class Group:
+    """Prompts that start with the same `prefix` tokens (same instruction and few-shot examples)."""
+
+    prefix: list[int]
+    members: list[int]  # indices into the prompt list
+    suffixes: list[list[int]]
+
+
+def plan_groups(prompts: Sequence[Prompt], min_prefix: int = 32, min_members: int = 2) -> tuple[list[Group], list[int]]:
+    """Group prompts by their shared few-shot prefix; the prefix is the exact common token prefix of the group's
+    tokenized prompts (never assumed from the text), leaving at least one token per suffix. Returns the groups
+    worth sharing and the indices of the remaining prompts."""
+    by_key: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        if p.prefix_key is not None:
+            by_key.setdefault(p.prefix_key, []).append(i)
+    groups, alone = [], [i for i, p in enumerate(prompts) if p.prefix_key is None]
+    for members in by_key.values():
+        seqs = [prompts[i].ids for i in members]
+        n = min(_common_prefix_len(seqs), min(len(x) for x in seqs) - 1)
+        if len(members) < min_members or n < min_prefix:
+            alone.extend(members)
+            continue
+        groups.append(Group(list(seqs[0][:n]), members, [prompts[i].ids[n:] for i in members]))
+    return groups, sorted(alone)
+
+
+@torch.inference_mode()
+def prefix_cache(model, prefix: Sequence[int]):
+    """Per-layer key/value tensors of a prefix (batch 1)."""
+    base, _ = _split_model(model)
+    device = next(model.parameters()).device
+    ids = torch.as_tensor([list(prefix)], dtype=torch.long, device=device)
+    out = base(input_ids=ids, use_cache=True)
+    cache = out.past_key_values
+    return cache.to_legacy_cache() if hasattr(cache, "to_legacy_cache") else cache
+
+
+@torch.inference_mode()
+def suffix_last_logits(model, legacy_cache, prefix_len: int, batch: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """Next-token logits after prefix + each suffix: suffixes right-padded after the shared cached prefix (real
+    tokens never see the padding behind them under the causal mask), hidden state gathered at each last token."""
+    from transformers.cache_utils import DynamicCache
+
+    base, head = _split_model(model)
+    device = next(model.parameters()).device
+    b = len(batch)
+    width = max(len(x) for x in batch)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    for r, seq in enumerate(batch):
+        ids[r, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    cache = DynamicCache.from_legacy_cache(tuple((k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1))
+                                                 for k, v in legacy_cache))
+    positions = torch.arange(prefix_len, prefix_len + width, device=device).unsqueeze(0).expand(b, -1)
+    cache_position = torch.arange(prefix_len, prefix_len + width, device=device)
+    out = base(input_ids=ids.to(device), past_key_values=cache, position_ids=positions,
+               cache_position=cache_position, use_cache=True)
+    last = torch.as_tensor([len(x) - 1 for x in batch], device=device)
+    hidden = out.last_hidden_state[torch.arange(b, device=device), last]
     return head(hidden).float()
 
 
@@ -207,6 +291,7 @@ class EvalSettings:
     combined: bool = False  # AGIEval: also generate and accept the first letter of the output
     max_new_tokens: int = 32
     keep_predictions: bool = True
+    share_prefix: bool = True  # run each shared few-shot prefix once (KV cache), then only the questions
 
 
 def model_max_length(model, tokenizer=None) -> int:
@@ -241,15 +326,28 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
 
     pad = pad_token_id(tokenizer)
     lengths = [len(p.ids) for p in prompts]
-    batches = length_batches(lengths, settings.max_batch_tokens, settings.max_batch_size)
     logits_over: list[dict[str, float] | None] = [None] * len(prompts)
+
+    def record(i: int, row: torch.Tensor) -> None:
+        ids = letter_ids(prompts[i])
+        logits_over[i] = dict(zip(ids.keys(), row[list(ids.values())].tolist()))
+
+    groups, alone = plan_groups(prompts) if settings.share_prefix else ([], list(range(len(prompts))))
+    n_batches = 0
     bar = tqdm(total=len(prompts), desc=f"evaluate {bench.name}", unit="q", disable=not progress, leave=False)
-    for idx in batches:
-        logits = last_position_logits(model, [prompts[i].ids for i in idx], pad)
-        for row, i in enumerate(idx):
-            ids = letter_ids(prompts[i])
-            vals = logits[row, list(ids.values())].tolist()
-            logits_over[i] = dict(zip(ids.keys(), vals))
+    for g in groups:
+        cache = prefix_cache(model, g.prefix)
+        for idx in length_batches([len(x) for x in g.suffixes], settings.max_batch_tokens, settings.max_batch_size):
+            logits = suffix_last_logits(model, cache, len(g.prefix), [g.suffixes[j] for j in idx], pad)
+            for row, j in enumerate(idx):
+                record(g.members[j], logits[row])
+            n_batches += 1
+            bar.update(len(idx))
+    for idx in length_batches([lengths[i] for i in alone], settings.max_batch_tokens, settings.max_batch_size):
+        logits = last_position_logits(model, [prompts[alone[j]].ids for j in idx], pad)
+        for row, j in enumerate(idx):
+            record(alone[j], logits[row])
+        n_batches += 1
         bar.update(len(idx))
     bar.close()
 
@@ -305,7 +403,10 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
             "question_truncated": sum(p.question_truncated for p in prompts),
         },
         "letter_tokens": {f"{lang}:{letters}": ids for (lang, letters), ids in sorted(letter_ids_cache.items())},
-        "batches": len(batches),
+        "batches": n_batches,
+        "shared_prefix_groups": len(groups),
+        "computed_tokens": sum(len(g.prefix) + sum(len(x) for x in g.suffixes) for g in groups)
+        + sum(lengths[i] for i in alone),
         "seconds": round(seconds, 3),
         "tokenize_seconds": round(t_tok, 3),
         "questions_per_s": round(len(prompts) / seconds, 3) if seconds > 0 else math.inf,
