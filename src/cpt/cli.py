@@ -38,6 +38,12 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 
+    def format_commands(self, ctx, formatter):
+        # list verbs without importing their modules (torch, transformers ... are slow to import)
+        rows = [(name, COMMANDS[name].split(":")[0]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands (see `cpt <verb> --help`)"):
+            formatter.write_dl(rows)
+
     def get_command(self, ctx, name):
         target = COMMANDS.get(name)
         if target is None:

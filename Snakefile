@@ -1,0 +1,36 @@
+# The Colossal-LLaMA-2 recipe as a workflow. One rule file per recipe stage (workflow/rules/), all logic in the
+# library (src/cpt/). Default experiment: config/config.yaml (tiny, CPU, real text); others: --configfile.
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# The schema (workflow/schemas/, one file per section) is checked twice: by the library, which names every bad key
+# in one message and fills in the section defaults, and by Snakemake's own validator.
+sys.path.insert(0, str(Path(workflow.basedir, "src")))
+from cpt.config import validate as cpt_validate  # noqa: E402
+
+config.update(cpt_validate(config, Path(workflow.basedir, "workflow/schemas/config.schema.yaml")))
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+
+
+# Final targets: every rule file appends what `snakemake` (no target) must produce.
+rule all:
+    input:
+        lambda wildcards: TARGETS,
+    default_target: True
+
+
+for _stage in ("corpus", "clean", "tokenizer", "model", "dataset", "train", "evaluate", "report"):
+    if Path(workflow.basedir, "workflow", "rules", f"{_stage}.smk").exists():
+
+        include: f"workflow/rules/{_stage}.smk"

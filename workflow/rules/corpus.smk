@@ -1,0 +1,62 @@
+# corpus: raw jsonl per category from real text (or the user's jsonl), the held-out split, demo SFT conversations.
+# Library: cpt.corpus (build_corpus, split_corpus, build_idiom_sft). Same steps without Snakemake:
+#   cpt build-corpus --config config/config.yaml [--sft-out DIR];  cpt split-corpus --in DIR --out DIR --config ...
+CORPUS_SFT = L.corpus_sft
+
+
+def corpus_split_input(wildcards):
+    """The split reads the cleaned corpus when the clean stage is on, else the raw one."""
+    if config.get("clean", {}).get("enabled", False):
+        return str(L.clean)
+    return str(L.corpus_raw)
+
+
+rule corpus_raw:
+    output:
+        directory(str(L.corpus_raw)),
+    params:
+        section={k: config["corpus"][k] for k in ("seed", "categories")},
+    log:
+        logfile("corpus_raw"),
+    threads: rule_threads("corpus")
+    resources:
+        **rule_resources("corpus"),
+    script:
+        "../scripts/corpus_build.py"
+
+
+rule corpus_split:
+    input:
+        corpus_split_input,
+    output:
+        train=directory(str(L.corpus_train)),
+        heldout=directory(str(L.corpus_heldout)),
+    params:
+        section=config["corpus"]["split"],
+        langs={name: c["lang"] for name, c in config["corpus"]["categories"].items()},
+    log:
+        logfile("corpus_split"),
+    threads: rule_threads("corpus")
+    resources:
+        **rule_resources("corpus"),
+    script:
+        "../scripts/corpus_split.py"
+
+
+rule corpus_sft:
+    output:
+        directory(str(CORPUS_SFT)),
+    params:
+        section=config["corpus"]["sft"],
+    log:
+        logfile("corpus_sft"),
+    threads: rule_threads("corpus")
+    resources:
+        **rule_resources("corpus"),
+    script:
+        "../scripts/corpus_sft.py"
+
+
+TARGETS.extend([str(L.corpus_train), str(L.corpus_heldout)])
+if config["corpus"]["sft"]["enabled"]:
+    TARGETS.append(str(CORPUS_SFT))
