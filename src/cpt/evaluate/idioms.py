@@ -117,4 +117,9 @@ def write_idiom_set(out_dir: str | Path, num_dev: int = 5, num_test: int = 2000,
         "answer_distribution": dict(sorted(answers.items())), "layout": "cmmlu", "subject": SUBJECT,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    from cpt.provenance import write_provenance
+
+    section = {"num_dev": num_dev, "num_test": num_test, "seed": seed, "max_explanation_chars": max_explanation_chars}
+    write_provenance(out, "evaluate_idioms", section, extra={"source": SOURCE, "member": MEMBER,
+                                                              "source_sha256": manifest["source_sha256"]})
     return manifest

@@ -115,3 +115,45 @@ def evaluate_stage(model_dir, out_dir, section: Mapping[str, Any], heldout_dir=N
         inputs["heldout"] = heldout_dir
     write_provenance(out, "evaluate", dict(section), inputs=inputs, started=t0)
     return {"benchmarks": summary, "bpb": bpb}
+
+
+# ------------------------------------------------------------------------------------------------ workflow glue
+SPECIAL_POINTS = ("base_model", "init")
+
+
+def evaluation_points(config: Mapping[str, Any]) -> list[str]:
+    """The models to evaluate, in report order (config evaluate.points, default base_model, init, every stage)."""
+    stages = list(config["train"]["stages"])
+    section = config.get("evaluate") or {}
+    points = section.get("points")
+    if points is None:
+        return [*SPECIAL_POINTS, *stages]
+    bad = [p for p in points if p not in SPECIAL_POINTS and p not in stages]
+    if bad:
+        raise ConfigError(f"config key evaluate.points: {', '.join(map(repr, bad))} is neither base_model, init nor "
+                          f"a training stage ({', '.join(stages)})")
+    return list(points)
+
+
+def stage_benchmarks(section: Mapping[str, Any], idioms_dir: str | os.PathLike | None) -> dict:
+    """The benchmarks of the section plus the idiom set (when enabled and built)."""
+    benches = {k: dict(v) for k, v in (section.get("benchmarks") or {}).items()}
+    idioms = section.get("idioms") or {}
+    if idioms_dir is not None and idioms.get("enabled", True):
+        name = idioms.get("name", "idioms")
+        if name in benches:
+            raise ConfigError(f"config key evaluate.idioms.name: {name!r} is also a key of evaluate.benchmarks")
+        benches[name] = {"format": "cmmlu", "path": str(idioms_dir), "shots": int(idioms.get("shots", 5))}
+    return benches
+
+
+def evaluate_point(model_dir, out_dir, section: Mapping[str, Any], heldout_dir=None, languages=None,
+                   idioms_dir=None, threads: int | None = None, progress: bool = False) -> dict:
+    """The workflow's evaluate rule: benchmarks (+ idiom set) and held-out bits per byte of one model."""
+    sec = dict(section)
+    if not sec.get("threads") and threads:
+        sec["threads"] = threads
+    sec["benchmarks"] = stage_benchmarks(section, idioms_dir)
+    bpb_on = (section.get("bpb") or {}).get("enabled", True)
+    return evaluate_stage(model_dir, out_dir, sec, heldout_dir if bpb_on else None, languages,
+                          device=section.get("device", "auto"), progress=progress)
