@@ -40,20 +40,28 @@ def load_schema(schema_path: str | Path = SCHEMA) -> dict:
     """The config schema with every `$ref: <file>` inlined (so defaults inside section files apply)."""
     schema_path = Path(schema_path)
 
-    def inline(node, base: Path, top: bool):
+    def inline(node, base: Path, doc: dict, top: bool):
         if isinstance(node, dict):
             ref = node.get("$ref")
-            if isinstance(ref, str) and not ref.startswith("#"):
+            if isinstance(ref, str):
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                if ref.startswith("#/"):  # a pointer into the current file
+                    target = doc
+                    for part in ref[2:].split("/"):
+                        target = target[part]
+                    return {**inline(target, base, doc, False), **inline(rest, base, doc, False)}
                 path = base / ref
                 sub = yaml.safe_load(path.read_text(encoding="utf-8"))
                 sub.pop("$schema", None)
-                return inline(sub, path.parent, False)
-            return {k: inline(v, base, False) for k, v in node.items() if top or k != "$schema"}
+                return {**inline(sub, path.parent, sub, False), **inline(rest, base, doc, False)}
+            return {k: inline(v, base, doc, False) for k, v in node.items()
+                    if top or k not in ("$schema", "$defs")}
         if isinstance(node, list):
-            return [inline(v, base, False) for v in node]
+            return [inline(v, base, doc, False) for v in node]
         return node
 
-    return inline(yaml.safe_load(schema_path.read_text(encoding="utf-8")), schema_path.parent, True)
+    root = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+    return inline(root, schema_path.parent, root, True)
 
 
 def _validator(schema_path: Path):
@@ -231,6 +239,11 @@ class Layout:
         if base.get("kind") == "local":
             return Path(base["path"])
         return self.root / "model" / "base"
+
+    @property
+    def model_base_check(self) -> Path:
+        """For a user's local base model (read in place): the record that it matches the base tokenizer."""
+        return self.root / "model" / "base_check.json"
 
     @property
     def model_init(self) -> Path:

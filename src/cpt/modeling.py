@@ -1,0 +1,397 @@
+"""Base models: a user's local HF LLaMA directory, or a tiny seeded LLaMA with the real vocabulary size.
+
+Two kinds, chosen by `model.base.kind` in config:
+
+- ``local``: a Hugging Face LLaMA directory the user already has (LLaMA-2 7B/13B or any SentencePiece LLaMA).
+  It is checked against the base tokenizer (model type, vocabulary size, and the pieces themselves when the
+  directory ships a tokenizer.model); any mismatch is one `ModelError` saying what to fix. The files are linked
+  (hardlink, else symlink, else copied) into results/<exp>/model/base/, so nothing of several GB is duplicated.
+- ``tiny``: a small LLaMA built from the sizes in config with a fixed seed, its vocabulary size taken from the
+  base tokenizer directory (32,000 for the real LLaMA-2 vocabulary), saved as safetensors.
+
+Either way the base tokenizer's files are copied in, so the directory opens with AutoModelForCausalLM and
+AutoTokenizer, without trust_remote_code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import click
+
+from cpt.errors import ModelError
+
+# files that make up a tokenizer directory (copied from tokenizer dirs, never from model dirs)
+TOKENIZER_FILES = (
+    "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+)
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
+# keys this project adds to config.json of an extended model
+UNPADDED_KEY = "cpt_tokenizer_vocab_size"
+PAD_MULTIPLE_KEY = "cpt_pad_to_multiple_of"
+
+TINY_DEFAULTS: dict[str, Any] = {
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 172,
+    "max_position_embeddings": 1024,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-5,
+    "initializer_range": 0.02,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float32",
+    "seed": 1234,
+}
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tokenizer facts (read with sentencepiece's protobuf; no dependency on cpt.tokenizer)
+
+def load_sp_proto(tokenizer_dir: str | os.PathLike):
+    """The SentencePiece ModelProto of a tokenizer directory (its tokenizer.model)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    path = Path(tokenizer_dir) / "tokenizer.model"
+    if not path.is_file():
+        raise ModelError(f"{path}: missing; a LLaMA tokenizer directory must contain tokenizer.model "
+                         f"(SentencePiece). Point the config at the tokenizer stage's output directory")
+    proto = pb.ModelProto()
+    try:
+        proto.ParseFromString(path.read_bytes())
+    except Exception as exc:  # protobuf raises DecodeError; anything else is the same failure
+        raise ModelError(f"{path}: not a SentencePiece model ({exc})") from exc
+    return proto
+
+
+def tokenizer_pieces(tokenizer_dir: str | os.PathLike) -> list[str]:
+    return [p.piece for p in load_sp_proto(tokenizer_dir).pieces]
+
+
+def tokenizer_vocab_size(tokenizer_dir: str | os.PathLike) -> int:
+    """Number of ids the tokenizer can produce: SentencePiece pieces plus added tokens beyond them."""
+    n = len(load_sp_proto(tokenizer_dir).pieces)
+    cfg_path = Path(tokenizer_dir) / "tokenizer_config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        for key in (cfg.get("added_tokens_decoder") or {}):
+            n = max(n, int(key) + 1)
+    added = Path(tokenizer_dir) / "added_tokens.json"
+    if added.is_file():
+        for idx in json.loads(added.read_text(encoding="utf-8")).values():
+            n = max(n, int(idx) + 1)
+    return n
+
+
+def copy_tokenizer_files(tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
+    """Copy the tokenizer files of `tokenizer_dir` into `out_dir` (overwriting); returns the names copied."""
+    src, out = Path(tokenizer_dir), Path(out_dir)
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+            copied.append(name)
+    if "tokenizer.model" not in copied:
+        raise ModelError(f"{src}: no tokenizer.model to copy into {out}")
+    return copied
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model directory facts
+
+def read_model_config(model_dir: str | os.PathLike) -> dict:
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{path}: missing; a Hugging Face model directory needs config.json "
+                         f"(check model.base.path in config)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+
+
+@dataclass
+class CheckpointLayout:
+    """Where each tensor of a HF checkpoint lives: format, index file (None if single file), tensor -> file."""
+
+    root: Path
+    format: str  # "safetensors" | "bin"
+    index_file: str | None
+    weight_map: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def files(self) -> list[str]:
+        """Weight files in the order they first appear in the index (stable)."""
+        seen: dict[str, None] = {}
+        for name in self.weight_map.values():
+            seen.setdefault(name, None)
+        return list(seen)
+
+    def tensors_in(self, filename: str) -> list[str]:
+        return [k for k, v in self.weight_map.items() if v == filename]
+
+
+def _safetensors_names(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return list(f.keys())
+
+
+def read_layout(model_dir: str | os.PathLike) -> CheckpointLayout:
+    """Find the weights of a HF directory: safetensors preferred (index or single file), else .bin."""
+    root = Path(model_dir)
+    for index_name, fmt in (("model.safetensors.index.json", "safetensors"), ("model.safetensors", "safetensors"),
+                            ("pytorch_model.bin.index.json", "bin"), ("pytorch_model.bin", "bin")):
+        path = root / index_name
+        if not path.is_file():
+            continue
+        if index_name.endswith(".json"):
+            try:
+                weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ModelError(f"{path}: not a checkpoint index (needs a 'weight_map'): {exc}") from exc
+            missing = sorted({f for f in weight_map.values() if not (root / f).is_file()})
+            if missing:
+                raise ModelError(f"{path}: names shard(s) that are missing: {', '.join(missing)}")
+            return CheckpointLayout(root, fmt, index_name, dict(weight_map))
+        if fmt == "safetensors":
+            names = _safetensors_names(path)
+        else:
+            names = list(load_bin(path).keys())
+        return CheckpointLayout(root, fmt, None, {n: index_name for n in names})
+    raise ModelError(f"{root}: no weights found (looked for {', '.join(INDEX_FILES + SINGLE_FILES)})")
+
+
+def load_bin(path: str | os.PathLike) -> dict:
+    """A .bin state dict with torch.load(weights_only=True), memory-mapped when the file format allows it."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise ModelError(f"{path}: cannot read the checkpoint ({exc})") from exc
+        return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+
+
+def check_model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike) -> dict:
+    """Check that a model directory is a LLaMA whose vocabulary matches the tokenizer; return facts about it.
+
+    Accepted: config.json model_type "llama" and vocab_size == the tokenizer's size, or vocab_size larger when
+    config.json records the unpadded size (`cpt_tokenizer_vocab_size`, written when rows were padded) and that
+    equals the tokenizer's size. When the model directory ships its own tokenizer.model, its pieces must equal
+    the tokenizer's.
+    """
+    model_dir, tokenizer_dir = Path(model_dir), Path(tokenizer_dir)
+    cfg = read_model_config(model_dir)
+    where = model_dir / "config.json"
+    model_type = cfg.get("model_type")
+    if model_type != "llama":
+        raise ModelError(f"{where}: model_type is {model_type!r}, expected 'llama' (this recipe extends "
+                         f"SentencePiece LLaMA models); check model.base.path")
+    vocab = cfg.get("vocab_size")
+    n_tok = tokenizer_vocab_size(tokenizer_dir)
+    unpadded = cfg.get(UNPADDED_KEY, vocab)
+    if not isinstance(vocab, int) or unpadded != n_tok or vocab < n_tok:
+        raise ModelError(
+            f"{where}: vocab_size {vocab}" + (f" ({UNPADDED_KEY} {unpadded})" if unpadded != vocab else "")
+            + f" does not match the tokenizer in {tokenizer_dir} ({n_tok} ids). The model and tokenizer are not a "
+            f"pair: use the tokenizer the model was trained with (model.base.path vs. the base tokenizer)")
+    own = model_dir / "tokenizer.model"
+    if own.is_file() and own.resolve() != (tokenizer_dir / "tokenizer.model").resolve():
+        mine, theirs = tokenizer_pieces(model_dir), tokenizer_pieces(tokenizer_dir)
+        if mine != theirs:
+            first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+            raise ModelError(f"{own}: its pieces differ from {tokenizer_dir / 'tokenizer.model'} (first at id "
+                             f"{first}); the base tokenizer must be the model's own tokenizer")
+    return {"model_type": model_type, "vocab_size": vocab, "tokenizer_vocab_size": n_tok,
+            "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+            "torch_dtype": cfg.get("torch_dtype"), "hidden_size": cfg.get("hidden_size"),
+            "num_hidden_layers": cfg.get("num_hidden_layers")}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# building model/base
+
+def place_file(src: Path, dst: Path, link: str = "hardlink") -> str:
+    """Put `src` at `dst` by hardlink (falls back to symlink, then copy) or by copy; returns what was done."""
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    if link == "hardlink":
+        try:
+            os.link(src, dst)
+            return "hardlink"
+        except OSError:
+            pass
+        try:
+            os.symlink(src.resolve(), dst)
+            return "symlink"
+        except OSError:
+            pass
+    elif link != "copy":
+        raise ModelError(f"link mode {link!r} unknown; use 'hardlink' or 'copy'")
+    shutil.copyfile(src, dst)
+    return "copy"
+
+
+def create_tiny_llama(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike,
+                      params: Mapping[str, Any] | None = None) -> dict:
+    """A seeded random LLaMA with the tokenizer's vocabulary size, saved as safetensors + the tokenizer.
+
+    `params` keys (defaults in TINY_DEFAULTS): num_hidden_layers, hidden_size, num_attention_heads,
+    num_key_value_heads, intermediate_size, max_position_embeddings, rope_theta, rms_norm_eps,
+    initializer_range, tie_word_embeddings, torch_dtype, seed. Same params + tokenizer = same bytes.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    p = dict(TINY_DEFAULTS)
+    unknown = set(params or {}) - set(TINY_DEFAULTS)
+    if unknown:
+        raise ModelError(f"model.base.tiny: unknown key(s) {', '.join(sorted(unknown))}; known: "
+                         f"{', '.join(TINY_DEFAULTS)}")
+    p.update(params or {})
+    if p["torch_dtype"] not in DTYPES:
+        raise ModelError(f"model.base.tiny.torch_dtype: {p['torch_dtype']!r}, expected one of {DTYPES}")
+    if p["hidden_size"] % p["num_attention_heads"]:
+        raise ModelError(f"model.base.tiny: hidden_size {p['hidden_size']} is not a multiple of "
+                         f"num_attention_heads {p['num_attention_heads']}")
+    if p["num_attention_heads"] % p["num_key_value_heads"]:
+        raise ModelError(f"model.base.tiny: num_attention_heads {p['num_attention_heads']} is not a multiple of "
+                         f"num_key_value_heads {p['num_key_value_heads']}")
+    proto = load_sp_proto(tokenizer_dir)
+    ts = proto.trainer_spec
+    vocab = tokenizer_vocab_size(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=p["hidden_size"],
+        intermediate_size=p["intermediate_size"],
+        num_hidden_layers=p["num_hidden_layers"],
+        num_attention_heads=p["num_attention_heads"],
+        num_key_value_heads=p["num_key_value_heads"],
+        max_position_embeddings=p["max_position_embeddings"],
+        rope_theta=float(p["rope_theta"]),
+        rms_norm_eps=float(p["rms_norm_eps"]),
+        initializer_range=float(p["initializer_range"]),
+        tie_word_embeddings=bool(p["tie_word_embeddings"]),
+        bos_token_id=ts.bos_id if ts.bos_id >= 0 else 1,
+        eos_token_id=ts.eos_id if ts.eos_id >= 0 else 2,
+        pad_token_id=ts.pad_id if ts.pad_id >= 0 else None,
+        torch_dtype=p["torch_dtype"],
+    )
+    torch.manual_seed(int(p["seed"]))
+    model = LlamaForCausalLM(config).to(getattr(torch, p["torch_dtype"]))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    copy_tokenizer_files(tokenizer_dir, out)
+    n_params = sum(t.numel() for t in model.parameters())
+    return {"kind": "tiny", "vocab_size": vocab, "parameters": n_params, **p}
+
+
+def link_local_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike,
+                     link: str = "hardlink") -> dict:
+    """Check a user's LLaMA directory against the base tokenizer and link its files into `out_dir`."""
+    src = Path(model_dir)
+    if not src.is_dir():
+        raise ModelError(f"model.base.path: {src} is not a directory; set it to a local Hugging Face LLaMA "
+                         f"directory (config.json + weights)")
+    facts = check_model_tokenizer(src, tokenizer_dir)
+    layout = read_layout(src)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    placed = {}
+    for q in sorted(src.iterdir()):
+        if not q.is_file() or q.name in TOKENIZER_FILES or q.name == "provenance.json":
+            continue
+        placed[q.name] = place_file(q, out / q.name, link)
+    copy_tokenizer_files(tokenizer_dir, out)
+    return {"kind": "local", "source": str(src), "format": layout.format, "files": placed, **facts}
+
+
+def build_base_model(section: Mapping[str, Any], tokenizer_dir: str | os.PathLike,
+                     out_dir: str | os.PathLike) -> dict:
+    """results/<exp>/model/base/ from the `model.base` config section; writes provenance.json."""
+    from cpt.provenance import write_provenance
+
+    t0 = time.time()
+    kind = section.get("kind", "tiny")
+    if kind == "tiny":
+        info = create_tiny_llama(out_dir, tokenizer_dir, section.get("tiny") or {})
+        inputs = {"tokenizer": tokenizer_dir}
+    elif kind == "local":
+        path = section.get("path")
+        if not path:
+            raise ModelError("model.base.path: required when model.base.kind is 'local' (a Hugging Face LLaMA "
+                             "directory)")
+        info = link_local_model(path, out_dir, tokenizer_dir, section.get("link", "hardlink"))
+        inputs = {"tokenizer": tokenizer_dir, "model": path}
+    else:
+        raise ModelError(f"model.base.kind: {kind!r} unknown; use 'tiny' or 'local'")
+    check_model_tokenizer(out_dir, tokenizer_dir)
+    write_provenance(out_dir, "model/base", dict(section), inputs=inputs, started=t0, extra={"model": info})
+    return info
+
+
+def write_base_check(section: Mapping[str, Any], tokenizer_dir: str | os.PathLike, out_json: str | os.PathLike
+                     ) -> dict:
+    """kind=local in the workflow: check the user's model against the base tokenizer; record the facts in out_json.
+
+    (The workflow reads the user's directory in place; `cpt base-model --kind local` links it instead.)
+    """
+    from cpt.provenance import build_provenance
+
+    t0 = time.time()
+    path = section.get("path")
+    if not path or not Path(path).is_dir():
+        raise ModelError(f"model.base.path: {path!r} is not a directory; set it to a local Hugging Face LLaMA "
+                         f"directory (config.json + weights)")
+    facts = check_model_tokenizer(path, tokenizer_dir)
+    facts["format"] = read_layout(path).format
+    record = build_provenance("model/base", dict(section), inputs={"tokenizer": tokenizer_dir}, started=t0,
+                              extra={"model": {"kind": "local", "path": str(path), **facts}})
+    out = Path(out_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return facts
+
+
+@click.command("base-model")
+@click.option("--tokenizer", "tokenizer_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Base tokenizer directory (tokenizer.model ...); its size sets vocab_size.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output model directory.")
+@click.option("--kind", type=click.Choice(["tiny", "local"]), default="tiny", show_default=True)
+@click.option("--path", "local_path", type=click.Path(exists=True, file_okay=False), default=None,
+              help="kind=local: the user's Hugging Face LLaMA directory.")
+@click.option("--link", type=click.Choice(["hardlink", "copy"]), default="hardlink", show_default=True,
+              help="kind=local: how the weight files get into --out.")
+@click.option("--layers", "num_hidden_layers", type=int, default=TINY_DEFAULTS["num_hidden_layers"], show_default=True)
+@click.option("--hidden-size", type=int, default=TINY_DEFAULTS["hidden_size"], show_default=True)
+@click.option("--heads", "num_attention_heads", type=int, default=TINY_DEFAULTS["num_attention_heads"],
+              show_default=True)
+@click.option("--kv-heads", "num_key_value_heads", type=int, default=TINY_DEFAULTS["num_key_value_heads"],
+              show_default=True)
+@click.option("--intermediate-size", type=int, default=TINY_DEFAULTS["intermediate_size"], show_default=True)
+@click.option("--max-positions", "max_position_embeddings", type=int,
+              default=TINY_DEFAULTS["max_position_embeddings"], show_default=True)
+@click.option("--tie-word-embeddings/--no-tie-word-embeddings", default=TINY_DEFAULTS["tie_word_embeddings"],
+              show_default=True)
+@click.option("--dtype", "torch_dtype", type=click.Choice(DTYPES), default=TINY_DEFAULTS["torch_dtype"],
+              show_default=True)
+@click.option("--seed", type=int, default=TINY_DEFAULTS["seed"], show_default=True)
+def cli_base_model(tokenizer_dir, out_dir, kind, local_path, link, **tiny):
+    """Build results/<exp>/model/base: a tiny seeded LLaMA, or a checked link to a local HF LLaMA directory."""
+    section = {"kind": kind, "path": local_path, "link": link, "tiny": tiny}
+    info = build_base_model(section, tokenizer_dir, out_dir)
+    click.echo(json.dumps({k: v for k, v in info.items() if k != "files"}, default=str))

@@ -1,0 +1,91 @@
+"""`cpt train` / `python -m cpt.train`: train one stage (run under torchrun for more than one process)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import click
+
+from cpt.errors import CptError
+
+
+def _rank_prefix() -> str:
+    import os
+
+    return f"[rank {os.environ.get('RANK', '0')}]"
+
+
+def run(config, model, dataset, output, overrides=(), benchmark_seq_len=None, benchmark_steps=None,
+        progress=True) -> int:
+    """Library entry point (what the workflow script calls inside each torchrun worker). Returns the exit code."""
+    import torch.distributed as dist
+
+    from cpt.provenance import write_provenance
+    from cpt.train.config import load_config, parse_overrides
+    from cpt.train.loop import train
+
+    t0 = time.time()
+    cfg = load_config(config, parse_overrides(overrides))
+    benchmark = None
+    if benchmark_seq_len:
+        benchmark = {"seq_len": int(benchmark_seq_len), "steps": int(benchmark_steps or 10)}
+    elif dataset is None:
+        raise click.UsageError("--dataset is required (or --benchmark-seq-len for random data)")
+    result = train(cfg, model, dataset, output, benchmark=benchmark, progress=progress)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank == 0 and benchmark:
+        steady = result.history[1:] or result.history
+        tps = sorted(r["tokens_per_s"] for r in steady)
+        summary = {"plugin": cfg.plugin, "precision": cfg.precision, "seq_len": benchmark["seq_len"],
+                   "micro_batch_size": cfg.micro_batch_size, "world_size": dist.get_world_size(),
+                   "steps": len(result.history), "tokens_per_s_median": tps[len(tps) // 2],
+                   "mfu_median": (sorted(r["mfu"] for r in steady)[len(steady) // 2]
+                                  if steady[0]["mfu"] is not None else None),
+                   "loss_first": result.history[0]["loss"], "loss_last": result.history[-1]["loss"]}
+        Path(output).mkdir(parents=True, exist_ok=True)
+        (Path(output) / "benchmark.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        click.echo(json.dumps(summary))
+    if rank == 0 and result.final_dir is not None:
+        write_provenance(result.final_dir, "train", cfg.to_dict(),
+                         inputs={"model": model, "dataset": dataset}, started=t0,
+                         extra={"steps": result.step, "tokens": result.tokens,
+                                "world_size": dist.get_world_size(),
+                                "ranks_agree_params_sha256": result.params_sha256,
+                                "padding_slots_per_epoch": result.padding_slots_per_epoch})
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return result.exit_code
+
+
+@click.command("train")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+              help="JSON/YAML file holding the stage's training section")
+@click.option("--model", required=True, type=click.Path(file_okay=False), help="HF model dir to start from")
+@click.option("--dataset", type=click.Path(file_okay=False), default=None,
+              help="the stage's bucketed dataset dir (manifest.json + bucket-NNNNN/)")
+@click.option("--output", required=True, type=click.Path(file_okay=False),
+              help="stage output dir: final/, checkpoints/, metrics.jsonl, tensorboard/")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a training key")
+@click.option("--benchmark-seq-len", type=int, default=None, help="benchmark mode: random tokens of this length")
+@click.option("--benchmark-steps", type=int, default=10, show_default=True)
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+def cli_train(config, model, dataset, output, overrides, benchmark_seq_len, benchmark_steps, no_progress):
+    """Train one stage (ColossalAI Booster). Rerunning the same command resumes from the latest checkpoint;
+    SIGTERM/SIGUSR1 save a checkpoint and exit with code 75."""
+    try:
+        code = run(config, model, dataset, output, overrides, benchmark_seq_len, benchmark_steps,
+                   progress=not no_progress)
+    except CptError as exc:
+        click.echo(f"{_rank_prefix()} error: {exc}", err=True)
+        sys.exit(2)
+    except click.ClickException:
+        raise
+    except Exception:
+        click.echo(f"{_rank_prefix()} unexpected error:\n{traceback.format_exc()}", err=True)
+        sys.exit(1)
+    sys.exit(code)

@@ -1,0 +1,395 @@
+"""The training program: one stage, one HF model dir in, one HF model dir out; resumable and preemptible.
+
+Launched by torchrun (one process per device) or run as a single process. Every rank runs `train()`.
+Exit codes: 0 done, 75 (EX_TEMPFAIL) preempted after a checkpoint (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from cpt.errors import TrainError
+from cpt.train import checkpoint as ckpt
+from cpt.train.config import TrainConfig
+from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
+from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_token, peak_flops_per_device
+from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
+from cpt.train.plugins import booster_mixed_precision, build_plugin
+
+EXIT_PREEMPTED = 75
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# keys that may change between a checkpoint and its resume without breaking exactness
+RESUME_MUTABLE_KEYS = {"trace_samples", "max_steps", "save_interval", "keep_last", "log_interval", "tensorboard", "peak_tflops",
+                       "dist_timeout_s", "init", "init_checkpoint"}
+# fault injection for tests of crash recovery: SIGKILL this process (rank 0) right after this optimizer step
+FAULT_ENV = "CPT_TRAIN_FAULT_SIGKILL_AFTER_STEP"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    step: int
+    tokens: int
+    final_dir: Path | None = None
+    history: list = field(default_factory=list)
+    params_sha256: str | None = None
+    padding_slots_per_epoch: int = 0
+
+
+class PreemptFlag:
+    """Set by SIGTERM/SIGUSR1; the loop all-reduces it each step so every rank stops after the same step."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def install(self):
+        for sig in PREEMPT_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def raised(self) -> bool:
+        return self.signum is not None
+
+
+def device_type() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(seed: int) -> None:
+    """torchrun sets RANK/WORLD_SIZE/...; a plain `python -m cpt.train` runs as a world of one."""
+    import colossalai
+
+    if device_type() == "cpu":
+        from cpt.train.compat import apply_cpu_shims
+
+        apply_cpu_shims()
+    if dist.is_initialized():
+        return
+    if "RANK" not in os.environ:
+        os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                           "MASTER_PORT": str(_free_port())})
+    colossalai.launch_from_torch(seed=seed, verbose=False)
+
+
+def attention_implementation(cfg: TrainConfig, dev: str) -> str:
+    if cfg.flash_attention and dev == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of next-token cross entropies over unmasked labels (fp32)."""
+    logits = logits[:, :-1, :].float()
+    target = labels[:, 1:].to(logits.device)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE_INDEX,
+                           reduction="sum")
+
+
+def _all_reduce(values: list[float], dev) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _config_mismatch(saved: dict, current: dict) -> list[str]:
+    keys = (set(saved) | set(current)) - RESUME_MUTABLE_KEYS
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
+
+
+def params_digest(model) -> str:
+    """sha256 over the bytes of every parameter (name order) of this rank's (full) model copy."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_ranks_agree(model, cfg: TrainConfig) -> str | None:
+    """Every data-parallel replica must hold identical weights; raises TrainError otherwise."""
+    if cfg.plugin in ("3d", "gemini", "gemini_auto"):  # parameters are sharded, not replicated
+        return None
+    digest = params_digest(model)
+    digests = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) != 1:
+        raise TrainError(f"data-parallel ranks disagree on the final weights: {digests}")
+    return digest
+
+
+class SampleTrace:
+    """Per-rank jsonl of the samples trained at each step (train.trace_samples), truncated on resume."""
+
+    def __init__(self, out_dir: Path, rank: int, enabled: bool, resume_step: int):
+        self.enabled = enabled
+        self.path = out_dir / "trace" / f"rank-{rank:05d}.jsonl"
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keep = []
+        if self.path.exists():
+            keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
+                    if ln.strip() and json.loads(ln)["step"] <= resume_step]
+        self.path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+
+    def log(self, step: int, epoch: int, micro_step: int, rows: list[dict]):
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, "epoch": epoch, "micro_step": micro_step,
+                                    "index": [r["index"] for r in rows], "bucket": [r["bucket"] for r in rows],
+                                    "padding": [bool(r.get("padding")) for r in rows]}) + "\n")
+
+
+def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | None, output_dir: str | Path,
+          benchmark: dict | None = None, progress: bool = True) -> RunResult:
+    """Train one stage. `benchmark` = {"seq_len": int, "steps": int} trains on random tokens instead of a dataset
+    and writes no checkpoints."""
+    from colossalai.booster import Booster
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dev = device_type()
+    init_distributed(cfg.seed)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(cfg.seed + rank)  # per-rank stream for NEFTune noise / dropout; restored on resume
+    preempt = PreemptFlag().install()
+    output = Path(output_dir)
+    ckpt_root = output / "checkpoints"
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise TrainError(f"{model_dir}: not a Hugging Face model directory (no config.json); check --model")
+
+    # ---- model ---------------------------------------------------------------------------------------------
+    attn = attention_implementation(cfg, dev)
+    hf_config = AutoConfig.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation=attn)
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.freeze_non_embeds:
+        freeze_non_embeddings(model)
+    neftune = NEFTune(cfg.neftune_alpha).attach(model.get_input_embeddings()) if cfg.neftune_alpha > 0 else None
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    vocab = model.get_input_embeddings().num_embeddings
+
+    # ---- plugin, data ---------------------------------------------------------------------------------------
+    plugin = build_plugin(cfg, dev, vocab_size=vocab)
+    dp_size = getattr(plugin, "dp_size", world) if cfg.plugin == "3d" else world
+    dp_rank = dist.get_rank(plugin.dp_group) if cfg.plugin == "3d" else rank
+    if benchmark:
+        n = benchmark["steps"] * cfg.micro_batch_size * cfg.accumulation_steps * dp_size
+        data = RandomTokenDataset(n, benchmark["seq_len"], vocab, seed=cfg.seed)
+    else:
+        data = BucketedDataset(dataset_dir)
+    if cfg.use_doc_lengths and not data.has_doc_lengths:
+        raise TrainError("train.use_doc_lengths is true but the dataset has no doc_lengths column")
+    sampler = BucketOrderedSampler(data.bucket_sizes, cfg.micro_batch_size, dp_size, dp_rank, cfg.seed, cfg.epochs)
+    micro_per_epoch = sampler.micro_steps_per_epoch()
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.accumulation_steps)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    train_dtype = DTYPES[cfg.precision]
+    param_dtype = torch.float32 if cfg.plugin == "ddp" else train_dtype
+    collate = Collator(pad_token_id=hf_config.pad_token_id or 0, use_doc_lengths=cfg.use_doc_lengths,
+                       cross_document_attention=cfg.cross_document_attention, attention_impl=attn,
+                       dtype=param_dtype)
+
+    # ---- optimiser, booster ---------------------------------------------------------------------------------
+    optimizer = build_optimizer(model, cfg, dev)
+    scheduler = build_scheduler(optimizer, cfg, total_steps)
+    booster = Booster(plugin=plugin, mixed_precision=booster_mixed_precision(cfg, dev))
+    model, optimizer, _, _, scheduler = booster.boost(model, optimizer, lr_scheduler=scheduler)
+    autocast = (torch.autocast(device_type=dev, dtype=torch.bfloat16)
+                if cfg.plugin == "ddp" and cfg.precision == "bf16" else contextlib.nullcontext())
+    use_no_sync = plugin.support_no_sync() and cfg.plugin == "ddp"
+    pipeline = cfg.plugin == "3d" and cfg.pp > 1
+
+    # ---- resume / stage start -------------------------------------------------------------------------------
+    step, tokens_seen = 0, 0
+    latest = None if benchmark else ckpt.latest_checkpoint(ckpt_root)
+    if latest is not None:
+        saved = json.loads((latest / ckpt.STATE).read_text(encoding="utf-8"))
+        bad = _config_mismatch(saved.get("config", {}), cfg.to_dict())
+        if bad:
+            raise TrainError(f"{latest}: checkpoint was written with different train.{bad}; an exact resume needs "
+                             f"the same settings (or use a fresh --output)")
+        if saved.get("world_size") != world:
+            raise TrainError(f"{latest}: written by {saved.get('world_size')} processes, this run has {world}; "
+                             f"resume with the same number of processes")
+        state = ckpt.load_checkpoint(booster, model, optimizer, scheduler, latest)
+        sampler.load_state_dict(state["sampler"])
+        step, tokens_seen = int(state["step"]), int(state["tokens"])
+        if rank == 0:
+            print(f"resumed from {latest} at step {step}", file=sys.stderr, flush=True)
+    elif cfg.init == "checkpoint" and not benchmark:
+        src = Path(cfg.init_checkpoint)
+        if not (src / ckpt.STATE).is_file():
+            raise TrainError(f"train.init_checkpoint: {src} is not a checkpoint directory (no {ckpt.STATE})")
+        ckpt.load_checkpoint(booster, model, optimizer, None, src, load_rng=False)
+
+    metrics = MetricsLogger(output, enabled=(rank == 0 and not benchmark), tensorboard=cfg.tensorboard,
+                            resume_step=step)
+    seq_for_flops = benchmark["seq_len"] if benchmark else cfg.max_length
+    flops_per_token = model_flops_per_token(n_params, hf_config.num_hidden_layers, hf_config.hidden_size,
+                                            seq_for_flops, n_trainable / max(n_params, 1))
+    peak = peak_flops_per_device(cfg.peak_tflops, device_name())
+    bar = None
+    if rank == 0 and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def run_state(stopped: bool = False) -> dict:
+        return {"step": step, "tokens": tokens_seen, "epoch": sampler.state.epoch, "sampler": sampler.state_dict(),
+                "world_size": world, "dp_size": dp_size, "total_steps": total_steps, "config": cfg.to_dict(),
+                "plugin": cfg.plugin, "preempted": stopped,
+                "padding_slots_per_epoch": sampler.padding_slots_per_epoch(),
+                "micro_steps_per_epoch": micro_per_epoch}
+
+    trace = SampleTrace(output, rank, cfg.trace_samples and not benchmark, step)
+    fault_step = int(os.environ.get(FAULT_ENV, "0") or 0)
+    last_saved = step
+    history = []
+    exit_code = 0
+    model.train()
+    try:
+        while step < total_steps:
+            first_micro = sampler.state.micro_step
+            epoch, group = sampler.next_group(cfg.accumulation_steps)
+            t0 = time.perf_counter()
+            batches, real_tokens, label_tokens, traced = [], 0, 0, []
+            for j, slots in enumerate(group):
+                rows = [data.fetch(s) for s in slots]
+                traced.append((first_micro + j, rows))
+                batch = collate(rows)
+                if int(batch["input_ids"].max()) >= vocab:
+                    raise TrainError(f"token id {int(batch['input_ids'].max())} >= model vocabulary {vocab}: the "
+                                     f"dataset was tokenized for another model (--dataset vs --model)")
+                real_tokens += sum(len(r["input_ids"]) for r in rows if not r.get("padding"))
+                label_tokens += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                batch["lengths"] = torch.tensor([len(r["input_ids"]) for r in rows])
+                batches.append(batch)
+            # one collective per step: token counts + "a rank was asked to stop"
+            g_label, g_real, g_stop = _all_reduce([label_tokens, real_tokens, float(preempt.raised)],
+                                                  dev if dev == "cpu" else torch.cuda.current_device())
+            replicas = world // dp_size  # tp/pp/sp ranks hold the same data
+            g_label, g_real = g_label / replicas, g_real / replicas
+            if g_stop > 0:
+                sampler.rewind_group()
+                exit_code = EXIT_PREEMPTED
+                break
+            for micro_step, rows in traced:
+                trace.log(step + 1, epoch, micro_step, rows)
+            denom = max(g_label, 1.0)
+            loss_sum_local = torch.zeros((), dtype=torch.float64)
+            for i, batch in enumerate(batches):
+                lengths = batch.pop("lengths")
+                labels = batch["labels"]
+                inputs = {k: v.to(dev) if dev == "cpu" else v.cuda() for k, v in batch.items() if k != "labels"}
+                if neftune is not None:
+                    neftune.lengths = lengths
+                if pipeline:
+                    inputs["labels"] = labels.to(inputs["input_ids"].device)
+                    out = booster.execute_pipeline(iter([inputs]), model, lambda o, x: o.loss, optimizer,
+                                                   return_loss=True)
+                    loss = out["loss"]
+                    if loss is not None:
+                        loss_sum_local += float(loss) * (labels[:, 1:] != IGNORE_INDEX).sum().item()
+                    continue
+                sync = (booster.no_sync(model, optimizer) if use_no_sync and i < len(batches) - 1 else contextlib.nullcontext())
+                with sync:
+                    with autocast:
+                        if cfg.plugin == "3d":  # vocab-parallel logits: use the model's distributed loss
+                            out = model(**inputs, labels=labels.to(inputs["input_ids"].device))
+                            n_lab = (labels[:, 1:] != IGNORE_INDEX).sum()
+                            loss_sum = out.loss.float() * n_lab
+                        else:
+                            out = model(**inputs)
+                            loss_sum = token_loss_sum(out.logits, labels)
+                    loss = loss_sum * (dp_size / denom)
+                    booster.backward(loss, optimizer)
+                loss_sum_local += loss_sum.detach().double().cpu()
+            if cfg.plugin == "ddp":
+                grad_norm = optimizer.clip_grad_by_norm(cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            optimizer.step()
+            if cfg.plugin != "ddp":
+                grad_norm = optimizer.get_grad_norm() if hasattr(optimizer, "get_grad_norm") else None
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            tokens_seen += int(g_real)
+            (g_loss_sum,) = _all_reduce([float(loss_sum_local)], dev if dev == "cpu" else torch.cuda.current_device())
+            loss_value = g_loss_sum / replicas / denom
+            if not math.isfinite(loss_value) and cfg.precision != "fp16":
+                raise TrainError(f"step {step}: loss is {loss_value} (diverged); lower train.lr or check the data")
+            dt = time.perf_counter() - t0
+            tps = g_real / dt if dt > 0 else float("nan")
+            gn = float(grad_norm) if grad_norm is not None else None
+            record = {"step": step, "epoch": epoch, "tokens": tokens_seen, "loss": loss_value,
+                      "lr": scheduler.get_last_lr()[0], "grad_norm": gn, "tokens_per_s": tps,
+                      "mfu": mfu(tps, flops_per_token, peak, world), "seconds": dt}
+            history.append(record)
+            if step % cfg.log_interval == 0 or step == total_steps:
+                metrics.log(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tps:,.0f}")
+            if not benchmark and (step % cfg.save_interval == 0 or step == total_steps):
+                ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(),
+                                     cfg.keep_last)
+                last_saved = step
+            if fault_step and step == fault_step and rank == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+        if exit_code == EXIT_PREEMPTED:
+            if step != last_saved:
+                ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(True),
+                                     cfg.keep_last)
+            if rank == 0:
+                print(f"preempted by signal {preempt.signum}: checkpoint at step {step} saved; rerun the same "
+                      f"command to resume", file=sys.stderr, flush=True)
+            return RunResult(EXIT_PREEMPTED, step, tokens_seen, None, history)
+        final = None
+        digest = check_ranks_agree(model, cfg)
+        if not benchmark:
+            final = ckpt.export_final(booster, model, model.unwrap().config if hasattr(model, "unwrap")
+                                      else hf_config, model_dir, output / "final", train_dtype)
+        return RunResult(0, step, tokens_seen, final, history, digest, sampler.padding_slots_per_epoch())
+    finally:
+        if bar is not None:
+            bar.close()
+        metrics.close()
+        preempt.restore()

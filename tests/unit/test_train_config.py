@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from cpt.errors import ConfigError
+from cpt.train.config import TrainConfig, from_mapping, load_config, parse_overrides
+
+
+def test_published_recipe_is_expressible(tmp_path):
+    p = tmp_path / "train.yaml"
+    p.write_text("plugin: zero2\nprecision: bf16\nlr: 1e-4\nweight_decay: 0.01\nwarmup_steps: 100\n"
+                 "grad_clip: 1.0\nmicro_batch_size: 8\nmax_length: 4096\ngrad_checkpointing: true\n"
+                 "flash_attention: true\nsave_interval: 400\nepochs: 1\n")
+    cfg = load_config(p)
+    assert (cfg.plugin, cfg.precision, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.grad_clip,
+            cfg.micro_batch_size, cfg.max_length, cfg.grad_checkpointing, cfg.flash_attention) == (
+        "zero2", "bf16", 1e-4, 0.01, 100, 1.0, 8, 4096, True, True)
+    assert cfg.betas == (0.9, 0.95) and cfg.eps == 1e-8 and cfg.min_lr_ratio == 0.1
+
+
+def test_overrides_and_json(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text('{"plugin": "ddp", "lr": 0.001}')
+    cfg = load_config(p, parse_overrides(["train.lr=3e-3", "accumulation_steps=4", "freeze_non_embeds=true"]))
+    assert cfg.plugin == "ddp" and cfg.lr == 3e-3 and cfg.accumulation_steps == 4 and cfg.freeze_non_embeds
+
+
+@pytest.mark.parametrize("section, key", [
+    ({"lrr": 1}, "lrr"), ({"plugin": "fsdp"}, "plugin"), ({"micro_batch_size": 0}, "micro_batch_size"),
+    ({"tp": 2}, "tp"), ({"lr": "fast"}, "lr"), ({"grad_checkpointing": "yes"}, "grad_checkpointing"),
+    ({"cross_document_attention": False}, "cross_document_attention"), ({"init": "checkpoint"}, "init_checkpoint"),
+])
+def test_bad_values_name_the_key(section, key):
+    with pytest.raises(ConfigError, match=key):
+        from_mapping(section)
+
+
+def test_to_dict_round_trips():
+    cfg = TrainConfig(plugin="ddp", tp=1, lr=2e-4)
+    assert from_mapping(cfg.to_dict()) == cfg

@@ -1,0 +1,44 @@
+# clean (optional, clean.enabled): normalise, filter, deduplicate and score the raw corpus per category.
+# Library: cpt.clean (prepare per category, finalize once). Same without Snakemake:
+#   cpt clean --in-dir results/<exp>/corpus/raw --out-dir results/<exp>/clean --config config/config.yaml
+# On a cluster each clean_prepare (one per category, wildcard) is its own SLURM job through the profile; the
+# cross-category dedup needs one LSH index over every signature, so clean_finalize is a second, single job.
+if config["clean"]["enabled"]:
+    CLEAN_CATEGORIES = sorted(config["corpus"]["categories"])
+    CLEAN_WORK = Path(str(L.clean) + "-work")
+
+
+    rule clean_prepare:
+        input:
+            str(L.corpus_raw),
+        output:
+            temp(directory(str(CLEAN_WORK / "{category}"))),
+        wildcard_constraints:
+            category="|".join(CLEAN_CATEGORIES),
+        params:
+            section=config["clean"],
+            langs={name: c["lang"] for name, c in config["corpus"]["categories"].items()},
+        log:
+            logfile("clean_prepare", "{category}"),
+        threads: rule_threads("clean")
+        resources:
+            **rule_resources("clean"),
+        script:
+            "../scripts/clean_prepare.py"
+
+
+    rule clean_finalize:
+        input:
+            expand(str(CLEAN_WORK / "{category}"), category=CLEAN_CATEGORIES),
+        output:
+            directory(str(L.clean)),
+        params:
+            section=config["clean"],
+            raw=str(L.corpus_raw),
+        log:
+            logfile("clean_finalize"),
+        threads: 1
+        resources:
+            **rule_resources("clean"),
+        script:
+            "../scripts/clean_finalize.py"

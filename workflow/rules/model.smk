@@ -1,0 +1,75 @@
+# model: the base model (tiny seeded LLaMA, or the user's local LLaMA checked against the base tokenizer) and the
+# initialised model (embeddings extended to the extended tokenizer; only the embedding tensors change).
+# Library: cpt.modeling, cpt.embeddings. Same steps without Snakemake:
+#   cpt base-model --tokenizer results/<exp>/tokenizer/base --out results/<exp>/model/base [--kind local --path DIR]
+#   cpt init-embeddings --source_model_and_tokenizer_path MODEL --target_tokenizer_path results/<exp>/tokenizer/extended
+#                       --target_model_path results/<exp>/model/init [--method ...] [--pad-to-multiple-of 64]
+MODEL_BASE_LOCAL = config["model"]["base"]["kind"] == "local"
+MODEL_BASE_CHECK = L.model_base_check
+
+
+def model_init_source(wildcards):
+    """The model the init extends: a trained stage's final model (model.init.from_stage), else the base model."""
+    stage = config["model"]["init"].get("from_stage")
+    return str(L.final(stage)) if stage else str(L.model_base)
+
+
+if MODEL_BASE_LOCAL:
+
+    rule model_base_check:
+        input:
+            tokenizer=str(L.tokenizer_base),
+        output:
+            str(MODEL_BASE_CHECK),
+        params:
+            section=config["model"]["base"],
+        log:
+            logfile("model_base_check"),
+        threads: rule_threads("model")
+        resources:
+            **rule_resources("model"),
+        script:
+            "../scripts/model_base_check.py"
+
+    TARGETS.append(str(MODEL_BASE_CHECK))
+
+else:
+
+    rule model_base:
+        input:
+            tokenizer=str(L.tokenizer_base),
+        output:
+            directory(str(L.model_base)),
+        params:
+            section=config["model"]["base"],
+        log:
+            logfile("model_base"),
+        threads: rule_threads("model")
+        resources:
+            **rule_resources("model"),
+        script:
+            "../scripts/model_base.py"
+
+
+rule model_init:
+    input:
+        model=model_init_source,
+        old_tokenizer=str(L.tokenizer_base),
+        new_tokenizer=str(L.tokenizer_extended),
+        heldout=str(L.corpus_heldout),
+        checked=[str(MODEL_BASE_CHECK)] if MODEL_BASE_LOCAL else [],
+    output:
+        directory(str(L.model_init)),
+    params:
+        section=config["model"]["init"],
+        langs={name: c["lang"] for name, c in config["corpus"]["categories"].items()},
+    log:
+        logfile("model_init"),
+    threads: rule_threads("model")
+    resources:
+        **rule_resources("model"),
+    script:
+        "../scripts/model_init.py"
+
+
+TARGETS.append(str(L.model_init))

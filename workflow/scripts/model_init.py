@@ -1,0 +1,6 @@
+from cpt.embeddings import heldout_by_lang, run_init
+from cpt.smk import plain, run
+
+run(snakemake, lambda s: run_init(  # noqa: F821
+    plain(s.params.section), s.input.model, s.input.old_tokenizer, s.input.new_tokenizer, s.output[0],
+    heldout_by_lang(s.input.heldout, plain(s.params.langs))))

@@ -1,0 +1,7 @@
+from pathlib import Path
+
+from cpt.smk import plain, run
+from cpt.train.stage import run_stage
+
+run(snakemake, lambda s: run_stage(plain(s.params.section), s.input.model, s.input.dataset,
+                                    Path(s.output[0]).parent, nproc=s.params.nproc))
