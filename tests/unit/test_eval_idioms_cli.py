@@ -120,8 +120,11 @@ def test_evaluation_points_and_stage_benchmarks(tmp_path):
     from cpt.errors import ConfigError
     from cpt.evaluate.run import evaluation_points, stage_benchmarks
 
-    cfg = {"train": {"stages": {"base": {}, "injection": {}, "replay": {}}}, "evaluate": {"points": None}}
-    assert evaluation_points(cfg) == ["base_model", "init", "base", "injection", "replay"]
+    cfg = {"train": {"stages": {"base": {"init_from": "base_model"}, "injection": {"init_from": "init"},
+                                "replay": {"init_from": "injection"}}}, "evaluate": {"points": None}}
+    assert evaluation_points(cfg) == ["base_model", "base", "init", "injection", "replay"]
+    cfg2 = {"train": {"stages": {"a": {"init_from": "base_model"}}}, "evaluate": {}}
+    assert evaluation_points(cfg2) == ["base_model", "init", "a"]
     cfg["evaluate"]["points"] = ["init", "replay"]
     assert evaluation_points(cfg) == ["init", "replay"]
     cfg["evaluate"]["points"] = ["sft"]

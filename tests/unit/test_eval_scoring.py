@@ -23,7 +23,8 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     tok_dir = tiny_models.hf_tokenizer_dir(root / "tok")
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    model_dir = tiny_models.tiny_llama_dir(root / "model", len(tok), seed=3, tokenizer_dir=tok_dir)
+    # grouped-query attention (2 key/value heads for 4 heads), as the demo model
+    model_dir = tiny_models.tiny_llama_dir(root / "model", len(tok), seed=3, tokenizer_dir=tok_dir, kv_heads=2)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     return tok, model, tok_dir
 

@@ -127,7 +127,16 @@ def evaluation_points(config: Mapping[str, Any]) -> list[str]:
     section = config.get("evaluate") or {}
     points = section.get("points")
     if points is None:
-        return [*SPECIAL_POINTS, *stages]
+        # chronological: the initialised extended model comes right before the first stage trained from it
+        # (model.init.from_stage may be a trained stage, so `init` is not necessarily second)
+        order = ["base_model"]
+        for s in stages:
+            if (config["train"]["stages"][s] or {}).get("init_from") == "init" and "init" not in order:
+                order.append("init")
+            order.append(s)
+        if "init" not in order:
+            order.insert(1, "init")
+        return order
     bad = [p for p in points if p not in SPECIAL_POINTS and p not in stages]
     if bad:
         raise ConfigError(f"config key evaluate.points: {', '.join(map(repr, bad))} is neither base_model, init nor "
