@@ -138,9 +138,17 @@ def evaluation_points(config: Mapping[str, Any]) -> list[str]:
     return list(points)
 
 
-def stage_benchmarks(section: Mapping[str, Any], idioms_dir: str | os.PathLike | None) -> dict:
-    """The benchmarks of the section plus the idiom set (when enabled and built)."""
-    benches = {k: dict(v) for k, v in (section.get("benchmarks") or {}).items()}
+def stage_benchmarks(section: Mapping[str, Any], idioms_dir: str | os.PathLike | None, point: str | None = None) -> dict:
+    """The benchmarks of the section at one evaluation point, plus the idiom set (when enabled and built).
+
+    A benchmark with `points: [...]` runs only at those points (e.g. the full MMLU on the last stage only).
+    """
+    benches = {}
+    for name, spec in (section.get("benchmarks") or {}).items():
+        spec = dict(spec)
+        only = spec.pop("points", None)
+        if only is None or point is None or point in only:
+            benches[name] = spec
     idioms = section.get("idioms") or {}
     if idioms_dir is not None and idioms.get("enabled", True):
         name = idioms.get("name", "idioms")
@@ -156,7 +164,7 @@ def evaluate_point(model_dir, out_dir, section: Mapping[str, Any], heldout_dir=N
     sec = dict(section)
     if not sec.get("threads") and threads:
         sec["threads"] = threads
-    sec["benchmarks"] = stage_benchmarks(section, idioms_dir)
+    sec["benchmarks"] = stage_benchmarks(section, idioms_dir, point=Path(out_dir).name)
     bpb_on = (section.get("bpb") or {}).get("enabled", True)
     return evaluate_stage(model_dir, out_dir, sec, heldout_dir if bpb_on else None, languages,
                           device=section.get("device", "auto"), progress=progress)
