@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "cpt.evaluate.cli:cli_evaluate",
     "bpb": "cpt.evaluate.cli:cli_bpb",
     "generate": "cpt.evaluate.cli:cli_generate",
+    "idioms-set": "cpt.evaluate.cli:cli_idioms",
     "clean": "cpt.clean:cli_clean",
     "report": "cpt.report:cli_report",
 }

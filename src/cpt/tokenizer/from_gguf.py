@@ -1,0 +1,108 @@
+"""LLaMA SentencePiece vocabularies from GGUF files, and llama.cpp's reference tokenizations (.inp / .out).
+
+A GGUF vocabulary file (llama.cpp's models/ggml-vocab-*.gguf) stores `tokenizer.ggml.tokens`, `.scores` and
+`.token_type` (same type numbering as SentencePiece). For `tokenizer.ggml.model == "llama"` this is exactly the
+SentencePiece BPE piece table, so the ModelProto can be rebuilt from it (spm.llama_proto).
+
+Reference files: `<vocab>.gguf.inp` holds the test texts, each followed by the line `__ggml_vocab_test__`
+(so texts are separated by "\n__ggml_vocab_test__\n", and the file ends with that separator);
+`<vocab>.gguf.out` holds one line per text: the expected token ids (no BOS), space separated.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpt.errors import TokenizerError
+from cpt.tokenizer.spm import ModelProto, llama_proto
+
+SEPARATOR = "\n__ggml_vocab_test__\n"
+
+
+@dataclass
+class GGUFVocab:
+    tokens: list[str]
+    scores: list[float]
+    types: list[int]
+    metadata: dict
+
+
+def read_gguf_vocab(path_or_bytes: str | os.PathLike | bytes, where: str | None = None) -> GGUFVocab:
+    """Tokens, scores, types and scalar tokenizer metadata of a GGUF file (path or bytes)."""
+    import gguf
+
+    where = where or ("<bytes>" if isinstance(path_or_bytes, (bytes, bytearray)) else str(path_or_bytes))
+    tmp = None
+    try:
+        if isinstance(path_or_bytes, (bytes, bytearray)):
+            tmp = tempfile.NamedTemporaryFile(suffix=".gguf", delete=False)
+            tmp.write(path_or_bytes)
+            tmp.close()
+            path = tmp.name
+        else:
+            path = str(path_or_bytes)
+        try:
+            reader = gguf.GGUFReader(path)
+        except Exception as exc:
+            raise TokenizerError(f"{where}: cannot read GGUF ({exc})") from None
+        fields = reader.fields
+
+        def array(key):
+            if key not in fields:
+                raise TokenizerError(f"{where}: GGUF has no {key}; not a tokenizer vocabulary")
+            return list(fields[key].contents())
+
+        tokens = array("tokenizer.ggml.tokens")
+        scores = [float(s) for s in array("tokenizer.ggml.scores")]
+        types = [int(t) for t in array("tokenizer.ggml.token_type")]
+        meta = {}
+        for key, field in fields.items():
+            if key.startswith(("tokenizer.ggml.", "general.")) and len(field.data) == 1:
+                try:
+                    meta[key] = field.contents()
+                except Exception:  # pragma: no cover - exotic scalar types
+                    continue
+        return GGUFVocab(tokens, scores, types, meta)
+    finally:
+        if tmp is not None:
+            os.unlink(tmp.name)
+
+
+def proto_from_gguf(path_or_bytes: str | os.PathLike | bytes, where: str | None = None) -> ModelProto:
+    """Rebuild a LLaMA SentencePiece ModelProto from a GGUF vocabulary with tokenizer model "llama"."""
+    vocab = read_gguf_vocab(path_or_bytes, where)
+    where = where or str(path_or_bytes if not isinstance(path_or_bytes, (bytes, bytearray)) else "<bytes>")
+    model = vocab.metadata.get("tokenizer.ggml.model")
+    if model != "llama":
+        raise TokenizerError(f"{where}: tokenizer.ggml.model is {model!r}; only SentencePiece ('llama') "
+                             f"vocabularies convert to a LLaMA tokenizer.model")
+    for key, want in (("tokenizer.ggml.unknown_token_id", 0), ("tokenizer.ggml.bos_token_id", 1),
+                      ("tokenizer.ggml.eos_token_id", 2)):
+        if key in vocab.metadata and int(vocab.metadata[key]) != want:
+            raise TokenizerError(f"{where}: {key} = {vocab.metadata[key]}, LLaMA layout needs {want}")
+    return llama_proto(vocab.tokens, vocab.scores, vocab.types)
+
+
+def parse_reference(inp: bytes | str, out: bytes | str, where: str = "reference") -> list[tuple[str, list[int]]]:
+    """llama.cpp's .inp/.out pair -> [(text, expected ids)]."""
+    inp = inp.decode("utf-8") if isinstance(inp, bytes) else inp
+    out = out.decode("utf-8") if isinstance(out, bytes) else out
+    texts = inp.split(SEPARATOR)
+    if texts and texts[-1] == "":
+        texts.pop()
+    lines = out.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(texts) != len(lines):
+        raise TokenizerError(f"{where}: {len(texts)} texts in .inp but {len(lines)} lines in .out")
+    cases = []
+    for i, (text, line) in enumerate(zip(texts, lines), 1):
+        try:
+            ids = [int(x) for x in line.split()]
+        except ValueError:
+            raise TokenizerError(f"{where}.out:{i}: not a list of token ids: {line[:60]!r}") from None
+        cases.append((text, ids))
+    return cases

@@ -1,0 +1,101 @@
+"""Bits-per-byte arithmetic against an independent full-logits computation."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "eval"
+sys.path.insert(0, str(FIX))
+
+import tiny_models  # noqa: E402
+
+from cpt.evaluate import bpb  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("tiny")
+    tok_dir = tiny_models.hf_tokenizer_dir(root / "tok")
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    model_dir = tiny_models.tiny_llama_dir(root / "model", len(tok), seed=5, max_position_embeddings=16)
+    return tok, AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+
+def _reference_nll(model, tok, text, max_length):
+    """Plain computation: full logits of the whole model, log_softmax, gather — per window, in a loop."""
+    seq = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    total, n, start = 0.0, 0, 0
+    while start < len(seq) - 1:
+        w = seq[start:start + max_length]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([w])).logits[0].double(), -1)
+        for j in range(1, len(w)):
+            total -= logp[j - 1, w[j]].item()
+            n += 1
+        start += max_length - 1
+    return total, n
+
+
+def test_windows_score_every_token_once():
+    ids = list(range(10, 30))
+    ws = bpb.windows(ids, 1, 8)
+    assert all(len(w) <= 8 for w in ws)
+    targets = [t for w in ws for t in w[1:]]
+    assert targets == ids
+    assert bpb.windows([], 1, 8) == []
+
+
+def test_bpb_matches_reference(tiny):
+    tok, model = tiny
+    texts = ["人民日报一九九八年一月，新年贺词。改革开放，经济发展。",  # longer than max_length 16: several windows
+             "In the beginning God created the heaven and the earth.", "ok"]
+    res = bpb.score_texts(model, tok, texts, max_length=16, max_batch_tokens=40)
+    ref_nll, ref_n = 0.0, 0
+    for t in texts:
+        a, b = _reference_nll(model, tok, t, 16)
+        ref_nll += a
+        ref_n += b
+    nbytes = sum(len(t.encode("utf-8")) for t in texts)
+    assert res["tokens"] == ref_n
+    assert res["bytes"] == nbytes
+    assert res["nll_nats"] == pytest.approx(ref_nll, rel=1e-4)
+    assert res["bits_per_byte"] == pytest.approx(ref_nll / math.log(2) / nbytes, rel=1e-4)
+    assert res["perplexity"] == pytest.approx(math.exp(ref_nll / ref_n), rel=1e-4)
+
+
+def test_token_cap_counts_bytes_of_scored_prefix(tiny):
+    tok, model = tiny
+    text = "In the beginning God created the heaven and the earth."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    docs, nbytes, used = bpb.tokenize_documents(tok, [text, "more text"], max_tokens=5)
+    assert docs == [ids[:5]] and used == 1
+    covered = tok.decode(ids[:5]).strip()
+    assert nbytes == len(covered.encode("utf-8"))
+    assert text.startswith(covered)
+
+
+def test_heldout_per_language(tiny, tmp_path):
+    tok, model = tiny
+    res = bpb.heldout_bpb(model, tok, FIX / "heldout", languages={"news": "zh"}, max_tokens_per_language=None,
+                          max_length=16, progress=False)
+    assert res["categories"]["news"]["language_source"] == "config"
+    assert res["categories"]["bible"]["language"] == "en"
+    assert res["categories"]["bible"]["language_source"] == "detected"
+    zh = res["languages"]["zh"]
+    news = res["categories"]["news"]
+    assert zh["bits_per_byte"] == pytest.approx(news["nll_nats"] / math.log(2) / news["bytes"])
+    assert news["bytes"] == sum(len(t.encode()) for t in bpb.read_texts(FIX / "heldout" / "news.jsonl"))
+    capped = bpb.heldout_bpb(model, tok, FIX / "heldout", max_tokens_per_language=10, max_length=16, progress=False)
+    assert 0 < capped["languages"]["en"]["tokens"] <= 10
+
+
+def test_detect_language():
+    assert bpb.detect_language(["人民日报一九九八年一月"]) == "zh"
+    assert bpb.detect_language(["In the beginning"]) == "en"

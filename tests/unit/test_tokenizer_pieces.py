@@ -1,0 +1,141 @@
+"""Step 1.5: candidate pieces: training, word lists, filter, rank, exact cap, the reference jsonl format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tokenizer_fixtures import base_tokenizer_dir, zh_text_files
+
+from cpt.errors import ConfigError, RecordError, TokenizerError
+from cpt.tokenizer.pieces import (CandidateFilter, SourceStats, candidates_from_gguf, candidates_from_jieba,
+                                  filter_candidates, read_pieces_jsonl, read_texts, select_pieces,
+                                  train_candidate_model, trainer_sentences, write_pieces_jsonl)
+from cpt.tokenizer.spm import load_proto, processor
+
+
+def _jsonl(path):
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_filter_rules():
+    f = CandidateFilter(["中", "▁中国", "ab"], charset="han")
+    assert f.check("中国") == ("中国", None)
+    assert f.check("▁人民") == ("人民", None)  # prefix stripped
+    assert f.check("中")[1] == "in_base"
+    assert f.check("中a")[1] == "charset"
+    assert f.check("，中")[1] == "charset"
+    assert f.check("中 国")[1] == "whitespace_or_control"
+    assert f.check("▁")[1] == "empty"
+    assert CandidateFilter([], charset="cjk").check("”，")[1] is None
+    assert CandidateFilter([], charset="any").check("<0x41>")[1] == "special_or_byte"
+    assert CandidateFilter([], charset="regex:[a-z]+").check("abc")[1] is None
+    keep = CandidateFilter([], strip_prefix=False)
+    assert keep.check("▁人民") == ("▁人民", None)
+    with pytest.raises(ConfigError, match="charset"):
+        CandidateFilter([], charset="latin")
+
+
+def test_filter_counts_duplicates_and_reasons():
+    from cpt.tokenizer.pieces import Candidate
+
+    f = CandidateFilter(["中"], charset="han", max_chars=3)
+    stats = SourceStats()
+    got = [c.piece for c in filter_candidates(
+        [Candidate(p, "t", 0) for p in ["中国", "▁中国", "中", "abc", "中华人民共和国", "人民"]], f, stats)]
+    assert got == ["中国", "人民"]
+    assert stats.read == 6 and stats.kept == 2
+    assert dict(stats.rejected) == {"duplicate": 1, "in_base": 1, "charset": 1, "too_long": 1}
+
+
+def test_jieba_ranked_by_frequency():
+    data = "乙 5 n\n甲 9 n\n丙 5 v\n丁 1 n\n"
+    assert [c.piece for c in candidates_from_jieba(data)] == ["甲", "乙", "丙", "丁"]
+    assert [c.piece for c in candidates_from_jieba(data, min_freq=5)] == ["甲", "乙", "丙"]
+    with pytest.raises(TokenizerError, match="jieba:2"):
+        list(candidates_from_jieba("a 1\nb x\n"))
+
+
+def test_trainer_sentences_cut_long_lines():
+    long = "这是一个句子。" * 1000
+    parts = list(trainer_sentences([long, "short\n\nline"], max_bytes=300))
+    assert all(len(p.encode()) <= 300 for p in parts)
+    assert "".join(parts[:-2]) == long and parts[-2:] == ["short", "line"]
+
+
+def test_training_is_seeded_and_deterministic():
+    train, _, _ = zh_text_files()
+    texts = list(read_texts([train]))[:800]
+    a = train_candidate_model(texts, vocab_size=2500, seed=3, character_coverage=0.98)
+    b = train_candidate_model(texts, vocab_size=2500, seed=3, character_coverage=0.98)
+    assert a == b
+    proto = load_proto(a)
+    assert proto.normalizer_spec.name == "identity" and proto.trainer_spec.byte_fallback
+    assert len(proto.pieces) == 2500
+
+
+def test_select_exact_size_from_trained_model(tmp_path):
+    base = base_tokenizer_dir()
+    train, _, _ = zh_text_files()
+    section = {"vocab_size": 32000 + 300, "candidates": {"sources": [{"kind": "train", "vocab_size": 3000, "character_coverage": 0.98}]}}
+    report = select_pieces(section, base, tmp_path, [train], seed=5)
+    pieces = [r["piece"] for r in _jsonl(tmp_path / "pieces.jsonl")]
+    assert len(pieces) == 300 == report["selected"]
+    assert all(set(r) == {"piece"} for r in _jsonl(tmp_path / "pieces.jsonl"))  # the reference format
+    base_vocab = {p.piece for p in load_proto(base / "tokenizer.model").pieces}
+    assert len(set(pieces)) == 300 and not set(pieces) & base_vocab
+    assert all(not p.startswith("▁") and all("\u4e00" <= ch <= "\u9fff" for ch in p) for p in pieces)
+    cands = _jsonl(tmp_path / "candidates.jsonl")
+    assert [c["piece"] for c in cands if c["selected"]] == pieces
+    assert report["reserve"] == len(cands) - 300 > 0
+    # ranked by the trained model's score (its merge order)
+    model = load_proto(tmp_path / "candidates-train.model")
+    assert [c["score"] for c in cands] == sorted((c["score"] for c in cands), reverse=True)
+    assert model.trainer_spec.vocab_size == 3000
+    assert (tmp_path / "pieces.provenance.json").is_file()
+    # same config, same bytes
+    select_pieces(section, base, tmp_path / "again", [train], seed=5)
+    assert (tmp_path / "again" / "pieces.jsonl").read_bytes() == (tmp_path / "pieces.jsonl").read_bytes()
+
+
+def test_select_too_few_candidates_is_an_error(tmp_path):
+    train, _, _ = zh_text_files()
+    section = {"vocab_size": 32000 + 5000, "candidates": {"sources": [{"kind": "train", "vocab_size": 2500, "character_coverage": 0.98}]}}
+    with pytest.raises(TokenizerError, match="only .* candidates survive"):
+        select_pieces(section, base_tokenizer_dir(), tmp_path, [train])
+    with pytest.raises(ConfigError, match="vocab_size"):
+        select_pieces({"vocab_size": 100}, base_tokenizer_dir(), tmp_path, [train])
+
+
+def test_select_from_word_lists_jieba_then_baichuan(tmp_path):
+    section = {"vocab_size": 32000 + 400,
+               "candidates": {"reserve": 0.5, "sources": [{"kind": "jieba", "min_freq": 30000}, {"kind": "gguf"}]}}
+    report = select_pieces(section, base_tokenizer_dir(), tmp_path)
+    pieces = read_pieces_jsonl(tmp_path / "pieces.jsonl")
+    assert len(pieces) == 400
+    assert report["sources"]["jieba"]["kept"] < 400  # jieba's high-frequency words ran out, Baichuan filled in
+    assert set(report["selected_by_source"]) == {"jieba", "gguf"}
+    assert report["sources"]["jieba"]["rejected"]["in_base"] > 0  # 了, 是, 在 ... are LLaMA pieces already
+
+
+def test_baichuan_gguf_candidates():
+    from cpt.sources import read_member
+
+    cands = list(candidates_from_gguf(read_member("llama-cpp-python",
+                                                  "vendor/llama.cpp/models/ggml-vocab-baichuan.gguf")))
+    assert len(cands) > 60000
+    han = [c for c in cands if all("\u4e00" <= ch <= "\u9fff" for ch in c.piece.lstrip("▁"))]
+    assert len(han) > 20000
+    assert [c.score for c in cands] == sorted((c.score for c in cands), reverse=True)
+
+
+def test_user_pieces_file(tmp_path):
+    write_pieces_jsonl(["中华", "人民", "中华", "qzxv", "中"], tmp_path / "mine.jsonl")
+    assert read_pieces_jsonl(tmp_path / "mine.jsonl") == ["中华", "人民", "中华", "qzxv", "中"]
+    report = select_pieces({"vocab_size": 32003, "pieces_file": str(tmp_path / "mine.jsonl")},
+                           base_tokenizer_dir(), tmp_path / "out")
+    assert read_pieces_jsonl(tmp_path / "out" / "pieces.jsonl") == ["中华", "人民", "qzxv"]
+    assert report["sources"]["pieces_file"]["rejected"] == {"duplicate": 1, "in_base": 1}
+    (tmp_path / "bad.jsonl").write_text('{"piece": "a"}\n{"text": "b"}\n', encoding="utf-8")
+    with pytest.raises(RecordError, match="bad.jsonl:2"):
+        read_pieces_jsonl(tmp_path / "bad.jsonl")

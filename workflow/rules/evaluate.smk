@@ -1,0 +1,59 @@
+# evaluate: benchmarks (first-token logits over the answer letters, ColossalEval's method) and held-out bits per
+# byte for each evaluation point: base_model, init (extended + initialised) and each training stage's final model.
+# Library: cpt.evaluate (formats, idioms, prompts, scoring, bpb, run). Same steps without Snakemake:
+#   cpt idioms-set --out DIR;  cpt evaluate --model DIR --out DIR --config config/config.yaml --heldout DIR
+from cpt.evaluate.run import evaluation_points
+
+EVAL_POINTS = evaluation_points(config)
+IDIOMS_ON = config["evaluate"]["idioms"]["enabled"]
+IDIOMS_DIR = L.root / "evaluate" / "_idioms"
+
+
+def eval_model_dir(wildcards):
+    return str(L.model_source(wildcards.point))
+
+
+def eval_inputs(wildcards):
+    inputs = {"model": eval_model_dir(wildcards)}
+    if config["evaluate"]["bpb"]["enabled"]:
+        inputs["heldout"] = str(L.corpus_heldout)
+    if IDIOMS_ON:
+        inputs["idioms"] = str(IDIOMS_DIR)
+    return inputs
+
+
+rule evaluate_idioms:
+    output:
+        directory(str(IDIOMS_DIR)),
+    params:
+        section=config["evaluate"]["idioms"],
+    log:
+        logfile("evaluate_idioms"),
+    threads: 1
+    resources:
+        **rule_resources("evaluate"),
+    script:
+        "../scripts/evaluate_idioms.py"
+
+
+rule evaluate:
+    input:
+        unpack(eval_inputs),
+    output:
+        directory(str(L.root / "evaluate" / "{point}")),
+    wildcard_constraints:
+        point="|".join(EVAL_POINTS),
+    params:
+        # the section without `points` (adding an evaluation point must not rerun the others)
+        section={k: v for k, v in config["evaluate"].items() if k != "points"},
+        langs={name: c["lang"] for name, c in config["corpus"]["categories"].items()},
+    log:
+        logfile("evaluate", "{point}"),
+    threads: rule_threads("evaluate")
+    resources:
+        **rule_resources("evaluate"),
+    script:
+        "../scripts/evaluate_point.py"
+
+
+TARGETS.extend(str(L.evaluate(p)) for p in EVAL_POINTS)

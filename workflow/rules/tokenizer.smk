@@ -1,0 +1,83 @@
+# tokenizer: LLaMA-2 base (GGUF rebuild or local dir) -> new pieces from the zh TRAIN split -> extended tokenizer
+# (every piece reachable, English unchanged) -> compression table on held-out text.
+# Library: cpt.tokenizer (build_base_tokenizer, select_pieces, build_extended_tokenizer, compression_report).
+# Same steps without Snakemake: cpt base-tokenizer | select-pieces | extend-tokenizer | compression (see --help).
+TOK_CANDIDATES = L.pieces.parent / "candidates.jsonl"
+TOK_LANGS = {name: c["lang"] for name, c in config["corpus"]["categories"].items()}
+
+
+rule tokenizer_base:
+    output:
+        directory(str(L.tokenizer_base)),
+    params:
+        section=config["tokenizer"]["base"],
+    log:
+        logfile("tokenizer_base"),
+    threads: rule_threads("tokenizer")
+    resources:
+        **rule_resources("tokenizer"),
+    script:
+        "../scripts/tokenizer_base.py"
+
+
+rule tokenizer_pieces:
+    input:
+        base=str(L.tokenizer_base),
+        train=str(L.corpus_train),
+    output:
+        pieces=str(L.pieces),
+        candidates=str(TOK_CANDIDATES),
+    params:
+        section={k: config["tokenizer"][k] for k in ("vocab_size", "candidates", "pieces_file", "seed")},
+        langs=TOK_LANGS,
+    log:
+        logfile("tokenizer_pieces"),
+    threads: rule_threads("tokenizer")
+    resources:
+        **rule_resources("tokenizer"),
+    script:
+        "../scripts/tokenizer_pieces.py"
+
+
+rule tokenizer_extended:
+    input:
+        base=str(L.tokenizer_base),
+        pieces=str(L.pieces),
+        candidates=str(TOK_CANDIDATES),
+        train=str(L.corpus_train),
+        heldout=str(L.corpus_heldout),
+    output:
+        directory(str(L.tokenizer_extended)),
+    params:
+        section={k: config["tokenizer"][k] for k in ("vocab_size", "expansion")},
+        langs=TOK_LANGS,
+    log:
+        logfile("tokenizer_extended"),
+    threads: rule_threads("tokenizer")
+    resources:
+        **rule_resources("tokenizer"),
+    script:
+        "../scripts/tokenizer_extended.py"
+
+
+rule tokenizer_compression:
+    input:
+        base=str(L.tokenizer_base),
+        extended=str(L.tokenizer_extended),
+        heldout=str(L.corpus_heldout),
+    output:
+        json=str(L.compression),
+        md=str(L.compression.with_suffix(".md")),
+    params:
+        section={"compression": config["tokenizer"]["compression"]},
+        langs=TOK_LANGS,
+    log:
+        logfile("tokenizer_compression"),
+    threads: rule_threads("tokenizer")
+    resources:
+        **rule_resources("tokenizer"),
+    script:
+        "../scripts/tokenizer_compression.py"
+
+
+TARGETS.extend([str(L.tokenizer_base), str(L.tokenizer_extended), str(L.compression)])

@@ -1,0 +1,12 @@
+from pathlib import Path
+
+from cpt.report import build_report
+from cpt.smk import run
+
+
+def main(s):
+    out = Path(s.output.summary).parent
+    build_report(out.parent, out, list(s.params.stages), list(s.params.points), s.params.experiment)
+
+
+run(snakemake, main)  # noqa: F821
