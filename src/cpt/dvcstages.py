@@ -43,11 +43,13 @@ class Group:
     rule_files: list = field(default_factory=list)
     targets: list = field(default_factory=list)
     rules: list = field(default_factory=list)
+    work: list = field(default_factory=list)  # folders of temp() outputs: their rules run here, DVC keeps nothing
 
 
 def snakemake_outputs(configfile: str | os.PathLike, workdir: str | os.PathLike = REPO_ROOT,
-                      snakemake: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """(output path, rule) of every job of the experiment's DAG, from `snakemake --summary` (starts no job)."""
+                      snakemake: Sequence[str] | None = None, with_status: bool = False) -> list[tuple]:
+    """(output path, rule) of every job of the experiment's DAG, from `snakemake --summary` (starts no job);
+    with_status=True adds the status column ("removed temp file" marks temp() outputs)."""
     cmd = [*(snakemake or [sys.executable, "-m", "snakemake"]), "--summary", "--cores", "1", "--configfile",
            str(configfile), "--quiet", "all"]  # no banner; --summary still prints its table
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(workdir) / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -57,8 +59,8 @@ def snakemake_outputs(configfile: str | os.PathLike, workdir: str | os.PathLike 
     rows = []
     for line in r.stdout.splitlines():
         parts = line.split("\t")
-        if len(parts) >= 3 and parts[0] != "output_file":
-            rows.append((parts[0], parts[2]))
+        if len(parts) >= 5 and parts[0] != "output_file":
+            rows.append((parts[0], parts[2], parts[4]) if with_status else (parts[0], parts[2]))
     return rows
 
 
@@ -70,35 +72,49 @@ def groups_for(config: Mapping) -> list[Group]:
     """The DVC stages of an experiment, in pipeline order, with their outs, deps and params (no targets yet)."""
     L = cptconfig.Layout(config)
     root = str(L.root)
-    corpus, tokenizer, model = f"{root}/corpus", f"{root}/tokenizer", f"{root}/model"
+    corpus, tokenizer = f"{root}/corpus", f"{root}/tokenizer"
     groups = []
     corpus_outs = [corpus]
     if config.get("clean", {}).get("enabled"):
         corpus_outs.append(str(L.clean))
     groups.append(Group("corpus", corpus_outs, deps=["data/sources.yaml", "data/downloads"],
                         params=[k for k in ("corpus", "clean") if k in config],
-                        rule_files=["workflow/rules/corpus.smk", "workflow/rules/clean.smk"]))
+                        rule_files=["workflow/rules/corpus.smk", "workflow/rules/clean.smk"],
+                        work=[f"{L.clean}-work"]))
     groups.append(Group("tokenizer", [tokenizer], deps=[corpus], params=["tokenizer"],
                         rule_files=["workflow/rules/tokenizer.smk"]))
-    model_deps = [tokenizer]
-    base = config.get("model", {}).get("base", {})
-    if isinstance(base, Mapping) and base.get("path"):
-        model_deps.append(str(base["path"]))  # the user's LLaMA-2 weights: hashed into dvc.lock
-    groups.append(Group("model", [model], deps=model_deps, params=["model"], rule_files=["workflow/rules/model.smk"]))
+    base = config.get("model", {}).get("base", {}) or {}
+    local = base.get("kind") == "local" or bool(base.get("path"))
+    if local:  # the user's LLaMA-2 weights are read in place: hashed into dvc.lock as a dependency
+        base_outs, base_deps = [str(L.model_base_check)], [tokenizer, str(base["path"])]
+        base_model = [str(base["path"]), str(L.model_base_check)]
+    else:
+        base_outs, base_deps = [str(L.model_base)], [tokenizer]
+        base_model = [str(L.model_base)]
+    groups.append(Group("model-base", base_outs, deps=base_deps, params=["model.base"],
+                        rule_files=["workflow/rules/model.smk"]))
+    from_stage = config.get("model", {}).get("init", {}).get("from_stage")
+    init_source = [str(L.final(from_stage))] if from_stage else base_model
+    groups.append(Group("model-init", [str(L.model_init)], deps=[tokenizer, corpus, *init_source],
+                        params=["model.init"], rule_files=["workflow/rules/model.smk"]))
+    sources = {"base_model": base_model, "init": [str(L.model_init)]}
     stages = cptconfig.stage_names(config)
     dataset_keys = [k for k in config.get("dataset", {}) if k != "stages"]
     for s in stages:
-        groups.append(Group(f"dataset-{s}", [str(L.dataset(s))], deps=[corpus, tokenizer],
+        replay = ((config.get("dataset", {}).get("stages", {}).get(s) or {}).get("replay") or {}).get("from") or []
+        replay = [replay] if isinstance(replay, str) else list(replay)  # replayed data of earlier stages
+        groups.append(Group(f"dataset-{s}", [str(L.dataset(s))], deps=[corpus, tokenizer,
+                                                                        *[str(L.dataset(r)) for r in replay]],
                             params=[f"dataset.{k}" for k in dataset_keys] + [f"dataset.stages.{s}"],
                             rule_files=["workflow/rules/dataset.smk"]))
     for s in stages:
         src = config["train"]["stages"][s]["init_from"]
-        source = model if src in cptconfig.SPECIAL_SOURCES else str(L.final(src))
+        source = sources.get(src, [str(L.final(src))])
         params = ["train.defaults"] if "defaults" in config["train"] else []
-        groups.append(Group(f"train-{s}", [str(L.final(s))], deps=[str(L.dataset(s)), source],
+        groups.append(Group(f"train-{s}", [str(L.final(s))], deps=[str(L.dataset(s)), *source],
                             params=params + [f"train.stages.{s}"], rule_files=["workflow/rules/train.smk"]))
     finals = [str(L.final(s)) for s in stages]
-    groups.append(Group("evaluate", [f"{root}/evaluate"], deps=[corpus, tokenizer, model, *finals],
+    groups.append(Group("evaluate", [f"{root}/evaluate"], deps=[corpus, tokenizer, *base_model, str(L.model_init), *finals],
                         params=["evaluate"], rule_files=["workflow/rules/evaluate.smk"]))
     groups.append(Group("report", [str(L.report)], deps=[f"{root}/evaluate", *finals], params=["report"],
                         rule_files=["workflow/rules/report.smk"]))
@@ -113,6 +129,11 @@ def assign_targets(groups: list[Group], outputs: Sequence[tuple[str, str]]) -> l
     """
     unassigned = []
     for path, rule in outputs:
+        worker = next((g for g in groups if any(_under(path, w) for w in g.work)), None)
+        if worker is not None:  # a temp() intermediate: its rule runs in that stage, no target, nothing versioned
+            if rule not in worker.rules:
+                worker.rules.append(rule)
+            continue
         owner = next((g for g in groups if any(_under(path, o) for o in g.outs)), None)
         if owner is None:
             unassigned.append(f"{path} (rule {rule})")

@@ -49,12 +49,17 @@ def test_dvc_yaml_is_generated_from_the_current_workflow():
 
 def test_dvc_yaml_and_snakefile_agree_about_artifact_paths():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    outputs = dict(snakemake_outputs(CONFIG))  # path -> rule, from `snakemake --summary`
+    rows = snakemake_outputs(CONFIG, with_status=True)  # from `snakemake --summary`
+    outputs = {path: rule for path, rule, status in rows if "temp" not in status}
+    temp_rules = {rule for _, rule, status in rows if "temp" in status}
     outs = {o: name for name, st in stages.items() for o in st["outs"]}
-    # every artifact Snakemake makes is versioned by exactly one DVC stage
+    # every artifact Snakemake makes is versioned by exactly one DVC stage (temp() intermediates: none)
     for path, rule in outputs.items():
         owners = [o for o in outs if _under(path, o)]
         assert len(owners) == 1, f"{path} (rule {rule}) is under DVC outs {owners}"
+    allowed_anywhere = {r for st in stages.values() for r in
+                        st["cmd"].split()[st["cmd"].split().index("--allowed-rules") + 1:st["cmd"].split().index("--")]}
+    assert temp_rules <= allowed_anywhere, f"rules of temp outputs run by no DVC stage: {temp_rules - allowed_anywhere}"
     for name, st in stages.items():
         # every DVC out holds something Snakemake makes
         for o in st["outs"]:

@@ -10,7 +10,8 @@ from cpt.errors import ConfigError
 CFG = {
     "experiment": "x",
     "corpus": {}, "clean": {"enabled": False}, "tokenizer": {}, "model": {"base": {"kind": "tiny"}},
-    "dataset": {"max_length": 512, "num_bins": 4, "stages": {"base": {}, "injection": {}, "replay": {}}},
+    "dataset": {"max_length": 512, "num_bins": 4,
+                "stages": {"base": {}, "injection": {}, "replay": {"replay": {"from": ["base", "injection"]}}}},
     "train": {"defaults": {}, "stages": {"base": {"init_from": "base_model"}, "injection": {"init_from": "init"},
                                          "replay": {"init_from": "injection"}}},
     "evaluate": {}, "report": {},
@@ -20,6 +21,7 @@ OUTPUTS = [
     ("results/x/tokenizer/base", "tokenizer_base"), ("results/x/tokenizer/extended", "tokenizer_extend"),
     ("results/x/tokenizer/extended/tokenizer.model", "tokenizer_extend"),  # nested: not a target of its own
     ("results/x/model/base", "model_base"), ("results/x/model/init", "model_init"),
+    ("results/x/clean-work/zh", "clean_prepare"),  # a temp() intermediate
     *[(f"results/x/dataset/{s}", "dataset") for s in ("base", "injection", "replay")],
     *[(f"results/x/train/{s}/final", "train") for s in ("base", "injection", "replay")],
     ("results/x/evaluate/replay", "evaluate"), ("results/x/report", "report"),
@@ -28,10 +30,13 @@ OUTPUTS = [
 
 def test_groups_follow_the_stage_chain():
     groups = {g.name: g for g in assign_targets(groups_for(CFG), OUTPUTS)}
-    assert list(groups) == ["corpus", "tokenizer", "model", "dataset-base", "dataset-injection", "dataset-replay",
-                            "train-base", "train-injection", "train-replay", "evaluate", "report"]
+    assert list(groups) == ["corpus", "tokenizer", "model-base", "model-init", "dataset-base", "dataset-injection",
+                            "dataset-replay", "train-base", "train-injection", "train-replay", "evaluate", "report"]
     assert groups["train-replay"].deps == ["results/x/dataset/replay", "results/x/train/injection/final"]
-    assert groups["train-injection"].deps == ["results/x/dataset/injection", "results/x/model"]
+    assert groups["train-injection"].deps == ["results/x/dataset/injection", "results/x/model/init"]
+    assert groups["train-base"].deps == ["results/x/dataset/base", "results/x/model/base"]
+    assert groups["dataset-replay"].deps[-2:] == ["results/x/dataset/base", "results/x/dataset/injection"]
+    assert "clean_prepare" in groups["corpus"].rules and not any("clean-work" in t for t in groups["corpus"].targets)
     assert groups["train-replay"].params == ["train.defaults", "train.stages.replay"]
     # a dataset stage reads the global dataset keys and its own stage entry, not the other stages'
     assert groups["dataset-replay"].params == ["dataset.max_length", "dataset.num_bins", "dataset.stages.replay"]
@@ -48,10 +53,14 @@ def test_missing_workflow_stages_are_left_out_and_unowned_outputs_are_errors():
 
 
 def test_user_base_model_path_is_a_dependency_and_cmd_is_a_snakemake_call():
-    cfg = {**CFG, "model": {"base": {"path": "/models/llama-2-7b-hf"}}}
-    groups = assign_targets(groups_for(cfg), [o for o in OUTPUTS if o[0] != "results/x/model/base"])
-    model = next(g for g in groups if g.name == "model")
-    assert "/models/llama-2-7b-hf" in model.deps
+    cfg = {**CFG, "model": {"base": {"kind": "local", "path": "/models/llama-2-7b-hf"}, "init": {"from_stage": None}}}
+    outputs = [o for o in OUTPUTS if o[0] != "results/x/model/base"] + [("results/x/model/base_check.json", "check")]
+    groups = {g.name: g for g in assign_targets(groups_for(cfg), outputs)}
+    assert "/models/llama-2-7b-hf" in groups["model-base"].deps
+    assert groups["model-base"].outs == ["results/x/model/base_check.json"]
+    assert "/models/llama-2-7b-hf" in groups["model-init"].deps  # init extends the user's weights
+    assert "/models/llama-2-7b-hf" in groups["train-base"].deps
+    groups = list(groups.values())
     doc = dvc_yaml(groups, "config/x.yaml")
     st = doc["stages"]["train-replay"]
     assert st["cmd"].startswith("snakemake --cores all --configfile config/x.yaml --allowed-rules train -- ")
