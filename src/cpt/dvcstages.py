@@ -158,7 +158,18 @@ def assign_targets(groups: list[Group], outputs: Sequence[tuple[str, str]]) -> l
     return kept
 
 
-def dvc_yaml(groups: Sequence[Group], configfile: str, wdir: str | None = None) -> dict:
+def _present(raw: Mapping, dotted: str) -> bool:
+    node = raw
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def dvc_yaml(groups: Sequence[Group], configfile: str, wdir: str | None = None, raw: Mapping | None = None) -> dict:
+    """The dvc.yaml document. `raw` = the config file as written: DVC reads params from the file itself, so only
+    keys present there can be params (values that come from schema defaults are code, not params)."""
     stages = {}
     for g in groups:
         cmd = (f"snakemake --cores all --configfile {configfile} --allowed-rules {' '.join(sorted(g.rules))} "
@@ -168,8 +179,9 @@ def dvc_yaml(groups: Sequence[Group], configfile: str, wdir: str | None = None) 
             stage["wdir"] = wdir
         rule_files = [f for f in g.rule_files if (REPO_ROOT / f).exists()]
         stage["deps"] = [*g.deps, *rule_files]
-        if g.params:
-            stage["params"] = [{configfile: list(g.params)}]
+        params = [p for p in g.params if raw is None or _present(raw, p)]
+        if params:
+            stage["params"] = [{configfile: params}]
         stage["outs"] = list(g.outs)
         stages[g.name] = stage
     return {"stages": stages}
@@ -184,8 +196,9 @@ HEADER = """\
 
 def render(configfile: str, wdir: str | None = None, workdir: str | os.PathLike = REPO_ROOT) -> str:
     cfg = cptconfig.load(Path(workdir) / configfile)
+    raw = yaml.safe_load((Path(workdir) / configfile).read_text(encoding="utf-8"))
     groups = assign_targets(groups_for(cfg), snakemake_outputs(configfile, workdir))
-    body = yaml.safe_dump(dvc_yaml(groups, configfile, wdir), sort_keys=False, width=200, allow_unicode=True)
+    body = yaml.safe_dump(dvc_yaml(groups, configfile, wdir, raw), sort_keys=False, width=200, allow_unicode=True)
     return HEADER.format(configfile=configfile) + body
 
 

@@ -67,3 +67,12 @@ def test_user_base_model_path_is_a_dependency_and_cmd_is_a_snakemake_call():
     assert st["cmd"].endswith("results/x/train/replay/final")
     assert st["params"] == [{"config/x.yaml": ["train.defaults", "train.stages.replay"]}]
     assert st["outs"] == ["results/x/train/replay/final"]
+
+
+def test_params_are_only_keys_written_in_the_config_file():
+    groups = assign_targets(groups_for(CFG), OUTPUTS)
+    raw = {"dataset": {"max_length": 512, "stages": {"replay": {}}}, "train": {"stages": {"replay": {}}}}
+    doc = dvc_yaml(groups, "c.yaml", raw=raw)
+    assert doc["stages"]["dataset-replay"]["params"] == [{"c.yaml": ["dataset.max_length", "dataset.stages.replay"]}]
+    assert doc["stages"]["train-replay"]["params"] == [{"c.yaml": ["train.stages.replay"]}]
+    assert "params" not in doc["stages"]["report"]  # no report section in the file
