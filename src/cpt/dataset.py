@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cpt.buckets import Selection, bucket_rows, rng_for, take_tokens
-from cpt.errors import ConfigError, DatasetError
+from cpt.errors import ConfigError, DatasetError, RecordError
 from cpt.packing import (
     BAD_RECORD_MODES, OVERLONG_MODES, PieceStats, add_bad_records_hint, iter_packed, iter_unpacked, on_error_of,
     split_document, tokenize_pretrain_lines,
@@ -129,6 +129,25 @@ def _make_state(settings: dict) -> dict:
     return state
 
 
+def _process_block_in_worker(block):
+    """_process_block in a pool worker. RecordError(path, line, reason, message) cannot be unpickled by the parent
+    (its args are the formatted text), which would hang the pool: send its parts back instead."""
+    try:
+        return _process_block(block)
+    except RecordError as err:
+        where = f"{err.path}:{err.line}" if err.line is not None else err.path
+        return ("RecordError", err.path, err.line, err.reason, str(err)[len(where) + 2:],
+                list(getattr(err, "__notes__", [])))
+
+
+def _reraise_record_error(result):
+    _, path, line, reason, message, notes = result
+    err = RecordError(path, line, reason, message)
+    for n in notes:
+        err.add_note(n)
+    raise err
+
+
 def _process_block(block, state=None):
     state = state or _WORKER
     s = state["settings"]
@@ -187,11 +206,14 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
     try:
         if num_workers > 1:
             pool = mp.get_context("spawn").Pool(num_workers, initializer=_init_worker, initargs=(settings,))
-            results = pool.imap(_process_block, blocks, chunksize=1)
+            results = pool.imap(_process_block_in_worker, blocks, chunksize=1)
         else:
             state = _make_state(settings)
             results = (_process_block(b, state) for b in blocks)
-        for fi, cats, flat, offsets, n_masked, labels, line_nos, stats, records in results:
+        for result in results:
+            if result[0] == "RecordError":
+                _reraise_record_error(result)
+            fi, cats, flat, offsets, n_masked, labels, line_nos, stats, records = result
             for k, v in stats.items():
                 counts[k] = counts.get(k, 0) + v
             validation.merge(records)

@@ -231,6 +231,10 @@ def test_bad_records_across_blocks_and_files_counted_by_reason(tokdir, tmp_path)
     cfg["bad_records"] = "error"
     with pytest.raises(RecordError, match="a.jsonl:5: empty_target"):
         prepare_stage([d], tokdir, tmp_path / "o2", cfg, "s", cache_dir=cache, progress=False)
+    with pytest.raises(RecordError, match="a.jsonl:5: empty_target") as e:   # from a worker process, same error
+        prepare_stage([d], tokdir, tmp_path / "o2", {**cfg, "num_workers": 2}, "s", progress=False)
+    assert e.value.reason == "empty_target" and e.value.line == 5
+    assert any("dataset.bad_records: skip" in n for n in e.value.__notes__)
     (d / "a.jsonl").write_text(good + "\n")
     with pytest.raises(RecordError, match="b.jsonl: empty_file"):
         prepare_stage([d], tokdir, tmp_path / "o3", cfg, "s", cache_dir=cache, progress=False)
