@@ -186,6 +186,66 @@ def expand_paths(paths: Iterable[str | os.PathLike], pattern: str = "*.jsonl") -
     return out
 
 
+def check_line(raw: bytes, path: str | os.PathLike, lineno: int, schema: str = "pretrain",
+               default_category: str | None = None) -> dict | None:
+    """The record on one jsonl line (raw bytes, line number `lineno` of `path`); None for a blank line.
+
+    A bad line raises RecordError(path, lineno, reason, "<reason>: <what is wrong>"). This is the one validation
+    path: iter_located and the dataset stage's block tokenizers (cpt.packing, cpt.sft) all go through it.
+    """
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if not raw.strip():
+        return None
+    try:
+        obj = _parse(raw)
+        if default_category is not None and isinstance(obj, dict) and "category" not in obj:
+            obj["category"] = default_category
+        CHECKS[schema](obj)
+    except _Bad as bad:
+        raise RecordError(path, lineno, bad.reason, f"{bad.reason}: {bad.message}") from None
+    return obj
+
+
+def iter_lines(
+    lines: Iterable[bytes],
+    path: str | os.PathLike,
+    first_line: int = 1,
+    schema: str = "pretrain",
+    on_error: str = "raise",
+    stats: RecordStats | None = None,
+    default_category: str | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, record) for the valid records among `lines` (raw bytes of `path` from line first_line).
+
+    Counts lines, records, blank lines and skips (per reason) in `stats`; does not count files nor check for an
+    empty file (iter_located does; a caller that reads a file in blocks does it once per file).
+    """
+    if schema not in CHECKS:
+        raise ValueError(f"schema must be one of {SCHEMAS}, got {schema!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    stats = stats if stats is not None else RecordStats()
+    for lineno, raw in enumerate(lines, first_line):
+        stats.lines += 1
+        try:
+            obj = check_line(raw, path, lineno, schema, default_category)
+        except RecordError as err:
+            if on_error == "raise":
+                raise
+            stats.add_error(err)
+            continue
+        if obj is None:
+            stats.blank_lines += 1
+            continue
+        stats.records += 1
+        yield lineno, obj
+
+
+def empty_file_error(path: str | os.PathLike) -> RecordError:
+    return RecordError(path, None, "empty_file", "empty_file: the file holds no record")
+
+
 def iter_located(
     paths: str | os.PathLike | Iterable[str | os.PathLike],
     schema: str = "pretrain",
@@ -205,41 +265,19 @@ def iter_located(
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    check = CHECKS[schema]
     stats = stats if stats is not None else RecordStats()
     for path in expand_paths(paths):
         stats.files += 1
-        kept_here = 0
-        bad_here = 0
+        seen = stats.records + stats.num_skipped
         try:
             f = open(path, "rb")
         except OSError as exc:
             raise RecordError(path, None, "missing_file", f"cannot open: {exc.strerror}") from None
         with f:
-            for lineno, raw in enumerate(f, 1):
-                stats.lines += 1
-                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                if not raw.strip():
-                    stats.blank_lines += 1
-                    continue
-                try:
-                    obj = _parse(raw)
-                    if default_category is not None and isinstance(obj, dict) and "category" not in obj:
-                        obj["category"] = default_category
-                    check(obj)
-                except _Bad as bad:
-                    err = RecordError(path, lineno, bad.reason, f"{bad.reason}: {bad.message}")
-                    if on_error == "raise":
-                        raise err from None
-                    stats.add_error(err)
-                    bad_here += 1
-                    continue
-                stats.records += 1
-                kept_here += 1
+            for lineno, obj in iter_lines(f, path, 1, schema, on_error, stats, default_category):
                 yield path, lineno, obj
-        if kept_here == 0 and bad_here == 0:
-            err = RecordError(path, None, "empty_file", "empty_file: the file holds no record")
+        if stats.records + stats.num_skipped == seen:
+            err = empty_file_error(path)
             if on_error == "raise":
                 raise err
             stats.add_error(err)
