@@ -181,3 +181,13 @@ def test_cli_validate(tmp_path):
     sft = write_lines(tmp_path / "sft.jsonl", [line(GOOD_SFT)])
     assert runner.invoke(cli_validate, ["--schema", "sft", str(sft)]).exit_code == 0
     assert runner.invoke(cli_validate, ["--schema", "sft", str(good)]).exit_code == 1
+
+
+def test_record_error_survives_pickling():
+    import pickle
+
+    from cpt.errors import RecordError
+
+    err = RecordError("data/x.jsonl", 7, "invalid_json", "invalid_json: Expecting value")
+    back = pickle.loads(pickle.dumps(err))
+    assert (str(back), back.path, back.line, back.reason) == (str(err), err.path, err.line, err.reason)
