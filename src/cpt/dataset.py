@@ -15,7 +15,7 @@ Stage-data config (the `dataset:` section; see `DEFAULTS` and `stage_settings`):
       num_bins: 10               # bins per category = buckets per stage
       seed: 42
       overlong: split            # split | truncate | drop
-      bad_records: error         # error | skip (skips are counted in the manifest)
+      bad_records: error         # error | skip: cpt.records' on_error raise | skip (skips counted per reason)
       stages:
         injection:
           kind: pretrain          # pretrain | sft
@@ -42,11 +42,12 @@ import numpy as np
 from tqdm import tqdm
 
 from cpt.buckets import Selection, bucket_rows, rng_for, take_tokens
-from cpt.errors import ConfigError, DatasetError
+from cpt.errors import ConfigError, DatasetError, RecordError
 from cpt.packing import (
-    BAD_RECORD_MODES, OVERLONG_MODES, PieceStats, iter_packed, iter_unpacked, split_document,
-    tokenize_pretrain_lines,
+    BAD_RECORD_MODES, OVERLONG_MODES, PieceStats, add_bad_records_hint, iter_packed, iter_unpacked, on_error_of,
+    split_document, tokenize_pretrain_lines,
 )
+from cpt.records import RecordStats, empty_file_error
 from cpt.shards import (
     TokenizedDocs, TokenizedWriter, bucket_name, fingerprint_of, open_tokenized, take_docs, write_bucket,
     write_manifest,
@@ -128,6 +129,25 @@ def _make_state(settings: dict) -> dict:
     return state
 
 
+def _process_block_in_worker(block):
+    """_process_block in a pool worker. RecordError(path, line, reason, message) cannot be unpickled by the parent
+    (its args are the formatted text), which would hang the pool: send its parts back instead."""
+    try:
+        return _process_block(block)
+    except RecordError as err:
+        where = f"{err.path}:{err.line}" if err.line is not None else err.path
+        return ("RecordError", err.path, err.line, err.reason, str(err)[len(where) + 2:],
+                list(getattr(err, "__notes__", [])))
+
+
+def _reraise_record_error(result):
+    _, path, line, reason, message, notes = result
+    err = RecordError(path, line, reason, message)
+    for n in notes:
+        err.add_note(n)
+    raise err
+
+
 def _process_block(block, state=None):
     state = state or _WORKER
     s = state["settings"]
@@ -135,17 +155,17 @@ def _process_block(block, state=None):
     if s["kind"] == "pretrain":
         b = tokenize_pretrain_lines(state["backend"], state["bos"], state["eos"], lines, path, first,
                                     s["bad_records"])
-        return fi, b.categories, b.ids, b.offsets, b.n_masked, None, b.lines, {f"skipped:{k}": v
-                                                                               for k, v in b.skipped.items()}
+        return fi, b.categories, b.ids, b.offsets, b.n_masked, None, b.lines, {}, b.records
     from cpt.packing import _flatten
     from cpt.sft import tokenize_sft_lines
 
     default_cat = Path(path).stem
+    records = RecordStats()
     cats, ids, labels, line_nos, stats = tokenize_sft_lines(state["sft"], lines, path, first, default_cat,
-                                                            s["bad_records"])
+                                                            s["bad_records"], records)
     flat, offsets = _flatten(ids)
     lab, _ = _flatten(labels)
-    return fi, cats, flat, offsets, None, lab, np.asarray(line_nos, dtype=np.int64), stats
+    return fi, cats, flat, offsets, None, lab, np.asarray(line_nos, dtype=np.int64), stats, records
 
 
 def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.PathLike,
@@ -157,8 +177,7 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
 
     if kind not in ("pretrain", "sft"):
         raise ConfigError(f"dataset.stages.*.kind: {kind!r} is not pretrain or sft")
-    if bad_records not in BAD_RECORD_MODES:
-        raise ConfigError(f"dataset.bad_records: {bad_records!r} is not one of {BAD_RECORD_MODES}")
+    on_error = on_error_of(bad_records)
     files = _jsonl_files(inputs)
     out = Path(out_dir)
     if out.exists():
@@ -180,18 +199,25 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
                 "template": template, "max_length": int(max_length)}
     writers: dict[str, TokenizedWriter] = {}
     counts: dict[str, int] = {}
+    validation = RecordStats(files=len(files))
+    seen_in_file = [0] * len(files)   # records + bad lines per file: none = cpt.records' empty_file
     blocks = _iter_blocks(files, block_lines, progress)
     pool = None
     try:
         if num_workers > 1:
             pool = mp.get_context("spawn").Pool(num_workers, initializer=_init_worker, initargs=(settings,))
-            results = pool.imap(_process_block, blocks, chunksize=1)
+            results = pool.imap(_process_block_in_worker, blocks, chunksize=1)
         else:
             state = _make_state(settings)
             results = (_process_block(b, state) for b in blocks)
-        for fi, cats, flat, offsets, n_masked, labels, line_nos, stats in results:
+        for result in results:
+            if result[0] == "RecordError":
+                _reraise_record_error(result)
+            fi, cats, flat, offsets, n_masked, labels, line_nos, stats, records = result
             for k, v in stats.items():
                 counts[k] = counts.get(k, 0) + v
+            validation.merge(records)
+            seen_in_file[fi] += records.records + records.num_skipped
             if not cats:
                 continue
             cats_arr = np.asarray(cats, dtype=object)
@@ -215,6 +241,12 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
             w.close()
         if fast_dir is not None:
             shutil.rmtree(fast_dir, ignore_errors=True)
+    for f, seen in zip(files, seen_in_file):
+        if not seen:
+            err = empty_file_error(f)
+            if on_error == "raise":
+                raise add_bad_records_hint(err)
+            validation.add_error(err)
     info = {
         "kind": kind,
         "tokenizer": str(tokenizer_dir),
@@ -223,10 +255,14 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
         "bos_id": tok.bos_token_id,
         "eos_id": tok.eos_token_id,
         "template": template if kind == "sft" else None,
+        "bad_records": bad_records,
         "files": [{"path": str(f), **describe_input(f)} for f in files],
         "categories": {cat: {"file": w.path.name, "documents": w.rows, "tokens": w.tokens}
                        for cat, w in sorted(writers.items())},
-        "records": {"documents": sum(w.rows for w in writers.values()), **dict(sorted(counts.items()))},
+        # validation: cpt.records' counts (lines, blank lines, bad records per cpt.records reason, examples);
+        # the other keys count what the dataset does to valid records (e.g. SFT turns dropped to fit)
+        "records": {"documents": sum(w.rows for w in writers.values()), "validation": validation.to_dict(),
+                    **dict(sorted(counts.items()))},
         "seconds": round(time.time() - t0, 3),
     }
     (out / TOKENIZED_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -246,8 +282,7 @@ def settings_of(dataset_cfg: dict | None) -> dict:
     cfg["sft"] = {**DEFAULTS["sft"], **((dataset_cfg or {}).get("sft") or {})}
     if cfg["overlong"] not in OVERLONG_MODES:
         raise ConfigError(f"dataset.overlong: {cfg['overlong']!r} is not one of {OVERLONG_MODES}")
-    if cfg["bad_records"] not in BAD_RECORD_MODES:
-        raise ConfigError(f"dataset.bad_records: {cfg['bad_records']!r} is not one of {BAD_RECORD_MODES}")
+    on_error_of(cfg["bad_records"])   # ConfigError naming dataset.bad_records
     for key in ("max_length", "num_bins"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"dataset.{key}: must be a positive integer, got {cfg[key]!r}")
@@ -571,8 +606,11 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
             "selected": docs_selected,
             "out": stats.documents - sum(stats.skipped_documents.values()),
             "skipped": dict(sorted(stats.skipped_documents.items())),
-            "records_skipped_at_tokenization": {k.split(":", 1)[1]: v for k, v in corpus.info["records"].items()
-                                                if k.startswith("skipped:")},
+            # bad records, per cpt.records reason (dataset.bad_records: skip)
+            "records_skipped_at_tokenization": dict(corpus.info["records"]["validation"]["skipped"]),
+            # valid records the dataset could not use (e.g. SFT: not even the first turn fits max_length)
+            "skipped_at_tokenization": {k.split(":", 1)[1]: v for k, v in corpus.info["records"].items()
+                                        if k.startswith("skipped:")},
             "split": stats.split_documents,
         },
         "tokens": {
@@ -583,7 +621,9 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
             "lost_by_packing": stats.tokens_out - num_tok,
         },
         "selection": report,
-        "tokenization": {k: v for k, v in corpus.info["records"].items() if not k.startswith("skipped:")},
+        "tokenization": {k: v for k, v in corpus.info["records"].items()
+                         if not k.startswith("skipped:") and k != "validation"},
+        "record_validation": corpus.info["records"]["validation"],
         "inputs": corpus.info["files"],
         "bucket_detail": detail,
         "seconds": round(time.time() - t0, 3),
@@ -662,7 +702,10 @@ def _cache_valid(cache: Path, inputs, tokenizer_dir, st: dict, cfg: dict) -> boo
             and [f["path"] for f in info["files"]] == [str(f) for f in files]
             and all(describe_input(f) == {k: v for k, v in g.items() if k != "path"}
                     for f, g in zip(files, info["files"]))
-            and info["tokenizer_digest"] == describe_input(tokenizer_dir))
+            and info["tokenizer_digest"] == describe_input(tokenizer_dir)
+            # a cache that skipped bad records must not stand in for bad_records: error (and older caches
+            # without cpt.records' counts are rebuilt)
+            and info.get("bad_records") == cfg["bad_records"] and "validation" in info["records"])
 
 
 # =========================================================================================== CLI

@@ -18,8 +18,12 @@ class RecordError(CptError):
         self.path = str(path)
         self.line = line
         self.reason = reason
+        self.detail = message
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message or reason}")
+
+    def __reduce__(self):  # picklable across worker processes (multiprocessing pools)
+        return (type(self), (self.path, self.line, self.reason, self.detail))
 
 
 class DataSourceError(CptError):

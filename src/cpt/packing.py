@@ -6,7 +6,9 @@ separately, so the mask boundary is exact (never a token that straddles source a
 
 Nothing is lost by packing: every token of every kept piece lands in exactly one sequence. The only tokens that
 do not reach the output are counted by reason (`PieceStats`): pieces whose labels are all -100 (nothing to learn,
-they would give a 0/0 = NaN loss) and, with overlong="truncate", the cut tails.
+they would give a 0/0 = NaN loss) and, with overlong="truncate", the cut tails. Records are validated by
+cpt.records (same reason codes and file:line errors as every other stage); `dataset.bad_records: error | skip`
+is its on_error raise | skip, and bad records are counted per cpt.records reason (`TokenizedBatch.records`).
 
 Packing is best-fit decreasing inside a bounded window of documents (memory stays flat), with a few open, least
 full bins carried from one window into the next, so the padding a batch of max_length needs stays small.
@@ -22,10 +24,12 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from cpt.errors import ConfigError, RecordError, TokenizerError
+from cpt.records import RecordStats, iter_lines
 
 IGNORE_INDEX = -100
 OVERLONG_MODES = ("split", "truncate", "drop")
 BAD_RECORD_MODES = ("error", "skip")
+ON_ERROR = {"error": "raise", "skip": "skip"}   # dataset.bad_records -> cpt.records on_error
 
 
 # --------------------------------------------------------------------------------------------- tokenization
@@ -132,7 +136,7 @@ class TokenizedBatch:
     offsets: np.ndarray      # int64, len = n + 1
     n_masked: np.ndarray     # int32, leading tokens with label -100 (bos + source)
     lines: np.ndarray        # int64, 1-based line number of each document in its file
-    skipped: dict = field(default_factory=dict)   # reason -> count
+    records: RecordStats = field(default_factory=RecordStats)   # cpt.records counts: lines, blank, skipped/reason
 
     def __len__(self) -> int:
         return len(self.categories)
@@ -146,73 +150,40 @@ def _flatten(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return flat, offsets
 
 
-def parse_pretrain_line(raw: bytes | str, path: str, line_no: int) -> tuple[dict | None, str | None]:
-    """(record, None) for a good record, (None, reason) for a bad one. Reasons are stable manifest keys.
-
-    TODO(corpus): switch to cpt.records validation once it is on main.
-    """
-    try:
-        rec = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None, "invalid_json"
-    if not isinstance(rec, dict):
-        return None, "not_an_object"
-    for key in ("source", "target", "category"):
-        if key not in rec:
-            return None, f"missing_{key}"
-        if not isinstance(rec[key], str):
-            return None, f"{key}_not_a_string"
-    if not rec["category"]:
-        return None, "empty_category"
-    return rec, None
-
-
-BAD_RECORD_HELP = {
-    "invalid_json": "the line is not valid JSON",
-    "not_an_object": "the line is JSON but not an object",
-    "empty_category": "the category is an empty string",
-}
-
-
-def bad_record_error(path: str, line_no: int, reason: str) -> RecordError:
-    msg = BAD_RECORD_HELP.get(reason, reason.replace("_", " "))
-    return RecordError(
-        path, line_no, reason,
-        f"{msg}; expected {{\"source\": str, \"target\": str, \"category\": str}} per line "
-        f"(fix the record, or set dataset.bad_records: skip to count and skip such lines)",
-    )
-
-
-def tokenize_pretrain_lines(backend, bos_id: int, eos_id: int, lines: Sequence[bytes | str], path: str,
-                            first_line: int, bad_records: str = "error") -> TokenizedBatch:
-    """Parse and tokenize a block of jsonl lines (line numbers first_line, first_line + 1, ...)."""
+def on_error_of(bad_records: str) -> str:
+    """dataset.bad_records (error | skip) as cpt.records' on_error (raise | skip)."""
     if bad_records not in BAD_RECORD_MODES:
         raise ConfigError(f"dataset.bad_records: {bad_records!r} is not one of {BAD_RECORD_MODES}")
-    skipped: dict[str, int] = {}
+    return ON_ERROR[bad_records]
+
+
+def add_bad_records_hint(err: RecordError) -> RecordError:
+    """The validator's message stays as it is (same text in every stage); the traceback gets the config key."""
+    err.add_note("fix the record, or set dataset.bad_records: skip to count and skip such lines "
+                 "(the manifest lists them per reason)")
+    return err
+
+
+def tokenize_pretrain_lines(backend, bos_id: int, eos_id: int, lines: Sequence[bytes], path: str,
+                            first_line: int, bad_records: str = "error") -> TokenizedBatch:
+    """Validate (cpt.records) and tokenize a block of jsonl lines (line numbers first_line, first_line + 1, ...)."""
+    on_error = on_error_of(bad_records)
+    stats = RecordStats()
     cats, sources, targets, line_nos = [], [], [], []
-    for k, raw in enumerate(lines):
-        line_no = first_line + k
-        if not raw.strip():
-            skipped["blank_line"] = skipped.get("blank_line", 0) + 1
-            continue
-        rec, reason = parse_pretrain_line(raw, path, line_no)
-        if reason is None and not rec["source"] and not rec["target"]:
-            reason = "empty_text"
-        if reason is not None:
-            if bad_records == "error" and reason != "empty_text":
-                raise bad_record_error(path, line_no, reason)
-            skipped[reason] = skipped.get(reason, 0) + 1
-            continue
-        cats.append(rec["category"])
-        sources.append(rec["source"])
-        targets.append(rec["target"])
-        line_nos.append(line_no)
+    try:
+        for line_no, rec in iter_lines(lines, path, first_line, "pretrain", on_error, stats):
+            cats.append(rec["category"])
+            sources.append(rec["source"])
+            targets.append(rec["target"])
+            line_nos.append(line_no)
+    except RecordError as err:
+        raise add_bad_records_hint(err)
     src_ids = encode_texts(backend, sources)
     tgt_ids = encode_texts(backend, targets)
     docs = [[bos_id, *s, *t, eos_id] for s, t in zip(src_ids, tgt_ids)]
     flat, offsets = _flatten(docs)
     n_masked = np.fromiter((1 + len(s) for s in src_ids), dtype=np.int32, count=len(src_ids))
-    return TokenizedBatch(cats, flat, offsets, n_masked, np.asarray(line_nos, dtype=np.int64), skipped)
+    return TokenizedBatch(cats, flat, offsets, n_masked, np.asarray(line_nos, dtype=np.int64), stats)
 
 
 def pretrain_labels(ids: np.ndarray, n_masked: int) -> np.ndarray:

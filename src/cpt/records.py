@@ -8,6 +8,8 @@ Every malformed line has a reason code (REASONS). With on_error="raise" the firs
 file:line; with on_error="skip" it is counted under its reason in a RecordStats, which the caller writes into the
 stage manifest (RecordStats.to_dict()). Nothing is dropped silently: blank lines are counted too (they are not
 records and not errors). Files are read as bytes and decoded line by line, so a non-UTF-8 byte names its line.
+Other jsonl files (training metrics, piece lists, held-out texts) are read with iter_json_objects (schema "object":
+only "is a JSON object" is checked), so they share these reason names and file:line errors.
 """
 
 from __future__ import annotations
@@ -101,10 +103,15 @@ def _type_name(v: Any) -> str:
             type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def check_pretrain(obj: Any) -> None:
-    """Raise _Bad if obj is not a valid pretraining record."""
+def check_object(obj: Any) -> None:
+    """Raise _Bad if obj is not a JSON object (the only check of schema "object": jsonl of any shape)."""
     if not isinstance(obj, dict):
         raise _Bad("not_object", f"expected a JSON object, got {_type_name(obj)}")
+
+
+def check_pretrain(obj: Any) -> None:
+    """Raise _Bad if obj is not a valid pretraining record."""
+    check_object(obj)
     for key in ("source", "target", "category"):
         if key not in obj:
             raise _Bad("missing_field", f"missing field {key!r} (a record needs source, target, category)")
@@ -116,8 +123,7 @@ def check_pretrain(obj: Any) -> None:
 
 def check_sft(obj: Any) -> None:
     """Raise _Bad if obj is not a valid SFT conversation."""
-    if not isinstance(obj, dict):
-        raise _Bad("not_object", f"expected a JSON object, got {_type_name(obj)}")
+    check_object(obj)
     if "messages" not in obj:
         raise _Bad("missing_field", "missing field 'messages'")
     msgs = obj["messages"]
@@ -151,7 +157,7 @@ def check_sft(obj: Any) -> None:
         raise _Bad("no_assistant", "the conversation has no assistant turn")
 
 
-CHECKS = {"pretrain": check_pretrain, "sft": check_sft}
+CHECKS = {"pretrain": check_pretrain, "sft": check_sft, "object": check_object}
 
 
 def _parse(raw: bytes) -> Any:
@@ -186,6 +192,84 @@ def expand_paths(paths: Iterable[str | os.PathLike], pattern: str = "*.jsonl") -
     return out
 
 
+def check_line(raw: bytes, path: str | os.PathLike, lineno: int, schema: str = "pretrain",
+               default_category: str | None = None) -> dict | None:
+    """The record on one jsonl line (raw bytes, line number `lineno` of `path`); None for a blank line.
+
+    A bad line raises RecordError(path, lineno, reason, "<reason>: <what is wrong>"). This is the one validation
+    path: iter_located and the dataset stage's block tokenizers (cpt.packing, cpt.sft) all go through it.
+    """
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if not raw.strip():
+        return None
+    try:
+        obj = _parse(raw)
+        if default_category is not None and isinstance(obj, dict) and "category" not in obj:
+            obj["category"] = default_category
+        CHECKS[schema](obj)
+    except _Bad as bad:
+        raise RecordError(path, lineno, bad.reason, f"{bad.reason}: {bad.message}") from None
+    return obj
+
+
+def iter_lines(
+    lines: Iterable[bytes],
+    path: str | os.PathLike,
+    first_line: int = 1,
+    schema: str = "pretrain",
+    on_error: str = "raise",
+    stats: RecordStats | None = None,
+    default_category: str | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, record) for the valid records among `lines` (raw bytes of `path` from line first_line).
+
+    Counts lines, records, blank lines and skips (per reason) in `stats`; does not count files nor check for an
+    empty file (iter_located does; a caller that reads a file in blocks does it once per file).
+    """
+    if schema not in CHECKS:
+        raise ValueError(f"schema must be one of {tuple(CHECKS)}, got {schema!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    stats = stats if stats is not None else RecordStats()
+    for lineno, raw in enumerate(lines, first_line):
+        stats.lines += 1
+        try:
+            obj = check_line(raw, path, lineno, schema, default_category)
+        except RecordError as err:
+            if on_error == "raise":
+                raise
+            stats.add_error(err)
+            continue
+        if obj is None:
+            stats.blank_lines += 1
+            continue
+        stats.records += 1
+        yield lineno, obj
+
+
+def _open(path: str | os.PathLike):
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise RecordError(path, None, "missing_file", f"cannot open: {exc.strerror}") from None
+
+
+def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank line of one jsonl file of any schema.
+
+    Same reading as the record readers (bytes decoded per line, a leading BOM dropped, blank lines passed over);
+    the first bad line raises RecordError(path, line, reason) with reason non_utf8, invalid_json or not_object,
+    an unopenable file missing_file. An empty file yields nothing. The caller checks the fields it needs.
+    """
+    with _open(path) as f:
+        yield from iter_lines(f, path, 1, schema="object")
+
+
+def empty_file_error(path: str | os.PathLike) -> RecordError:
+    return RecordError(path, None, "empty_file", "empty_file: the file holds no record")
+
+
 def iter_located(
     paths: str | os.PathLike | Iterable[str | os.PathLike],
     schema: str = "pretrain",
@@ -200,46 +284,20 @@ def iter_located(
     default_category: pretrain only; fills a missing "category" field (user corpora configured per category).
     """
     if schema not in CHECKS:
-        raise ValueError(f"schema must be one of {SCHEMAS}, got {schema!r}")
+        raise ValueError(f"schema must be one of {tuple(CHECKS)}, got {schema!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    check = CHECKS[schema]
     stats = stats if stats is not None else RecordStats()
     for path in expand_paths(paths):
         stats.files += 1
-        kept_here = 0
-        bad_here = 0
-        try:
-            f = open(path, "rb")
-        except OSError as exc:
-            raise RecordError(path, None, "missing_file", f"cannot open: {exc.strerror}") from None
-        with f:
-            for lineno, raw in enumerate(f, 1):
-                stats.lines += 1
-                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                if not raw.strip():
-                    stats.blank_lines += 1
-                    continue
-                try:
-                    obj = _parse(raw)
-                    if default_category is not None and isinstance(obj, dict) and "category" not in obj:
-                        obj["category"] = default_category
-                    check(obj)
-                except _Bad as bad:
-                    err = RecordError(path, lineno, bad.reason, f"{bad.reason}: {bad.message}")
-                    if on_error == "raise":
-                        raise err from None
-                    stats.add_error(err)
-                    bad_here += 1
-                    continue
-                stats.records += 1
-                kept_here += 1
+        seen = stats.records + stats.num_skipped
+        with _open(path) as f:
+            for lineno, obj in iter_lines(f, path, 1, schema, on_error, stats, default_category):
                 yield path, lineno, obj
-        if kept_here == 0 and bad_here == 0:
-            err = RecordError(path, None, "empty_file", "empty_file: the file holds no record")
+        if stats.records + stats.num_skipped == seen:
+            err = empty_file_error(path)
             if on_error == "raise":
                 raise err
             stats.add_error(err)

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import click
 
 from cpt.errors import RecordError
+from cpt.records import iter_json_objects
 
 PUBLISHED = {
     "Colossal-LLaMA-2-7B": {"mmlu": 53.06, "cmmlu": 49.89, "agieval": 51.48, "gaokao": 58.82, "ceval": 50.20},
@@ -37,22 +38,11 @@ def _read_json(path: Path):
     except FileNotFoundError:
         return None
     except json.JSONDecodeError as exc:
-        raise RecordError(path, exc.lineno, "bad_json", f"not JSON ({exc.msg})") from None
+        raise RecordError(path, exc.lineno, "invalid_json", f"invalid_json: invalid JSON ({exc.msg})") from None
 
 
 def read_metrics(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(path, i, "bad_json", f"not JSON ({exc.msg})") from None
-            if "step" in rec and "loss" in rec:
-                rows.append(rec)
-    return rows
+    return [rec for _, rec in iter_json_objects(path) if "step" in rec and "loss" in rec]
 
 
 # ------------------------------------------------------------------------------------------------ collection
@@ -233,10 +223,15 @@ def plot_loss(train: Mapping[str, list[dict]], x_key: str, path: Path) -> None:
     ax.set_xlabel("step" if x_key == "step" else "tokens")
     ax.set_ylabel("training loss")
     ax.set_title(f"training loss by {'step' if x_key == 'step' else 'tokens'} (stages end to end)")
-    if train:
+    _save_plot(plt, fig, ax, bool(train), "no training metrics", path)
+
+
+def _save_plot(plt, fig, ax, has_data: bool, empty_text: str, path: Path) -> None:
+    """Legend (or `empty_text` in the middle when nothing was plotted), then write the PNG (no timestamp)."""
+    if has_data:
         ax.legend()
     else:
-        ax.text(0.5, 0.5, "no training metrics", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
@@ -254,13 +249,7 @@ def plot_bpb(data: Mapping, path: Path) -> None:
     ax.set_xticklabels(pts)
     ax.set_ylabel("bits per byte (held-out)")
     ax.set_title("held-out bits per byte over stages (lower is better)")
-    if langs:
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no bits-per-byte results", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    _save_plot(plt, fig, ax, bool(langs), "no bits-per-byte results", path)
 
 
 # ------------------------------------------------------------------------------------------------ report

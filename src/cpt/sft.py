@@ -13,18 +13,21 @@ the loss boundaries are exact token positions, never found again by searching fo
 assistant text and its end token; the begin separator that opens an assistant turn is part of the prompt (a
 generation prompt ends with it, see `encode_prompt`). Turns (human + assistant pairs) are dropped from the end
 until the conversation fits max_length; if not even the first pair fits, the conversation is skipped and counted.
+
+Records are validated by cpt.records (SFT schema: same reason codes and file:line errors as every other stage);
+`dataset.bad_records: error | skip` is its on_error raise | skip.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from cpt.errors import ConfigError, RecordError, TokenizerError
-from cpt.packing import IGNORE_INDEX, encode_texts
+from cpt.packing import IGNORE_INDEX, add_bad_records_hint, encode_texts, on_error_of
+from cpt.records import RecordStats, iter_lines
 
 SYSTEM_PROMPT = ("A chat between a curious human and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the human's questions.\n\n")
@@ -147,95 +150,41 @@ class SFTEncoder:
 
 
 # ------------------------------------------------------------------------------------------- validation
-# TODO(corpus): switch to cpt.records SFT validation once it lands on main; reasons here are manifest keys.
-SFT_BAD_HELP = {
-    "invalid_json": "the line is not valid JSON",
-    "not_an_object": "the line is JSON but not an object",
-    "missing_messages": "the record has no \"messages\" list",
-    "messages_not_a_list": "\"messages\" is not a list",
-    "empty_messages": "\"messages\" is empty",
-    "message_not_an_object": "a message is not an object with \"from\" and \"content\"",
-    "unknown_role": "a message's \"from\" is not \"human\" or \"assistant\"",
-    "content_not_a_string": "a message's \"content\" is not a string",
-    "category_not_a_string": "\"category\" is not a string",
-    "roles_not_alternating": "messages must alternate human, assistant, human, ... starting with human",
-    "no_assistant_turn": "the conversation has no assistant answer",
-}
+def conversation_of(rec: dict) -> tuple[list[tuple[str, str]], int]:
+    """[(role, text), ...] of a record cpt.records accepted, and the trailing human turns dropped (0 or 1): a
+    conversation that ends on a question has nothing to learn from its last turn."""
+    conv = [(m["from"], m["content"]) for m in rec["messages"]]
+    if conv[-1][0] == "human":
+        return conv[:-1], 1
+    return conv, 0
 
 
-def parse_sft_line(raw) -> tuple[dict | None, list[tuple[str, str]] | None, str | None, int]:
-    """(record, [(role, text) pairs...], reason, trailing human turns dropped)."""
-    try:
-        rec = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None, None, "invalid_json", 0
-    if not isinstance(rec, dict):
-        return None, None, "not_an_object", 0
-    if "messages" not in rec:
-        return None, None, "missing_messages", 0
-    msgs = rec["messages"]
-    if not isinstance(msgs, list):
-        return None, None, "messages_not_a_list", 0
-    if not msgs:
-        return None, None, "empty_messages", 0
-    if "category" in rec and rec["category"] is not None and not isinstance(rec["category"], str):
-        return None, None, "category_not_a_string", 0
-    conv = []
-    for m in msgs:
-        if not isinstance(m, dict) or "from" not in m or "content" not in m:
-            return None, None, "message_not_an_object", 0
-        role = m["from"].lower() if isinstance(m["from"], str) else None
-        if role not in ROLES:
-            return None, None, "unknown_role", 0
-        if not isinstance(m["content"], str):
-            return None, None, "content_not_a_string", 0
-        conv.append((role, m["content"]))
-    trailing = 0
-    if conv and conv[-1][0] == "human":
-        conv = conv[:-1]
-        trailing = 1
-    if not conv:
-        return None, None, "no_assistant_turn", 0
-    for i, (role, _) in enumerate(conv):
-        if role != ("human" if i % 2 == 0 else "assistant"):
-            return None, None, "roles_not_alternating", 0
-    return rec, conv, None, trailing
+def tokenize_sft_lines(encoder: SFTEncoder, lines: Sequence[bytes], path: str, first_line: int,
+                       default_category: str, bad_records: str = "error", records: RecordStats | None = None):
+    """Validate (cpt.records, SFT schema) + encode a block of jsonl lines.
 
-
-def sft_bad_record_error(path: str, line_no: int, reason: str) -> RecordError:
-    return RecordError(
-        path, line_no, reason,
-        f"{SFT_BAD_HELP.get(reason, reason)}; expected {{\"messages\": [{{\"from\": \"human\"|\"assistant\", "
-        f"\"content\": str}}, ...], \"category\": str (optional)}} (fix the record, or set "
-        f"dataset.bad_records: skip to count and skip such lines)",
-    )
-
-
-def tokenize_sft_lines(encoder: SFTEncoder, lines: Sequence, path: str, first_line: int, default_category: str,
-                       bad_records: str = "error"):
-    """Parse + encode a block of SFT jsonl lines. Returns (categories, ids_list, labels_list, lines, stats)."""
+    Returns (categories, ids_list, labels_list, lines, stats): stats counts what the dataset does to valid
+    conversations (trailing turns dropped, turns dropped to fit, first turn too long); record validation (lines,
+    blank lines, bad records per cpt.records reason) is counted in `records`.
+    """
+    on_error = on_error_of(bad_records)
+    records = records if records is not None else RecordStats()
     stats: dict[str, int] = {}
 
     def count(key, n=1):
         stats[key] = stats.get(key, 0) + n
 
     cats, convs, line_nos = [], [], []
-    for k, raw in enumerate(lines):
-        line_no = first_line + k
-        if not raw.strip():
-            count("skipped:blank_line")
-            continue
-        rec, conv, reason, trailing = parse_sft_line(raw)
-        if reason is not None:
-            if bad_records == "error":
-                raise sft_bad_record_error(path, line_no, reason)
-            count(f"skipped:{reason}")
-            continue
-        if trailing:
-            count("trailing_human_turn_dropped")
-        cats.append(rec.get("category") or default_category)
-        convs.append(conv)
-        line_nos.append(line_no)
+    try:
+        for line_no, rec in iter_lines(lines, path, first_line, "sft", on_error, records):
+            conv, trailing = conversation_of(rec)
+            if trailing:
+                count("trailing_human_turn_dropped")
+            cats.append(rec.get("category") or default_category)
+            convs.append(conv)
+            line_nos.append(line_no)
+    except RecordError as err:
+        raise add_bad_records_hint(err)
     out_c, out_ids, out_labels, out_lines = [], [], [], []
     for cat, line_no, res in zip(cats, line_nos, encoder.encode_many(convs)):
         if res is None:

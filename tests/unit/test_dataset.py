@@ -201,8 +201,43 @@ def test_bad_record_stops_with_file_and_line(tokdir, tmp_path):
     cfg = _cfg()
     cfg["bad_records"] = "skip"
     m = prepare_stage([p.parent], tokdir, tmp_path / "o", cfg, "s", progress=False)
-    assert m["documents"]["records_skipped_at_tokenization"] == {"target_not_a_string": 1}
+    assert m["documents"]["records_skipped_at_tokenization"] == {"ill_typed": 1}   # cpt.records' reason
+    assert m["record_validation"]["lines"] == 2 and m["record_validation"]["records"] == 1
+    assert m["record_validation"]["examples"][0].endswith("c.jsonl:2: ill_typed: field 'target' must be a string, "
+                                                          "got integer")
     assert m["num_sequences"] == 1
+
+
+def test_bad_records_across_blocks_and_files_counted_by_reason(tokdir, tmp_path):
+    """Blocks of 2 lines: line numbers stay file lines; an empty file is cpt.records' empty_file; blank lines are
+    counted, not skipped; a cache tokenized with skip is not reused for bad_records: error."""
+    d = tmp_path / "in"
+    d.mkdir()
+    good = json.dumps({"source": "", "target": "ok", "category": "c"})
+    (d / "a.jsonl").write_text("\n".join([good, good, "", good, '{"source": "", "target": " ", "category": "c"}',
+                                          "[1]", good]) + "\n")
+    (d / "b.jsonl").write_text("\n")
+    cfg = _cfg()
+    cfg.update(bad_records="skip", block_lines=2)
+    cache = tmp_path / "cache"
+    m = prepare_stage([d], tokdir, tmp_path / "o", cfg, "s", cache_dir=cache, progress=False)
+    v = m["record_validation"]
+    assert m["documents"]["records_skipped_at_tokenization"] == {"empty_file": 1, "empty_target": 1,
+                                                                   "not_object": 1}
+    assert (v["files"], v["lines"], v["records"], v["blank_lines"]) == (2, 8, 4, 2)
+    assert any("a.jsonl:5: empty_target" in x for x in v["examples"])
+    assert any("a.jsonl:6: not_object" in x for x in v["examples"])
+    assert m["documents"]["in_corpus"] == 4
+    cfg["bad_records"] = "error"
+    with pytest.raises(RecordError, match="a.jsonl:5: empty_target"):
+        prepare_stage([d], tokdir, tmp_path / "o2", cfg, "s", cache_dir=cache, progress=False)
+    with pytest.raises(RecordError, match="a.jsonl:5: empty_target") as e:   # from a worker process, same error
+        prepare_stage([d], tokdir, tmp_path / "o2", {**cfg, "num_workers": 2}, "s", progress=False)
+    assert e.value.reason == "empty_target" and e.value.line == 5
+    assert any("dataset.bad_records: skip" in n for n in e.value.__notes__)
+    (d / "a.jsonl").write_text(good + "\n")
+    with pytest.raises(RecordError, match="b.jsonl: empty_file"):
+        prepare_stage([d], tokdir, tmp_path / "o3", cfg, "s", cache_dir=cache, progress=False)
 
 
 def test_overlong_sources_give_counted_skips_not_nan(tokdir, tmp_path):

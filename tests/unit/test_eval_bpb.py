@@ -19,13 +19,9 @@ from cpt.evaluate import bpb  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    root = tmp_path_factory.mktemp("tiny")
-    tok_dir = tiny_models.hf_tokenizer_dir(root / "tok")
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    model_dir = tiny_models.tiny_llama_dir(root / "model", len(tok), seed=5, max_position_embeddings=16)
-    return tok, AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tok, model, _ = tiny_models.tiny_tokenizer_and_model(tmp_path_factory.mktemp("tiny"), seed=5,
+                                                         max_position_embeddings=16)
+    return tok, model
 
 
 def _reference_nll(model, tok, text, max_length):
@@ -99,3 +95,17 @@ def test_heldout_per_language(tiny, tmp_path):
 def test_detect_language():
     assert bpb.detect_language(["人民日报一九九八年一月"]) == "zh"
     assert bpb.detect_language(["In the beginning"]) == "en"
+
+
+def test_read_texts_names_bad_lines(tmp_path):
+    from cpt.errors import RecordError
+
+    p = tmp_path / "h.jsonl"
+    p.write_text('{"source": "a", "target": "b"}\n\n{"source": "c"}\n', encoding="utf-8")
+    with pytest.raises(RecordError, match=r"h\.jsonl:3: record has no 'target'") as e:
+        list(bpb.read_texts(p))
+    assert e.value.reason == "missing_target"
+    p.write_text('{"source": "a", "target": "b"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(RecordError, match=r"h\.jsonl:2: invalid_json") as e:
+        list(bpb.read_texts(p))
+    assert e.value.reason == "invalid_json"

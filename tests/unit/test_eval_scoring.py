@@ -18,15 +18,8 @@ from cpt.evaluate import formats, prompts, scoring  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    root = tmp_path_factory.mktemp("tiny")
-    tok_dir = tiny_models.hf_tokenizer_dir(root / "tok")
-    tok = AutoTokenizer.from_pretrained(tok_dir)
     # grouped-query attention (2 key/value heads for 4 heads), as the demo model
-    model_dir = tiny_models.tiny_llama_dir(root / "model", len(tok), seed=3, tokenizer_dir=tok_dir, kv_heads=2)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    return tok, model, tok_dir
+    return tiny_models.tiny_tokenizer_and_model(tmp_path_factory.mktemp("tiny"), seed=3, kv_heads=2)
 
 
 # ------------------------------------------------------------------------------------------------ letter tokens

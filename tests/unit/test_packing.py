@@ -1,4 +1,5 @@
-"""cpt.packing: exact masks, overlong handling with counted skips, lossless best-fit packing."""
+"""cpt.packing: records validated by cpt.records, exact masks, overlong handling with counted skips, lossless
+best-fit packing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from cpt.packing import (
     IGNORE_INDEX, BestFitPacker, PieceStats, backend_tokenizer, iter_packed, pack_lengths, pretrain_labels,
     split_document, tokenize_pretrain_lines,
 )
+from cpt.records import REASONS, iter_records
 
 
 @pytest.fixture(scope="module")
@@ -50,28 +52,50 @@ def test_tokens_and_mask_are_exact(tok):
 
 @pytest.mark.parametrize("line, reason", [
     (b"{not json\n", "invalid_json"),
-    (b"[1, 2]\n", "not_an_object"),
-    (b'{"target": "x", "category": "c"}\n', "missing_source"),
-    (b'{"source": "", "category": "c"}\n', "missing_target"),
-    (b'{"source": "", "target": "x"}\n', "missing_category"),
-    (b'{"source": 3, "target": "x", "category": "c"}\n', "source_not_a_string"),
-    (b'{"source": "", "target": ["x"], "category": "c"}\n', "target_not_a_string"),
-    (b'{"source": "", "target": "x", "category": ""}\n', "empty_category"),
+    ('{"source": "", "target": "caf\u00e9", "category": "c"}\n'.encode("latin-1"), "non_utf8"),
+    (b"[1, 2]\n", "not_object"),
+    (b'{"target": "x", "category": "c"}\n', "missing_field"),
+    (b'{"source": "", "category": "c"}\n', "missing_field"),
+    (b'{"source": "", "target": "x"}\n', "missing_field"),
+    (b'{"source": 3, "target": "x", "category": "c"}\n', "ill_typed"),
+    (b'{"source": "", "target": ["x"], "category": "c"}\n', "ill_typed"),
+    (b'{"source": "", "target": "x", "category": null}\n', "ill_typed"),
+    (b'{"source": "q", "target": " \\t ", "category": "c"}\n', "empty_target"),
+    (b'{"source": "", "target": "", "category": "c"}\n', "empty_target"),
 ])
-def test_bad_records_error_or_counted_skip(tok, line, reason):
+def test_bad_records_error_or_counted_skip(tok, tmp_path, line, reason):
+    """Every bad-record class: the same RecordError (reason, file:line, text) as cpt.records gives, or a skip
+    counted under that reason with dataset.bad_records: skip."""
     good = _lines([{"source": "", "target": "fine", "category": "c"}])
     backend = backend_tokenizer(tok)
     with pytest.raises(RecordError) as e:
         tokenize_pretrain_lines(backend, 1, 2, good + [line], "data/c.jsonl", 10)
     assert e.value.reason == reason and e.value.line == 11 and "data/c.jsonl:11" in str(e.value)
+    assert any("dataset.bad_records: skip" in n for n in e.value.__notes__)
+    # the very same text as the project's validator
+    f = tmp_path / "c.jsonl"
+    f.write_bytes(b"\n" * 10 + line)
+    with pytest.raises(RecordError) as v:
+        list(iter_records(f))
+    assert str(v.value).replace(str(f), "data/c.jsonl") == str(e.value) and v.value.reason == reason
     b = tokenize_pretrain_lines(backend, 1, 2, good + [line, b"\n"], "data/c.jsonl", 10, bad_records="skip")
-    assert len(b) == 1 and b.skipped == {reason: 1, "blank_line": 1}
+    assert len(b) == 1 and b.lines.tolist() == [10]
+    r = b.records
+    assert dict(r.skipped) == {reason: 1} and r.blank_lines == 1 and r.records == 1 and r.lines == 3
+    assert reason in REASONS and r.examples == [str(e.value)]
 
 
-def test_empty_documents_are_counted_not_kept(tok):
-    b = tokenize_pretrain_lines(backend_tokenizer(tok), 1, 2, _lines([{"source": "", "target": "", "category": "c"}]),
-                                "c.jsonl", 1)
-    assert len(b) == 0 and b.skipped == {"empty_text": 1}
+def test_bad_records_mode_is_checked(tok):
+    with pytest.raises(ConfigError, match="dataset.bad_records"):
+        tokenize_pretrain_lines(backend_tokenizer(tok), 1, 2, [], "c.jsonl", 1, bad_records="ignore")
+
+
+def test_empty_source_is_fine_bom_and_blank_lines_are_not_records(tok):
+    lines = [b"\xef\xbb\xbf" + _lines([{"source": "", "target": "a", "category": "c"}])[0], b"  \n",
+             *_lines([{"source": "", "target": "b", "category": "c", "extra": 1}])]
+    b = tokenize_pretrain_lines(backend_tokenizer(tok), 1, 2, lines, "c.jsonl", 1)
+    assert len(b) == 2 and b.lines.tolist() == [1, 3]
+    assert b.records.blank_lines == 1 and b.records.num_skipped == 0
 
 
 def _doc(n, n_masked):

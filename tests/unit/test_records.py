@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from cpt.errors import RecordError
-from cpt.records import REASONS, RecordStats, iter_located, read_records, write_jsonl, cli_validate
+from cpt.records import REASONS, RecordStats, cli_validate, iter_json_objects, iter_located, read_records, write_jsonl
 
 GOOD = {"source": "", "target": "正文", "category": "zh_news"}
 GOOD_SFT = {"messages": [{"from": "human", "content": "问"}, {"from": "assistant", "content": "答"}]}
@@ -181,3 +181,35 @@ def test_cli_validate(tmp_path):
     sft = write_lines(tmp_path / "sft.jsonl", [line(GOOD_SFT)])
     assert runner.invoke(cli_validate, ["--schema", "sft", str(sft)]).exit_code == 0
     assert runner.invoke(cli_validate, ["--schema", "sft", str(good)]).exit_code == 1
+
+
+def test_record_error_survives_pickling():
+    import pickle
+
+    from cpt.errors import RecordError
+
+    err = RecordError("data/x.jsonl", 7, "invalid_json", "invalid_json: Expecting value")
+    back = pickle.loads(pickle.dumps(err))
+    assert (str(back), back.path, back.line, back.reason) == (str(err), err.path, err.line, err.reason)
+
+
+def test_iter_json_objects_any_schema(tmp_path):
+    """Objects of any shape with their line numbers; blank lines and a BOM passed over; an empty file is fine."""
+    p = tmp_path / "m.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"step": 1}\n\n{"piece": "\xe4\xb8\xad"}\n  \n{}\n')
+    assert list(iter_json_objects(p)) == [(1, {"step": 1}), (3, {"piece": "中"}), (5, {})]
+    (tmp_path / "e.jsonl").write_bytes(b"\n")
+    assert list(iter_json_objects(tmp_path / "e.jsonl")) == []
+
+
+@pytest.mark.parametrize("bad, reason", [(b"{oops", "invalid_json"), (b"[1, 2]", "not_object"),
+                                         (b'{"a": "\xff"}', "non_utf8")])
+def test_iter_json_objects_bad_line(tmp_path, bad, reason):
+    p = tmp_path / "m.jsonl"
+    p.write_bytes(b'{"a": 1}\n' + bad + b"\n")
+    with pytest.raises(RecordError, match=rf"m\.jsonl:2: {reason}: ") as e:
+        list(iter_json_objects(p))
+    assert (e.value.line, e.value.reason) == (2, reason)
+    with pytest.raises(RecordError) as e:
+        list(iter_json_objects(tmp_path / "absent.jsonl"))
+    assert e.value.reason == "missing_file"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from cpt import report
+from cpt.errors import RecordError
 
 
 def _write(path: Path, obj) -> None:
@@ -96,3 +98,13 @@ def test_report_empty_results(tmp_path):
     data = report.build_report(root, tmp_path / "out")
     assert (tmp_path / "out" / "summary.md").is_file()
     assert any("compression" in m for m in data["missing"])
+
+
+def test_read_metrics_keeps_loss_rows_and_names_bad_line(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"step": 1, "loss": 2.5}\n\n{"event": "saved"}\n{"step": 2, "loss": 2.0}\n', encoding="utf-8")
+    assert [r["step"] for r in report.read_metrics(p)] == [1, 2]
+    p.write_text('{"step": 1, "loss": 2.5}\n{"step": 2, "lo\n', encoding="utf-8")
+    with pytest.raises(RecordError, match=r"metrics\.jsonl:2: invalid_json") as e:
+        report.read_metrics(p)
+    assert e.value.reason == "invalid_json"

@@ -9,7 +9,8 @@ from _dataset_support import build_tokenizer
 
 from cpt.errors import ConfigError, RecordError, TokenizerError
 from cpt.packing import IGNORE_INDEX
-from cpt.sft import SYSTEM_PROMPT, SFTEncoder, get_template, parse_sft_line, tokenize_sft_lines
+from cpt.records import REASONS, RecordStats, iter_records
+from cpt.sft import SYSTEM_PROMPT, SFTEncoder, get_template, tokenize_sft_lines
 
 L3 = ["<|begin_of_text|>", "<|eot_id|>"]
 
@@ -96,28 +97,48 @@ def _line(obj):
 GOOD = {"messages": [{"from": "human", "content": "hi"}, {"from": "assistant", "content": "hello"}]}
 
 
+H, A = {"from": "human", "content": "x"}, {"from": "assistant", "content": "y"}
+
+
 @pytest.mark.parametrize("obj, reason", [
     ("{oops", "invalid_json"),
-    ([], "not_an_object"),
-    ({"msgs": []}, "missing_messages"),
-    ({"messages": "hi"}, "messages_not_a_list"),
+    (b'{"messages": [{"from": "human", "content": "\xff"}]}', "non_utf8"),
+    ([], "not_object"),
+    ({"msgs": []}, "missing_field"),
+    ({"messages": "hi"}, "ill_typed"),
     ({"messages": []}, "empty_messages"),
-    ({"messages": ["hi"]}, "message_not_an_object"),
-    ({"messages": [{"from": "system", "content": "x"}, {"from": "assistant", "content": "y"}]}, "unknown_role"),
-    ({"messages": [{"from": "human", "content": 3}, {"from": "assistant", "content": "y"}]}, "content_not_a_string"),
-    ({**GOOD, "category": 5}, "category_not_a_string"),
-    ({"messages": [{"from": "assistant", "content": "x"}, {"from": "human", "content": "y"}]}, "roles_not_alternating"),
-    ({"messages": [{"from": "human", "content": "x"}]}, "no_assistant_turn"),
+    ({"messages": ["hi"]}, "ill_typed"),
+    ({"messages": [{"from": "human"}, A]}, "missing_field"),
+    ({"messages": [{"from": "system", "content": "x"}, A]}, "unknown_role"),
+    ({"messages": [{"from": "Human", "content": "x"}, A]}, "unknown_role"),
+    ({"messages": [{"from": "human", "content": 3}, A]}, "ill_typed"),
+    ({"messages": [H, {"from": "assistant", "content": " \n"}]}, "empty_content"),
+    ({**GOOD, "category": 5}, "ill_typed"),
+    ({**GOOD, "category": None}, "ill_typed"),
+    ({"messages": [A, H]}, "first_not_human"),
+    ({"messages": [H, H, A]}, "repeated_role"),
+    ({"messages": [H, A, A]}, "repeated_role"),
+    ({"messages": [H]}, "no_assistant"),
 ])
-def test_bad_conversations_error_or_counted_skip(tok, obj, reason):
-    assert parse_sft_line(_line(obj))[2] == reason
+def test_bad_conversations_error_or_counted_skip(tok, tmp_path, obj, reason):
+    """Every bad-conversation class: cpt.records' RecordError (reason, file:line, same text) or a counted skip."""
+    bad = obj if isinstance(obj, bytes) else _line(obj)
     e = SFTEncoder(tok, "llama2", 4096)
     with pytest.raises(RecordError) as err:
-        tokenize_sft_lines(e, [_line(GOOD), _line(obj)], "sft/chat.jsonl", 5, "chat")
+        tokenize_sft_lines(e, [_line(GOOD), bad], "sft/chat.jsonl", 5, "chat")
     assert err.value.line == 6 and "sft/chat.jsonl:6" in str(err.value) and err.value.reason == reason
-    cats, ids, labels, lines, stats = tokenize_sft_lines(e, [_line(GOOD), _line(obj)], "sft/chat.jsonl", 5, "chat",
-                                                         bad_records="skip")
-    assert cats == ["chat"] and lines == [5] and stats == {f"skipped:{reason}": 1}
+    assert any("dataset.bad_records: skip" in n for n in err.value.__notes__)
+    f = tmp_path / "chat.jsonl"
+    f.write_bytes(b"\n" * 5 + bad + b"\n")
+    with pytest.raises(RecordError) as v:
+        list(iter_records(f, schema="sft"))
+    assert str(v.value).replace(str(f), "sft/chat.jsonl") == str(err.value)
+    records = RecordStats()
+    cats, ids, labels, lines, stats = tokenize_sft_lines(e, [_line(GOOD), bad, b"\n"], "sft/chat.jsonl", 5, "chat",
+                                                         bad_records="skip", records=records)
+    assert cats == ["chat"] and lines == [5] and stats == {}
+    assert dict(records.skipped) == {reason: 1} and records.blank_lines == 1 and records.records == 1
+    assert reason in REASONS
 
 
 def test_counts_trailing_turns_shortened_and_too_long(tok):

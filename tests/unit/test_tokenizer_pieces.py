@@ -139,3 +139,17 @@ def test_user_pieces_file(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"piece": "a"}\n{"text": "b"}\n', encoding="utf-8")
     with pytest.raises(RecordError, match="bad.jsonl:2"):
         read_pieces_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_jsonl_inputs_use_record_reasons(tmp_path):
+    """pieces and corpus jsonl are read by cpt.records: its reason names, file:line, blank lines passed over."""
+    (tmp_path / "p.jsonl").write_text('{"piece": "中华"}\n\n{"piece": "人民"\n', encoding="utf-8")
+    with pytest.raises(RecordError, match=r"p\.jsonl:3: invalid_json") as e:
+        read_pieces_jsonl(tmp_path / "p.jsonl")
+    assert e.value.reason == "invalid_json"
+    (tmp_path / "c.jsonl").write_text('\n{"source": "a", "target": "b"}\n{"source": "c"}\n', encoding="utf-8")
+    texts = read_texts([tmp_path / "c.jsonl"])
+    assert next(texts) == "ab"
+    with pytest.raises(RecordError, match=r"c\.jsonl:3") as e:
+        next(texts)
+    assert e.value.reason == "bad_record"

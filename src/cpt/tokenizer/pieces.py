@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from cpt.errors import ConfigError, RecordError, TokenizerError
+from cpt.records import iter_json_objects
 from cpt.tokenizer.spm import SPIECE, load_proto
 
 log = logging.getLogger(__name__)
@@ -72,19 +73,13 @@ def read_texts(paths: Sequence[str | os.PathLike]) -> Iterator[str]:
         path = Path(path)
         if not path.is_file():
             raise TokenizerError(f"{path}: training text file does not exist")
-        with open(path, encoding="utf-8") as f:
-            if path.suffix == ".jsonl":
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise RecordError(path, n, "bad_json", f"not JSON ({exc.msg})") from None
-                    if not isinstance(rec, dict) or not isinstance(rec.get("target"), str):
-                        raise RecordError(path, n, "bad_record", "expected {\"source\": str, \"target\": str, ...}")
-                    yield (rec.get("source") or "") + rec["target"]
-            else:
+        if path.suffix == ".jsonl":
+            for n, rec in iter_json_objects(path):
+                if not isinstance(rec.get("target"), str):
+                    raise RecordError(path, n, "bad_record", "expected {\"source\": str, \"target\": str, ...}")
+                yield (rec.get("source") or "") + rec["target"]
+        else:
+            with open(path, encoding="utf-8") as f:
                 for line in f:
                     line = line.rstrip("\n")
                     if line.strip():
@@ -191,17 +186,10 @@ def read_pieces_jsonl(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise TokenizerError(f"{path}: pieces file does not exist")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(path, n, "bad_json", f"not JSON ({exc.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("piece"), str) or not rec["piece"]:
-                raise RecordError(path, n, "bad_piece", 'expected {"piece": "<non-empty string>"}')
-            out.append(rec["piece"])
+    for n, rec in iter_json_objects(path):
+        if not isinstance(rec.get("piece"), str) or not rec["piece"]:
+            raise RecordError(path, n, "bad_piece", 'expected {"piece": "<non-empty string>"}')
+        out.append(rec["piece"])
     return out
 
 
