@@ -8,7 +8,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default applies only when no --configfile is given (Snakemake would otherwise deep-merge it into
+# the user's experiment: its stages and categories would leak in).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 # The schema (workflow/schemas/, one file per section) is checked twice: by the library, which names every bad key

@@ -143,6 +143,20 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
         raise ConfigError("invalid config\n  " + "\n  ".join(f"{source}: config key {p}" for p in problems))
 
 
+def check_local_paths(config: Mapping[str, Any], source: str = "config") -> None:
+    """The user's own LLaMA-2 model/tokenizer directories must exist before any job runs."""
+    problems = []
+    for key, section in (("model.base", config.get("model", {}).get("base", {})),
+                         ("tokenizer.base", config.get("tokenizer", {}).get("base", {}))):
+        if section.get("kind") == "local":
+            path = section.get("path")
+            if not path or not Path(path).is_dir():
+                problems.append(f"{key}.path: {path!r} is not a directory; point it at your local LLaMA-2 Hugging Face "
+                                f"directory (tokenizer.model, config.json, safetensors)")
+    if problems:
+        raise ConfigError("invalid config\n  " + "\n  ".join(f"{source}: config key {p}" for p in problems))
+
+
 def stage_tokenizer(config: Mapping[str, Any], stage: str) -> str:
     """'base' or 'extended': the tokenizer a stage's data and model use (follows init_from)."""
     seen = set()

@@ -93,3 +93,30 @@ def test_snakemake_stops_before_any_job_naming_the_key(tmp_path):
     assert out.returncode != 0
     assert "config key experiment: 'bad/name' does not match" in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_missing_local_llama_path_is_one_clear_error(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
+         "--snakefile", str(REPO / "Snakefile"), "--configfile", str(REPO / "config" / "colossal-llama-2-7b.yaml")],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert out.returncode != 0
+    assert "config key model.base.path: '/path/to/Llama-2-7b-hf' is not a directory" in out.stdout + out.stderr
+
+
+def test_locked_7b_dag_requests_64_gpus(tmp_path):
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
+         "--snakefile", str(REPO / "Snakefile"), "--configfile", str(REPO / "config" / "colossal-llama-2-7b.yaml"),
+         "--config", f"model={{'base': {{'kind': 'local', 'path': '{llama}'}}}}"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    train_jobs = [block for block in text.split("\nrule ")[1:] if block.startswith("train:")]
+    assert train_jobs and all("nodes=8" in b and "gres=gpu:8" in b for b in train_jobs)
+    for rule in ("model_base_check", "tokenizer_extended", "model_init", "evaluate", "report"):
+        assert f"rule {rule}:" in text or f"localrule {rule}:" in text

@@ -4,6 +4,8 @@ from pathlib import Path
 
 from cpt import config as cptconfig
 
+cptconfig.check_local_paths(config)
+
 EXP = config["experiment"]
 L = cptconfig.Layout(config)  # results/<experiment>/... paths
 STAGES = cptconfig.stage_names(config)
@@ -17,24 +19,11 @@ def logfile(rule, *parts):
 
 
 def rule_resources(rule):
-    """Snakemake resources of a rule from config `resources` (default + per-rule), named as the SLURM plugin wants."""
-    r = cptconfig.rule_resources(config, rule)
-    out = {"mem_mb": r.get("mem_mb", 4000), "runtime": r.get("runtime", 60)}
-    if "cpus_per_task" in r:
-        out["cpus_per_task"] = r["cpus_per_task"]
-    if "partition" in r:
-        out["slurm_partition"] = r["partition"]
-    if "account" in r:
-        out["slurm_account"] = r["account"]
-    if "constraint" in r:
-        out["constraint"] = r["constraint"]
-    if "slurm_extra" in r:
-        out["slurm_extra"] = r["slurm_extra"]
-    if r.get("nodes", 1) > 1:
-        out["nodes"] = r["nodes"]
-    if r.get("gpus_per_node"):
-        out["gpu"] = r["gpus_per_node"]
-    return out
+    """Snakemake resources of a rule from config `resources` (default + per-rule), named as the SLURM plugin wants;
+    the training rule gets one task per node and runs its own srun + torchrun (cpt.launch)."""
+    from cpt.launch import rule_resources as slurm_resources
+
+    return slurm_resources(config.get("resources", {}), rule, distributed=(rule == "train"))
 
 
 def rule_threads(rule):

@@ -378,6 +378,15 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             if step != last_saved:
                 ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(True),
                                      cfg.keep_last)
+            elif rank == 0:
+                # the signal came right after a periodic save: that checkpoint is the resume point; mark it, so
+                # the launcher reports "preempted" (75) instead of torchrun's failure code
+                latest = ckpt.latest_checkpoint(ckpt_root)
+                if latest is not None:
+                    state_file = latest / ckpt.STATE
+                    saved = json.loads(state_file.read_text(encoding="utf-8"))
+                    saved["preempted"] = True
+                    ckpt.write_text_atomic(state_file, json.dumps(saved, indent=2, sort_keys=True) + "\n")
             if rank == 0:
                 print(f"preempted by signal {preempt.signum}: checkpoint at step {step} saved; rerun the same "
                       f"command to resume", file=sys.stderr, flush=True)
