@@ -131,7 +131,9 @@ def test_changing_the_replay_learning_rate_reruns_only_replay(tiny_run, tiny_con
     changed = json.loads(json.dumps(tiny_config))
     changed["train"]["stages"]["replay"]["lr"] = 5.0e-4
     cfg = write_config(workdir / "changed-lr.yaml", changed)
-    assert planned_jobs(workdir, cfg) == {("train", "stage=replay"), ("evaluate", "point=replay"), ("report", "")}
+    # replay, and the sft stage that starts from replay's weights; their evaluations; the report. Nothing else.
+    assert planned_jobs(workdir, cfg) == {("train", "stage=replay"), ("evaluate", "point=replay"),
+                                          ("train", "stage=sft"), ("evaluate", "point=sft"), ("report", "")}
 
 
 def test_changing_max_length_reruns_datasets_and_training_not_tokenizer(tiny_run, tiny_config):
