@@ -35,6 +35,17 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def parse_pairs(items, option: str, expected: str = "KEY=VALUE") -> dict[str, str]:
+    """Repeated `--option KEY=VALUE` values -> dict; a value without '=' is a usage error naming the option."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r}: expected {expected}", param_hint=option)
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)

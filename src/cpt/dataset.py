@@ -42,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cpt.buckets import Selection, bucket_rows, rng_for, take_tokens
+from cpt.cli import parse_pairs
 from cpt.errors import ConfigError, DatasetError, RecordError
 from cpt.packing import (
     BAD_RECORD_MODES, OVERLONG_MODES, PieceStats, add_bad_records_hint, iter_packed, iter_unpacked, on_error_of,
@@ -768,12 +769,7 @@ def _run_cli(kind: str, data_input_dirs, tokenizer_dir, data_output_dirs, max_le
         if v is not None:
             cfg[k] = v
     inputs = [p for p in data_input_dirs.split(",") if p]
-    prior = {}
-    for item in replay_dirs:
-        if "=" not in item:
-            raise click.BadParameter(f"{item!r}: expected STAGE=DIR", param_hint="--replay_dir")
-        k, v = item.split("=", 1)
-        prior[k] = v
+    prior = parse_pairs(replay_dirs, "--replay_dir", "STAGE=DIR")
     m = prepare_stage(inputs, tokenizer_dir, data_output_dirs, cfg, stage_name, cache_dir=cache_dir,
                       progress=not no_progress, prior=prior)
     click.echo(json.dumps({k: m[k] for k in ("stage", "buckets", "num_sequences", "num_tokens",

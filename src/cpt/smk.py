@@ -8,7 +8,6 @@ A script is three lines:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -51,9 +50,3 @@ def run(snakemake, func):
         raise
     log.info("rule %s done in %.1f s", snakemake.rule, time.time() - t0)
     return result
-
-
-@contextlib.contextmanager
-def timer():
-    t0 = time.time()
-    yield lambda: time.time() - t0

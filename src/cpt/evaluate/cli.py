@@ -8,17 +8,12 @@ from pathlib import Path
 import click
 import yaml
 
+from cpt.cli import parse_pairs
 from cpt.errors import ConfigError
 
 
 def _parse_languages(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise click.BadParameter(f"{p!r}: expected CATEGORY=zh|en", param_hint="--language")
-        k, v = p.split("=", 1)
-        out[k] = v
-    return out
+    return parse_pairs(pairs, "--language", "CATEGORY=zh|en")
 
 
 @click.command("evaluate")
