@@ -7,6 +7,7 @@ break the others.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
@@ -32,6 +33,29 @@ COMMANDS: dict[str, str] = {
     "idioms-set": "cpt.evaluate.cli:cli_idioms",
     "clean": "cpt.clean:cli_clean",
     "report": "cpt.report:cli_report",
+}
+
+# verb -> the parameters naming what it writes: each is locked for the verb's run (a second writer gets one clear
+# error) and given umask modes afterwards (cpt.locks.writing). tests/unit/test_locks.py checks every verb.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "build-corpus": ("out", "sft_out"),
+    "split-corpus": ("out",),
+    "validate-records": (),
+    "base-tokenizer": ("out",),
+    "select-pieces": ("out_dir",),
+    "extend-tokenizer": ("out",),
+    "compression": ("out",),
+    "base-model": ("out_dir",),
+    "init-embeddings": ("out_dir",),
+    "prepare-pretrain": ("data_output_dirs", "cache_dir"),
+    "prepare-sft": ("data_output_dirs", "cache_dir"),
+    "train": ("output",),
+    "evaluate": ("out_dir",),
+    "bpb": ("out_path",),
+    "generate": (),
+    "idioms-set": ("out_dir",),
+    "clean": ("out_dir", "work_dirs"),
+    "report": ("out_dir",),
 }
 
 
@@ -67,7 +91,36 @@ class LazyGroup(click.Group):
             if exc.name and module_name.startswith(exc.name):
                 raise click.ClickException(f"`cpt {name}` is not available: module {module_name} is missing") from exc
             raise
-        return getattr(module, attr)
+        return _with_output_locks(name, getattr(module, attr))
+
+
+def output_paths(verb: str, params: dict) -> list[str]:
+    """The paths a verb writes, from its parsed parameters (cpt.cli.OUTPUTS)."""
+    paths = []
+    for key in OUTPUTS.get(verb, ()):
+        value = params.get(key)
+        if value is None:
+            continue
+        paths.extend(str(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    return paths
+
+
+def _with_output_locks(verb: str, command: click.Command) -> click.Command:
+    """Run the command's callback inside cpt.locks.writing(its outputs); done once per command object."""
+    if getattr(command, "_cpt_locked", False) or command.callback is None:
+        return command
+    callback = command.callback
+
+    @functools.wraps(callback)
+    def locked(*args, **kwargs):
+        from cpt.locks import writing
+
+        with writing(output_paths(verb, kwargs)):
+            return callback(*args, **kwargs)
+
+    command.callback = locked
+    command._cpt_locked = True
+    return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,14 +129,17 @@ def cli():
     """Colossal-LLaMA-2 continual pre-training recipe (see README.md)."""
 
 
+EXIT_ERROR = 2  # every error of the library (CptError): one message naming file:line / config key / path
+
+
 def main(argv=None):
-    from cpt.errors import CptError
+    from cpt.errors import CptError, describe
 
     try:
         return cli.main(args=argv, prog_name="cpt", standalone_mode=False)
     except CptError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        click.echo(f"error: {describe(exc)}", err=True)
+        sys.exit(EXIT_ERROR)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -48,3 +48,18 @@ class TrainError(CptError):
 
 class EvalError(CptError):
     """A benchmark file or evaluation setting is malformed."""
+
+
+class OutputLockedError(CptError):
+    """Another process is writing the same output directory (or file). The message names it and the holder."""
+
+
+class CheckpointError(TrainError):
+    """A checkpoint is corrupt, incomplete, unsafe to load, or cannot be written (disk full ...)."""
+
+
+def describe(exc: BaseException) -> str:
+    """The message of an error plus its `add_note` hints, one per line (what the CLIs print)."""
+    lines = [str(exc)]
+    lines.extend(str(n) for n in getattr(exc, "__notes__", ()) or ())
+    return "\n".join(lines)

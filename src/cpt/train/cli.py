@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cpt.errors import CptError
+from cpt.errors import CptError, describe
 
 
 def _rank_prefix() -> str:
@@ -19,14 +19,20 @@ def _rank_prefix() -> str:
     return f"[rank {os.environ.get('RANK', '0')}]"
 
 
+def _output_lock(output):
+    """Rank 0 holds the lock on the stage directory (cpt.locks; a no-op when a parent process holds it)."""
+    import contextlib
+    import os
+
+    from cpt.locks import writing
+
+    return writing([output]) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+
+
 def run(config, model, dataset, output, overrides=(), benchmark_seq_len=None, benchmark_steps=None,
         progress=True) -> int:
     """Library entry point (what the workflow script calls inside each torchrun worker). Returns the exit code."""
-    import torch.distributed as dist
-
-    from cpt.provenance import write_provenance
     from cpt.train.config import load_config, parse_overrides
-    from cpt.train.loop import train
 
     t0 = time.time()
     cfg = load_config(config, parse_overrides(overrides))
@@ -35,6 +41,16 @@ def run(config, model, dataset, output, overrides=(), benchmark_seq_len=None, be
         benchmark = {"seq_len": int(benchmark_seq_len), "steps": int(benchmark_steps or 10)}
     elif dataset is None:
         raise click.UsageError("--dataset is required (or --benchmark-seq-len for random data)")
+    with _output_lock(output):
+        return _run(cfg, model, dataset, output, benchmark, progress, t0)
+
+
+def _run(cfg, model, dataset, output, benchmark, progress, t0) -> int:
+    import torch.distributed as dist
+
+    from cpt.provenance import write_provenance
+    from cpt.train.loop import train
+
     result = train(cfg, model, dataset, output, benchmark=benchmark, progress=progress)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0 and benchmark:
@@ -77,11 +93,14 @@ def run(config, model, dataset, output, overrides=(), benchmark_seq_len=None, be
 def cli_train(config, model, dataset, output, overrides, benchmark_seq_len, benchmark_steps, no_progress):
     """Train one stage (ColossalAI Booster). Rerunning the same command resumes from the latest checkpoint;
     SIGTERM/SIGUSR1 save a checkpoint and exit with code 75."""
+    from cpt.train.progress import setup_rank_output
+
+    setup_rank_output()
     try:
         code = run(config, model, dataset, output, overrides, benchmark_seq_len, benchmark_steps,
                    progress=not no_progress)
     except CptError as exc:
-        click.echo(f"{_rank_prefix()} error: {exc}", err=True)
+        click.echo(f"{_rank_prefix()} error: {describe(exc)}", err=True)
         sys.exit(2)
     except click.ClickException:
         raise

@@ -63,6 +63,7 @@ class TrainConfig:
     save_interval: int = 400
     keep_last: int = 2
     log_interval: int = 1
+    progress_interval: int = 10       # a progress line (step, tokens, loss, lr, tokens/s, ETA) every N steps
     tensorboard: bool = True
     peak_tflops: float | None = None  # per device; None = look up from the GPU name, no MFU on CPU
     dist_timeout_s: int = 1800
@@ -134,7 +135,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.init == "checkpoint":
         _check(bool(cfg.init_checkpoint), "init_checkpoint", "required when train.init is 'checkpoint'")
     for key in ("tp", "pp", "sp", "pp_microbatch_size", "micro_batch_size", "accumulation_steps", "epochs",
-                "save_interval", "keep_last", "log_interval", "max_length"):
+                "save_interval", "keep_last", "log_interval", "progress_interval", "max_length"):
         _check(getattr(cfg, key) >= 1, key, f"must be >= 1, got {getattr(cfg, key)}")
     _check(cfg.zero_stage in (0, 1, 2), "zero_stage", f"must be 0, 1 or 2, got {cfg.zero_stage}")
     _check(cfg.lr > 0, "lr", f"must be > 0, got {cfg.lr}")

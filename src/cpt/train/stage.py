@@ -81,8 +81,16 @@ def local_launch_argv(nproc: int, train_args: list[str]) -> list[str]:
 
 def run_stage(section: Mapping[str, Any], model: str | os.PathLike, dataset: str | os.PathLike,
               output: str | os.PathLike, nproc: int = 1, launcher=None) -> None:
-    """Train one stage into <output>/final; resumes a stopped run of the same key; raises TrainError on failure."""
+    """Train one stage into <output>/final; resumes a stopped run of the same key; raises TrainError on failure.
+    The stage directory stays locked (cpt.locks) for the whole run; the trainer processes inherit the lock."""
+    from cpt.locks import writing
+
     out = Path(output)
+    with writing([out]):
+        _run_stage(section, model, dataset, out, nproc, launcher)
+
+
+def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None:
     out.mkdir(parents=True, exist_ok=True)
     key = run_key(section, model, dataset)
     set_aside_stale(out, key)
