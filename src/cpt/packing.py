@@ -80,7 +80,9 @@ class FastTokenizer:
 def load_tokenizer(tokenizer_dir) -> FastTokenizer:
     from pathlib import Path
 
-    d = Path(tokenizer_dir)
+    from cpt.consistency import require_tokenizer
+
+    d = require_tokenizer(tokenizer_dir)  # one short error for an empty / wrong directory
     if (d / "tokenizer.json").is_file():
         from tokenizers import Tokenizer
 
