@@ -26,25 +26,30 @@ def read_heldout(files: Iterable[str | os.PathLike]) -> list[str]:
     """Texts (source + target) of corpus jsonl records, file by file, line by line (validated by cpt.records)."""
     from cpt.records import iter_records
 
+    from cpt.evaluate.bpb import record_text
+
     texts = []
     for rec in iter_records([Path(f) for f in files], schema="pretrain"):
-        text = (rec.get("source") or "") + (rec.get("target") or "")
+        text = record_text(rec)
         if text:
             texts.append(text)
     return texts
 
 
-def select_texts(texts: Sequence[str], sp, max_tokens: int) -> list[str]:
+def select_texts(texts: Sequence[str], tokenizer, max_tokens: int) -> list[str]:
     """Leading texts up to `max_tokens` tokens of the old tokenizer (the last one cut at a character boundary)."""
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
     chosen, used = [], 0
     for text in texts:
         if used >= max_tokens:
             break
-        n = len(sp.encode(text))
+        n = count(text)
         room = max_tokens - used
         while n > room and text:
             text = text[:min(len(text) - 1, int(len(text) * room / n))]
-            n = len(sp.encode(text)) if text else 0
+            n = count(text) if text else 0
         if not text:
             break
         chosen.append(text)
@@ -52,39 +57,25 @@ def select_texts(texts: Sequence[str], sp, max_tokens: int) -> list[str]:
     return chosen
 
 
-def lm_loss(model, docs_ids: Sequence[Sequence[int]], bos_id: int, seq_len: int = 256, batch_size: int = 4) -> dict:
-    """Summed next-token NLL over every text token (each predicted once; windows of seq_len, fresh context)."""
-    import torch
-    import torch.nn.functional as F
+def heldout_loss(model, tokenizer, texts: Sequence[str], seq_len: int, batch_size: int) -> dict:
+    """Loss per token and bits per byte of `texts` with cpt.evaluate.bpb's scoring: BOS + tokens, windows that
+    predict `seq_len` tokens each (every token once), at most `batch_size` windows per forward pass."""
+    from cpt.evaluate.bpb import score_texts
 
-    windows = []
-    for ids in docs_ids:
-        seq = [bos_id] + list(ids)
-        for s in range(0, len(seq) - 1, seq_len):
-            windows.append(seq[s:s + seq_len + 1])
-    nll, count = 0.0, 0
-    model.eval()
-    with torch.no_grad():
-        for b in range(0, len(windows), batch_size):
-            batch = windows[b:b + batch_size]
-            L = max(len(w) for w in batch) - 1
-            inp = torch.zeros(len(batch), L, dtype=torch.long)
-            lab = torch.full((len(batch), L), -100, dtype=torch.long)
-            att = torch.zeros(len(batch), L, dtype=torch.long)
-            for i, w in enumerate(batch):
-                inp[i, :len(w) - 1] = torch.tensor(w[:-1])
-                lab[i, :len(w) - 1] = torch.tensor(w[1:])
-                att[i, :len(w) - 1] = 1
-            logits = model(input_ids=inp, attention_mask=att).logits.float()
-            nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), ignore_index=-100,
-                                         reduction="sum"))
-            count += int((lab != -100).sum())
-    return {"nll": nll, "tokens": count}
+    r = score_texts(model, tokenizer, list(texts), max_length=seq_len + 1,
+                    max_batch_tokens=batch_size * (seq_len + 1))
+    return {"tokens": r["tokens"], "bytes": r["bytes"], "loss": round(r["nll_nats"] / max(r["tokens"], 1), 6),
+            "bits_per_byte": round(r["nll_nats"] / math.log(2) / max(r["bytes"], 1), 6)}
 
 
-def _loss_record(nll: float, tokens: int, nbytes: int) -> dict:
-    return {"tokens": tokens, "bytes": nbytes, "loss": round(nll / max(tokens, 1), 6),
-            "bits_per_byte": round(nll / math.log(2) / max(nbytes, 1), 6)}
+def _load_tokenizer(tokenizer_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    except Exception as exc:  # noqa: BLE001 - report which directory could not be opened
+        raise ModelError(f"{tokenizer_dir}: cannot open the tokenizer ({exc}); expected a Hugging Face tokenizer "
+                         f"directory") from exc
 
 
 def _load_model(model_dir: Path):
@@ -107,7 +98,6 @@ def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, 
     same model with their rows swapped in) with the new tokenizer, on the same texts. Loss per token changes
     meaning when the tokenization changes, so bits per byte (comparable across tokenizers) is given too.
     """
-    import sentencepiece as spm
     import torch
 
     src, dst = Path(source_model), Path(init_model)
@@ -148,15 +138,13 @@ def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, 
 
     heldout = {lang: list(files) for lang, files in (heldout or {}).items() if files}
     if heldout and max_tokens > 0:
-        sp_old = spm.SentencePieceProcessor(model_file=str(old_tok / "tokenizer.model"))
-        sp_new = spm.SentencePieceProcessor(model_file=str(new_tok / "tokenizer.model"))
-        texts = {lang: select_texts(read_heldout(files), sp_old, max_tokens) for lang, files in heldout.items()}
+        tok_old, tok_new = _load_tokenizer(old_tok), _load_tokenizer(new_tok)
+        texts = {lang: select_texts(read_heldout(files), tok_old, max_tokens) for lang, files in heldout.items()}
         loss: dict[str, Any] = {}
         before_model = _load_model(src)
         for lang, ts in texts.items():
-            nbytes = sum(len(t.encode("utf-8")) for t in ts)
-            r = lm_loss(before_model, sp_old.encode(ts), sp_old.bos_id(), seq_len, batch_size)
-            loss[lang] = {"texts": len(ts), "before": _loss_record(r["nll"], r["tokens"], nbytes), "after": {}}
+            loss[lang] = {"texts": len(ts), "before": heldout_loss(before_model, tok_old, ts, seq_len, batch_size),
+                          "after": {}}
         del before_model
         after_model = _load_model(dst)
         for m in methods:
@@ -166,9 +154,7 @@ def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, 
                     if not tied:
                         after_model.get_output_embeddings().weight.copy_(matrices[m][HEAD_NAME])
             for lang, ts in texts.items():
-                nbytes = loss[lang]["before"]["bytes"]
-                r = lm_loss(after_model, sp_new.encode(ts), sp_new.bos_id(), seq_len, batch_size)
-                rec = _loss_record(r["nll"], r["tokens"], nbytes)
+                rec = heldout_loss(after_model, tok_new, ts, seq_len, batch_size)
                 b = loss[lang]["before"]
                 rec["delta_loss"] = round(rec["loss"] - b["loss"], 6)
                 rec["delta_bits_per_byte"] = round(rec["bits_per_byte"] - b["bits_per_byte"], 6)
