@@ -7,7 +7,7 @@ Builds, in a scratch directory:
 - a synthetic LLaMA directory with 7B-shaped embeddings and ONE transformer layer (bf16), sharded like the HF
   LLaMA-2 checkpoints: shard 1 = embed_tokens + layer 0, shard 2 = lm_head + final norm.
 
-Then runs `cpt.embeddings.init_embeddings` in a child process (torch limited to --threads) and reports its wall time
+Then runs `cpt.model.init.init_embeddings` in a child process (torch limited to --threads) and reports its wall time
 and peak RSS (ru_maxrss of the child). Optionally (--reference-rows N) it times the reference init_model.py
 algorithm (per new row: slow HF tokenizer call, mean of the rows, np.concatenate onto the growing fp32 matrix; the
 model on CPU here) on the first N new rows and extrapolates its total: the per-row cost grows linearly with the
@@ -138,7 +138,7 @@ def build_model(root: Path, tokenizer: Path, seed: int = 0, layers: int = 1) -> 
 CHILD = """
 import json, sys, time, torch
 torch.set_num_threads({threads})
-from cpt.embeddings import init_embeddings
+from cpt.model.init import init_embeddings
 t = time.time()
 s = init_embeddings({src!r}, {base!r}, {ext!r}, {out!r}, method={method!r}, pad_to_multiple_of={pad!r})
 print(json.dumps({{"wall_s": time.time() - t, "summary": {{k: v for k, v in s.items() if k != "tensors"}}}}))
@@ -240,7 +240,7 @@ def main(argv=None):
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
 
-    rows = [("ours (cpt.embeddings), whole process", f"{result['ours']['process_wall_s']:.1f}",
+    rows = [("ours (cpt.model.init), whole process", f"{result['ours']['process_wall_s']:.1f}",
              f"{result['ours']['cpu_s']:.1f}",
              f"{result['ours']['peak_rss_gb']:.2f}" if result["ours"]["peak_rss_gb"] else "?")]
     if "reference" in result:

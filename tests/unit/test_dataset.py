@@ -12,8 +12,11 @@ import pytest
 from _dataset_support import build_tokenizer, random_corpus
 from click.testing import CliRunner
 
-from cpt.dataset import cli_prepare_pretrain, cli_prepare_sft, prepare_stage, select_stage, stage_settings, Corpus, \
-    tokenize_corpus
+from cpt.dataset.build import prepare_stage
+from cpt.dataset.cli import cli_prepare_pretrain, cli_prepare_sft
+from cpt.dataset.selection import select_stage
+from cpt.dataset.settings import stage_settings
+from cpt.dataset.tokenized import Corpus, tokenize_corpus
 from cpt.errors import ConfigError, RecordError
 from cpt.shards import load_buckets
 
@@ -288,7 +291,8 @@ def test_tokenizer_json_dir_gives_the_same_bytes(built, tokdir, corpus, tmp_path
 
 
 def test_replay_reads_what_the_earlier_stage_selected(tokdir, corpus, tmp_path):
-    from cpt.dataset import read_selection, run_rule
+    from cpt.dataset.build import run_rule
+    from cpt.dataset.selection import read_selection
 
     base = {"max_length": 128, "num_bins": 2, "seed": 3, "name": "base",
             "stage": {"categories": {"en_book": {"max_tokens": 8000}, "zh_misc": {}}}}

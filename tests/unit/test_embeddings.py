@@ -1,4 +1,4 @@
-"""cpt.embeddings: new rows by each method vs. an independent computation; everything else untouched."""
+"""cpt.model (rows, init, safetensors_io): new rows by each method vs. an independent computation; everything else untouched."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 import _spm_fixtures as fx
-from cpt.embeddings import (
-    EMBED_NAME, HEAD_NAME, cli_init_embeddings, init_embeddings, old_token_ids, run_init,
-    write_safetensors_subset,
-)
+from cpt.model.cli import cli_init_embeddings
+from cpt.model.init import init_embeddings, run_init
+from cpt.model.layout import EMBED_NAME, HEAD_NAME
+from cpt.model.rows import old_token_ids
+from cpt.model.safetensors_io import write_safetensors_subset
 from cpt.errors import ModelError
-from cpt.modeling import create_tiny_llama, read_layout
+from cpt.model.base import create_tiny_llama
+from cpt.model.layout import read_layout
 
 TINY = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 64, "max_position_embeddings": 256}
@@ -147,7 +149,7 @@ def test_method_rows_match_definition_and_nothing_else_changes(toks, models, tmp
 
 
 def test_multivariate_samples_have_old_mean_and_covariance(toks, models, tmp_path):
-    from cpt.embeddings import multivariate_rows
+    from cpt.model.rows import multivariate_rows
 
     W = all_tensors(models / "fp32")[EMBED_NAME]
     S = multivariate_rows(W, 20000, seed=5).double()
@@ -341,7 +343,7 @@ def test_cli_with_reference_argument_names(toks, models, tmp_path):
 
 
 def test_heldout_by_lang(tmp_path):
-    from cpt.embeddings import heldout_by_lang
+    from cpt.model.init import heldout_by_lang
 
     for cat in ("zh_news", "en_novel", "en_plays"):
         (tmp_path / f"{cat}.jsonl").write_text('{"source": "", "target": "x", "category": "%s"}\n' % cat)

@@ -1,4 +1,4 @@
-"""cpt.modeling: the tiny seeded base model, a user's local LLaMA directory, and the model/tokenizer pairing check."""
+"""cpt.model.base: the tiny seeded base model, a user's local LLaMA directory, and the model/tokenizer pairing check."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from sentencepiece import sentencepiece_model_pb2 as pb
 
 import _spm_fixtures as fx
 from cpt.errors import ModelError
-from cpt.modeling import (
-    build_base_model, check_model_tokenizer, cli_base_model, create_tiny_llama, read_layout, tokenizer_vocab_size,
+from cpt.model.base import (
+    build_base_model, check_model_tokenizer, create_tiny_llama,
 )
+from cpt.model.cli import cli_base_model
+from cpt.model.layout import read_layout
+from cpt.model.vocab import tokenizer_vocab_size
 
 TINY = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 64, "max_position_embeddings": 128}
@@ -149,7 +152,7 @@ def test_cli_base_model(toks, tmp_path):
 
 
 def test_workflow_local_check_writes_facts(toks, tmp_path):
-    from cpt.modeling import write_base_check
+    from cpt.model.base import write_base_check
 
     base, ext = toks
     user = tmp_path / "user-llama"

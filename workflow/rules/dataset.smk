@@ -1,5 +1,5 @@
 # dataset: per training stage, ordered buckets of packed sequences (+ manifest.json, selection.arrow).
-# Library: cpt.dataset (run_rule -> prepare_stage: tokenize, select, bin, bucket, pack, shuffle, write). Same step
+# Library: cpt.dataset.build (run_rule -> prepare_stage: tokenize, select, bin, bucket, pack, shuffle, write). Same step
 # without Snakemake: cpt prepare-pretrain / cpt prepare-sft --config config/config.yaml --stage <stage> ...
 
 

@@ -1,6 +1,6 @@
 # model: the base model (tiny seeded LLaMA, or the user's local LLaMA checked against the base tokenizer) and the
 # initialised model (embeddings extended to the extended tokenizer; only the embedding tensors change).
-# Library: cpt.modeling, cpt.embeddings. Same steps without Snakemake:
+# Library: cpt.model (base, init). Same steps without Snakemake:
 #   cpt base-model --tokenizer results/<exp>/tokenizer/base --out results/<exp>/model/base [--kind local --path DIR]
 #   cpt init-embeddings --source_model_and_tokenizer_path MODEL --target_tokenizer_path results/<exp>/tokenizer/extended
 #                       --target_model_path results/<exp>/model/init [--method ...] [--pad-to-multiple-of 64]

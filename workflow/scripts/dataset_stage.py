@@ -1,4 +1,4 @@
-from cpt.dataset import run_rule
+from cpt.dataset.build import run_rule
 from cpt.smk import plain, run
 
 run(snakemake, lambda s: run_rule(plain(s.params.section), plain(s.params.data_files), s.input.tokenizer,  # noqa: F821

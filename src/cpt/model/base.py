@@ -17,26 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import click
-
 from cpt.errors import ModelError
-
-# files that make up a tokenizer directory (copied from tokenizer dirs, never from model dirs)
-TOKENIZER_FILES = (
-    "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-)
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
-# keys this project adds to config.json of an extended model
-UNPADDED_KEY = "cpt_tokenizer_vocab_size"
-PAD_MULTIPLE_KEY = "cpt_pad_to_multiple_of"
+from cpt.model.layout import UNPADDED_KEY, place_file, read_layout, read_model_config
+from cpt.model.vocab import TOKENIZER_FILES, copy_tokenizer_files, load_sp_proto, tokenizer_pieces, tokenizer_vocab_size
 
 TINY_DEFAULTS: dict[str, Any] = {
     "num_hidden_layers": 2,
@@ -53,136 +40,6 @@ TINY_DEFAULTS: dict[str, Any] = {
     "seed": 1234,
 }
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# tokenizer facts (read with sentencepiece's protobuf; no dependency on cpt.tokenizer)
-
-def load_sp_proto(tokenizer_dir: str | os.PathLike):
-    """The SentencePiece ModelProto of a tokenizer directory (its tokenizer.model)."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    path = Path(tokenizer_dir) / "tokenizer.model"
-    if not path.is_file():
-        raise ModelError(f"{path}: missing; a LLaMA tokenizer directory must contain tokenizer.model "
-                         f"(SentencePiece). Point the config at the tokenizer stage's output directory")
-    proto = pb.ModelProto()
-    try:
-        proto.ParseFromString(path.read_bytes())
-    except Exception as exc:  # protobuf raises DecodeError; anything else is the same failure
-        raise ModelError(f"{path}: not a SentencePiece model ({exc})") from exc
-    return proto
-
-
-def tokenizer_pieces(tokenizer_dir: str | os.PathLike) -> list[str]:
-    return [p.piece for p in load_sp_proto(tokenizer_dir).pieces]
-
-
-def tokenizer_vocab_size(tokenizer_dir: str | os.PathLike) -> int:
-    """Number of ids the tokenizer can produce: SentencePiece pieces plus added tokens beyond them."""
-    n = len(load_sp_proto(tokenizer_dir).pieces)
-    cfg_path = Path(tokenizer_dir) / "tokenizer_config.json"
-    if cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        for key in (cfg.get("added_tokens_decoder") or {}):
-            n = max(n, int(key) + 1)
-    added = Path(tokenizer_dir) / "added_tokens.json"
-    if added.is_file():
-        for idx in json.loads(added.read_text(encoding="utf-8")).values():
-            n = max(n, int(idx) + 1)
-    return n
-
-
-def copy_tokenizer_files(tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
-    """Copy the tokenizer files of `tokenizer_dir` into `out_dir` (overwriting); returns the names copied."""
-    src, out = Path(tokenizer_dir), Path(out_dir)
-    copied = []
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
-            copied.append(name)
-    if "tokenizer.model" not in copied:
-        raise ModelError(f"{src}: no tokenizer.model to copy into {out}")
-    return copied
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# model directory facts
-
-def read_model_config(model_dir: str | os.PathLike) -> dict:
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise ModelError(f"{path}: missing; a Hugging Face model directory needs config.json "
-                         f"(check model.base.path in config)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
-
-
-@dataclass
-class CheckpointLayout:
-    """Where each tensor of a HF checkpoint lives: format, index file (None if single file), tensor -> file."""
-
-    root: Path
-    format: str  # "safetensors" | "bin"
-    index_file: str | None
-    weight_map: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def files(self) -> list[str]:
-        """Weight files in the order they first appear in the index (stable)."""
-        seen: dict[str, None] = {}
-        for name in self.weight_map.values():
-            seen.setdefault(name, None)
-        return list(seen)
-
-    def tensors_in(self, filename: str) -> list[str]:
-        return [k for k, v in self.weight_map.items() if v == filename]
-
-
-def _safetensors_names(path: Path) -> list[str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return list(f.keys())
-
-
-def read_layout(model_dir: str | os.PathLike) -> CheckpointLayout:
-    """Find the weights of a HF directory: safetensors preferred (index or single file), else .bin."""
-    root = Path(model_dir)
-    for index_name, fmt in (("model.safetensors.index.json", "safetensors"), ("model.safetensors", "safetensors"),
-                            ("pytorch_model.bin.index.json", "bin"), ("pytorch_model.bin", "bin")):
-        path = root / index_name
-        if not path.is_file():
-            continue
-        if index_name.endswith(".json"):
-            try:
-                weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise ModelError(f"{path}: not a checkpoint index (needs a 'weight_map'): {exc}") from exc
-            missing = sorted({f for f in weight_map.values() if not (root / f).is_file()})
-            if missing:
-                raise ModelError(f"{path}: names shard(s) that are missing: {', '.join(missing)}")
-            return CheckpointLayout(root, fmt, index_name, dict(weight_map))
-        if fmt == "safetensors":
-            names = _safetensors_names(path)
-        else:
-            names = list(load_bin(path).keys())
-        return CheckpointLayout(root, fmt, None, {n: index_name for n in names})
-    raise ModelError(f"{root}: no weights found (looked for {', '.join(INDEX_FILES + SINGLE_FILES)})")
-
-
-def load_bin(path: str | os.PathLike) -> dict:
-    """A .bin state dict with torch.load(weights_only=True), memory-mapped when the file format allows it."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):
-            raise ModelError(f"{path}: cannot read the checkpoint ({exc})") from exc
-        return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
 
 
 def check_model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike) -> dict:
@@ -219,30 +76,6 @@ def check_model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.
             "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
             "torch_dtype": cfg.get("torch_dtype"), "hidden_size": cfg.get("hidden_size"),
             "num_hidden_layers": cfg.get("num_hidden_layers")}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# building model/base
-
-def place_file(src: Path, dst: Path, link: str = "hardlink") -> str:
-    """Put `src` at `dst` by hardlink (falls back to symlink, then copy) or by copy; returns what was done."""
-    if dst.exists() or dst.is_symlink():
-        dst.unlink()
-    if link == "hardlink":
-        try:
-            os.link(src, dst)
-            return "hardlink"
-        except OSError:
-            pass
-        try:
-            os.symlink(src.resolve(), dst)
-            return "symlink"
-        except OSError:
-            pass
-    elif link != "copy":
-        raise ModelError(f"link mode {link!r} unknown; use 'hardlink' or 'copy'")
-    shutil.copyfile(src, dst)
-    return "copy"
 
 
 def create_tiny_llama(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike,
@@ -366,32 +199,3 @@ def write_base_check(section: Mapping[str, Any], tokenizer_dir: str | os.PathLik
     out.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     return facts
 
-
-@click.command("base-model")
-@click.option("--tokenizer", "tokenizer_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Base tokenizer directory (tokenizer.model ...); its size sets vocab_size.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output model directory.")
-@click.option("--kind", type=click.Choice(["tiny", "local"]), default="tiny", show_default=True)
-@click.option("--path", "local_path", type=click.Path(exists=True, file_okay=False), default=None,
-              help="kind=local: the user's Hugging Face LLaMA directory.")
-@click.option("--link", type=click.Choice(["hardlink", "copy"]), default="hardlink", show_default=True,
-              help="kind=local: how the weight files get into --out.")
-@click.option("--layers", "num_hidden_layers", type=int, default=TINY_DEFAULTS["num_hidden_layers"], show_default=True)
-@click.option("--hidden-size", type=int, default=TINY_DEFAULTS["hidden_size"], show_default=True)
-@click.option("--heads", "num_attention_heads", type=int, default=TINY_DEFAULTS["num_attention_heads"],
-              show_default=True)
-@click.option("--kv-heads", "num_key_value_heads", type=int, default=TINY_DEFAULTS["num_key_value_heads"],
-              show_default=True)
-@click.option("--intermediate-size", type=int, default=TINY_DEFAULTS["intermediate_size"], show_default=True)
-@click.option("--max-positions", "max_position_embeddings", type=int,
-              default=TINY_DEFAULTS["max_position_embeddings"], show_default=True)
-@click.option("--tie-word-embeddings/--no-tie-word-embeddings", default=TINY_DEFAULTS["tie_word_embeddings"],
-              show_default=True)
-@click.option("--dtype", "torch_dtype", type=click.Choice(DTYPES), default=TINY_DEFAULTS["torch_dtype"],
-              show_default=True)
-@click.option("--seed", type=int, default=TINY_DEFAULTS["seed"], show_default=True)
-def cli_base_model(tokenizer_dir, out_dir, kind, local_path, link, **tiny):
-    """Build results/<exp>/model/base: a tiny seeded LLaMA, or a checked link to a local HF LLaMA directory."""
-    section = {"kind": kind, "path": local_path, "link": link, "tiny": tiny}
-    info = build_base_model(section, tokenizer_dir, out_dir)
-    click.echo(json.dumps({k: v for k, v in info.items() if k != "files"}, default=str))
