@@ -24,6 +24,14 @@ config.update(cpt_validate(config, Path(workflow.basedir, "workflow/schemas/conf
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# A checkout restored by `dvc pull` has file times in no particular order: align those of the outputs DVC confirms
+# against dvc.lock (once; only where Snakemake has no metadata yet), so Snakemake does not plan them again.
+if workflow.is_main_process:
+    from cpt.dvcstages import align_checkout_mtimes  # noqa: E402
+
+    align_checkout_mtimes(".", log=lambda m: print(m, file=sys.stderr))
+
+
 include: "workflow/rules/common.smk"
 
 
