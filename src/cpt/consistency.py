@@ -148,25 +148,3 @@ def check_dataset_model(dataset_dir: str | os.PathLike, manifest: Mapping, model
     if not recorded:
         what.append("no tokenizer identity in the manifest: token ids are checked against the vocabulary")
     return "; ".join(what)
-
-
-def check_model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike) -> dict:
-    """Raise TokenizerError unless the model's vocabulary is the tokenizer's: the embedding has at least as many
-    rows (exactly as many unless the padded size is recorded) and, when the model ships tokenizer files, the
-    same vocabulary. Returns the tokenizer identity."""
-    model_dir, tokenizer_dir = Path(model_dir), Path(tokenizer_dir)
-    ident = tokenizer_identity(tokenizer_dir)
-    rows, unpadded = model_vocab_size(model_dir)
-    n = ident["vocab_size"]
-    if rows is not None and (rows < n or (unpadded or rows) != n):
-        raise TokenizerError(
-            f"{model_dir / 'config.json'}: vocab_size {rows:,}"
-            + (f" ({UNPADDED_KEY} {unpadded:,})" if unpadded and unpadded != rows else "")
-            + f" does not fit the tokenizer {tokenizer_dir} ({n:,} ids): the model and tokenizer are not a pair")
-    if has_tokenizer(model_dir) and model_dir.resolve() != tokenizer_dir.resolve():
-        own = tokenizer_identity(model_dir)
-        if own["vocab_sha256"] != ident["vocab_sha256"]:
-            raise TokenizerError(
-                f"{model_dir}: its own tokenizer ({own['vocab_size']:,} ids) differs from {tokenizer_dir} "
-                f"({n:,} ids): use the tokenizer the model was trained with")
-    return ident

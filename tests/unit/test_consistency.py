@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from _dataset_support import build_tokenizer
-from cpt.consistency import check_dataset_model, check_model_tokenizer, require_tokenizer, tokenizer_identity
+from cpt.consistency import check_dataset_model, require_tokenizer, tokenizer_identity
 from cpt.errors import DatasetError, TokenizerError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,11 +94,31 @@ def test_dataset_tokenized_with_another_tokenizer_is_refused(tokenizers, tmp_pat
         check_dataset_model(tmp_path / "ds", manifest, bare)
 
 
-def test_model_and_tokenizer_pair(tokenizers, tmp_path):
+@pytest.mark.slow
+def test_cpt_train_refuses_a_dataset_of_another_tokenizer(tokenizers, tmp_path):
+    """The issue's case: a dataset tokenized with the smaller tokenizer, a model with the larger one (so every id
+    is < the vocabulary): one clear error before any step, nothing written."""
+    from _dataset_support import random_corpus
+
+    from cpt.dataset.build import prepare_stage
+    from cpt.train.testing import make_tiny_model
+
     small, large = tokenizers["small"], tokenizers["large"]
-    n_small = tokenizer_identity(small)["vocab_size"]
-    check_model_tokenizer(_model_dir(tmp_path / "m", n_small, small), small)
-    with pytest.raises(TokenizerError, match="not a pair"):
-        check_model_tokenizer(_model_dir(tmp_path / "m2", n_small), large)
-    with pytest.raises(TokenizerError, match="its own tokenizer"):
-        check_model_tokenizer(_model_dir(tmp_path / "m3", tokenizer_identity(large)["vocab_size"], small), large)
+    (tmp_path / "in").mkdir()
+    random_corpus(tmp_path / "in" / "c.jsonl", 40, seed=3)
+    ds = tmp_path / "ds"
+    prepare_stage([tmp_path / "in"], small, ds, {"max_length": 64, "num_bins": 1, "seed": 1, "stages": {"s": {}}},
+                  "s", progress=False)
+    model = make_tiny_model(tmp_path / "model", vocab_size=tokenizer_identity(large)["vocab_size"], hidden=16,
+                            layers=1, heads=2)
+    for f in large.iterdir():
+        shutil.copy(f, model / f.name)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "cpt.train", "--model", str(model), "--dataset", str(ds), "--output",
+                        str(out), "--set", "plugin=ddp", "--set", "precision=fp32", "--no-progress"],
+                       capture_output=True, text=True, timeout=300,
+                       env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin", "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert f"{ds / 'manifest.json'}: the dataset was tokenized with {small}" in r.stderr
+    assert str(model) in r.stderr
+    assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()

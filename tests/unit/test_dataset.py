@@ -313,3 +313,28 @@ def test_replay_reads_what_the_earlier_stage_selected(tokdir, corpus, tmp_path):
     (tmp_path / "base" / "selection.arrow").unlink()
     with pytest.raises(Exception, match="selection.arrow"):
         run_rule(inj, [corpus[0]], tokdir, tmp_path / "inj2", replay_dirs={"base": tmp_path / "base"})
+
+
+def test_all_records_skipped_is_an_error_naming_the_stage_and_the_counts(tokdir, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text('{"source": "", "target": " ", "category": "c"}\n[1]\n{"target": 3}\n')
+    cfg = _cfg()
+    cfg["bad_records"] = "skip"
+    from cpt.errors import DatasetError
+
+    with pytest.raises(DatasetError) as e:
+        prepare_stage([d], tokdir, tmp_path / "o", cfg, "s", progress=False)
+    msg = str(e.value)
+    assert "dataset stage 's'" in msg and "no sequence left" in msg
+    assert "empty_target 1" in msg and "not_object 1" in msg and "0 documents in the tokenized corpus" in msg
+    assert not (tmp_path / "o" / "manifest.json").exists()  # no manifest that training would accept
+
+
+def test_manifest_records_the_tokenizer_identity(tokdir, corpus, tmp_path):
+    from cpt.consistency import tokenizer_identity
+
+    m = prepare_stage([corpus[0]], tokdir, tmp_path / "o", _cfg(), "s", progress=False)
+    assert m["tokenizer_identity"] == tokenizer_identity(tokdir)
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["tokenizer_identity"]["vocab_size"] == \
+        m["vocab_size"]

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cpt.buckets import bucket_rows, rng_for
-from cpt.dataset.manifest import stage_manifest
+from cpt.dataset.manifest import skip_summary, stage_manifest
 from cpt.dataset.selection import select_stage, write_selection
 from cpt.dataset.settings import settings_of, stage_settings
 from cpt.dataset.tokenized import Corpus, jsonl_inputs, read_tokenized, tokenize_corpus
@@ -94,6 +94,11 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
                               tokenizer_path or corpus.info["tokenizer"], t0)
     if manifest["tokens"]["lost_by_packing"] != 0:
         raise DatasetError(f"{out}: internal error: packing lost {manifest['tokens']['lost_by_packing']} tokens")
+    if manifest["num_sequences"] == 0:
+        # training would only fail later on an empty dataset: stop here, with the counts of where everything went
+        raise DatasetError(f"dataset stage {stage!r} ({out}): no sequence left, every document was skipped or "
+                           f"none was selected ({skip_summary(manifest)}); check the input records "
+                           f"(`cpt validate-records`), dataset.stages.{stage} and max_length")
     write_selection(out, selections, corpus)
     write_manifest(out, manifest)
     return manifest

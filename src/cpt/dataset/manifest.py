@@ -6,6 +6,26 @@ from __future__ import annotations
 import time
 
 
+def _identity(tokenizer: str) -> dict | None:
+    from cpt.consistency import has_tokenizer, tokenizer_identity
+
+    return tokenizer_identity(tokenizer) if tokenizer and has_tokenizer(tokenizer) else None
+
+
+def skip_summary(manifest: dict) -> str:
+    """The counts that say where a stage's documents went (for the all-skipped error)."""
+    docs = manifest["documents"]
+    parts = [f"{docs['in_corpus']:,} documents in the tokenized corpus", f"{docs['selected']:,} selected"]
+    for label, counts in (("skipped", docs["skipped"]), ("bad records skipped", docs["records_skipped_at_tokenization"]),
+                          ("skipped at tokenization", docs["skipped_at_tokenization"])):
+        if counts:
+            parts.append(f"{label}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+    tokens = manifest["tokens"]
+    if tokens["skipped"]:
+        parts.append("tokens skipped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(tokens["skipped"].items())))
+    return "; ".join(parts)
+
+
 def stage_manifest(st: dict, corpus, selections: dict, report: dict, detail: list[dict], names: list[str],
                    stats, tokenizer: str, t0: float) -> dict:
     """The manifest of one built stage (cpt.dataset.build.build_stage): `st` its settings, `corpus` the tokenized
@@ -25,6 +45,8 @@ def stage_manifest(st: dict, corpus, selections: dict, report: dict, detail: lis
         "max_length": st["max_length"],
         "tokenizer": tokenizer,
         "tokenizer_digest": corpus.info["tokenizer_digest"],
+        # the vocabulary the ids belong to (cpt.consistency; `cpt train` refuses a model with another one)
+        "tokenizer_identity": corpus.info.get("tokenizer_identity") or _identity(tokenizer),
         "vocab_size": corpus.info["vocab_size"],
         "columns": {"input_ids": "list<int32>", "labels": "list<int32> (-100: no loss)",
                     "doc_lengths": "list<int32> (sum = len(input_ids))"},

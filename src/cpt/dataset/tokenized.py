@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from cpt.consistency import tokenizer_identity
 from cpt.errors import ConfigError, DatasetError, RecordError
 from cpt.packing import add_bad_records_hint, on_error_of, tokenize_pretrain_lines
 from cpt.records import RecordStats, empty_file_error
@@ -206,6 +207,7 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
         "kind": kind,
         "tokenizer": str(tokenizer_dir),
         "tokenizer_digest": describe_input(tokenizer_dir),
+        "tokenizer_identity": tokenizer_identity(tokenizer_dir),  # what `cpt train` compares with the model's
         "vocab_size": len(tok),
         "bos_id": tok.bos_token_id,
         "eos_id": tok.eos_token_id,
