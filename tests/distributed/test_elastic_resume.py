@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,13 @@ def test_resume_on_another_number_of_processes(inputs, reference, interrupted, t
     accum = {1: 4, 4: 1}[nproc]
     assert f"accumulation_steps 2 -> {accum} keeps the global batch of 8 sequences" in r.stderr
     assert f"resumed from {out / 'checkpoints' / 'step-00000004'} at step 4 of 18" in r.stderr
+    # progress from rank 0 only; library warnings once, not once per rank
+    assert len(re.findall(r"train step 10/18 \(55\.6%\) \| tokens [\d,]+ \| loss [\d.]+ .* ETA", r.stderr)) == 1
+    assert re.search(r"train step 12/18 \(66\.7%\) .* ETA \S+ \| checkpoint \S+step-00000012 written in [\d.]+ s",
+                     r.stderr)  # a checkpoint step between progress lines: its full line
+    assert re.search(r"train step 18/18 \| checkpoint \S+step-00000018 written", r.stderr)  # right after its line
+    warnings = [line for line in r.stderr.splitlines() if "Warning:" in line]
+    assert len(warnings) == len(set(warnings)), warnings
     # every sample exactly once per epoch, buckets in order, across both runs (steps 5-6 of the killed run dropped)
     trace = read_trace(out)
     check_bucket_order(trace, SIZES)

@@ -247,3 +247,35 @@ def test_disk_full_during_a_save_is_enospc_with_the_path_and_nothing_earlier_los
     assert (root / "latest").read_text().strip() == STEPS[0]
     assert ckpt.verify_checkpoint(root / STEPS[0]) == []
     assert not list(root.glob(".tmp-*")) and not (out / "final").exists()
+
+
+def _catches(pid: int, signum: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(mask >> (signum - 1) & 1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to see the signal handler")
+def test_sigterm_before_the_first_step_says_nothing_was_saved(inputs, tmp_path):
+    import signal
+    import time
+
+    model, data = inputs
+    out = tmp_path / "stage"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    p = subprocess.Popen([sys.executable, "-m", "cpt.train", "--model", str(model), "--dataset", str(data),
+                          "--output", str(out), *SETTINGS], env=env, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.time() + 300
+    while not _catches(p.pid, signal.SIGTERM):  # the trainer's preemption handler is in place
+        assert p.poll() is None and time.time() < deadline, p.communicate()[1][-3000:]
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 75, err[-3000:]
+    assert "before the first step: nothing to save, no checkpoint written" in err
+    assert "saved;" not in err
+    assert not list(out.glob("checkpoints/step-*"))
