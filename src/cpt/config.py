@@ -8,6 +8,7 @@ cannot express (a stage's `init_from` must name an earlier stage, ...).
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,6 +35,22 @@ def _key_path(error) -> str:
         missing = re.findall(r"'([^']+)' is a required property", error.message)
         return ".".join(parts + missing[:1])
     return ".".join(parts) or "<top level>"
+
+
+def _error_lines(errors, source: str, prefix: str = "") -> list[str]:
+    """One line per schema error: `<source>: config key <key path>: <message>`. For a value that matches none of
+    a `oneOf`'s alternatives, the message of the alternative it came closest to (e.g. the unexpected key)."""
+    lines = []
+    for e in errors:
+        while e.context:  # a oneOf/anyOf: follow the alternative that got deepest into the value, if any did
+            deepest = max(e.context, key=lambda c: len(c.relative_path))
+            if not deepest.relative_path:
+                break
+            e = deepest
+        key = _key_path(e)
+        key = f"{prefix}.{key}" if prefix and key != "<top level>" else (prefix or key)
+        lines.append(f"{source}: config key {key}: {e.message}")
+    return lines
 
 
 def load_schema(schema_path: str | Path = SCHEMA) -> dict:
@@ -64,10 +81,10 @@ def load_schema(schema_path: str | Path = SCHEMA) -> dict:
     return inline(root, schema_path.parent, root, True)
 
 
-def _validator(schema_path: Path):
+def _validator_for(schema: dict):
+    """A jsonschema validator of `schema` that fills in every `default` it passes (objects included)."""
     import jsonschema
 
-    schema = load_schema(schema_path)
     cls = jsonschema.validators.validator_for(schema)
 
     def set_defaults(validator, properties, instance, schema):
@@ -80,23 +97,26 @@ def _validator(schema_path: Path):
     return jsonschema.validators.extend(cls, {"properties": set_defaults})(schema)
 
 
+def _validator(schema_path: Path):
+    return _validator_for(load_schema(schema_path))
+
+
 def validate(config: Mapping[str, Any], schema_path: str | Path = SCHEMA, source: str = "config") -> dict:
     """Validate a config dict, fill in defaults, check cross-section rules; returns the completed copy.
 
     Raises ConfigError listing every problem as `<source>: key.path: message`.
     """
-    cfg = copy.deepcopy(dict(config))
     validator = _validator(Path(schema_path))
+    cfg = coerce(dict(config), validator.schema)  # a copy; numbers given as strings (Snakemake --config) converted
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = [f"{source}: config key {_key_path(e)}: {e.message}" for e in errors]
-        raise ConfigError("invalid config\n  " + "\n  ".join(lines))
+        raise ConfigError("invalid config\n  " + "\n  ".join(_error_lines(errors, source)))
     check_semantics(cfg, source)
     return cfg
 
 
-def load(path: str | Path) -> dict:
-    """Read and validate a config file."""
+def load(path: str | Path, overrides=(), prefix: str = "") -> dict:
+    """Read and validate a config file; `overrides`: KEY=VALUE strings (see `apply_overrides`) applied first."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -104,7 +124,152 @@ def load(path: str | Path) -> dict:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a config file must be a mapping of sections")
+    if overrides:
+        data = apply_overrides(data, overrides, prefix)
     return validate(data, source=str(p))
+
+
+# ------------------------------------------------------------------------------- one section: schema defaults
+# The schema is the only place a default or a validation rule of a config key is written. The library's entry
+# points complete the section they are given with `complete` (a no-op on a section that came through `validate`),
+# so a caller that passes a partial section (the CLI, a test, a notebook) gets the same defaults as the workflow.
+
+@functools.lru_cache(maxsize=None)
+def _schema() -> dict:
+    return load_schema(SCHEMA)
+
+
+def subschema(key: str) -> dict:
+    """The schema of config key `key`: a dotted path such as "dataset", "model.init" or "dataset.stages.*"
+    (`*` = any entry of a mapping). Raises ConfigError for a key the schema does not have."""
+    node = _schema()
+    for part in key.split("."):
+        parts = [node, *node.get("allOf", [])]
+        if part == "*":
+            found = next((s["additionalProperties"] for s in parts
+                          if isinstance(s.get("additionalProperties"), dict)), None)
+        else:
+            found = next((s["properties"][part] for s in parts if part in (s.get("properties") or {})), None)
+        if found is None:
+            raise ConfigError(f"config key {key}: not in the schema (workflow/schemas/)")
+        node = found
+    return node
+
+
+@functools.lru_cache(maxsize=None)
+def _section_validator(key: str):
+    return _validator_for(subschema(key))
+
+
+def complete(key: str, value: Mapping[str, Any] | None = None, source: str = "config") -> dict:
+    """`value` (the config section at `key`, e.g. "model.init"; None = empty) validated against its schema, with
+    every default filled in; a new copy. Raises ConfigError listing every problem by its full key."""
+    section = coerce(dict(value or {}), subschema(key))  # a copy
+    errors = sorted(_section_validator(key).iter_errors(section), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("invalid config\n  " + "\n  ".join(_error_lines(errors, source, key)))
+    return section
+
+
+_SCALARS = {"null": None, "~": None, "true": True, "false": False}
+
+
+def _from_string(text: str, types: list[str]):
+    """`text` as the first of the schema's scalar `types` it spells, else the text itself."""
+    low = text.strip().lower()
+    for typ in types:
+        try:
+            if typ == "null" and low in ("null", "~", "none", ""):
+                return None
+            if typ == "boolean" and low in ("true", "false"):
+                return _SCALARS[low]
+            if typ == "integer" and int(text) is not None:
+                return int(text)
+            if typ == "number":
+                return float(text) if any(c in low for c in ".en") else int(text)
+        except ValueError:
+            continue
+    return text
+
+
+def coerce(value: Any, schema: Mapping[str, Any] | None = None) -> Any:
+    """A copy of `value` in which every string that the schema types as a number, integer, boolean or null is
+    converted (e.g. "256" -> 256, "1e-4" -> 0.0001, "true" -> True). Snakemake's nested `--config` values and YAML
+    1.1's `1e-4` arrive as strings; a string that does not spell such a value is left for validation to report."""
+    schema = _schema() if schema is None else schema
+    parts = [schema, *schema.get("allOf", [])]
+    if isinstance(value, str):
+        types = next((s["type"] for s in parts if "type" in s), None)
+        types = [types] if isinstance(types, str) else list(types or [])
+        if "string" in types or not types:
+            return value
+        return _from_string(value, [t for t in ("null", "boolean", "integer", "number") if t in types])
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            sub = next((s["properties"][k] for s in parts if k in (s.get("properties") or {})), None)
+            if sub is None:
+                sub = next((s["additionalProperties"] for s in parts
+                            if isinstance(s.get("additionalProperties"), dict)), None)
+            out[k] = coerce(v, sub) if sub is not None else copy.deepcopy(v)
+        return out
+    if isinstance(value, list):
+        items = next((s["items"] for s in parts if isinstance(s.get("items"), dict)), None)
+        return [coerce(v, items) if items is not None else copy.deepcopy(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def apply_overrides(config: Mapping[str, Any], items, prefix: str = "", schema_key: str | None = None,
+                    option: str = "--set") -> dict:
+    """A copy of `config` with `KEY=VALUE` overrides applied, VALUE parsed as YAML and then with the schema's types.
+
+    `config` is a whole experiment config (KEY a dotted key from the top; `prefix`, e.g. "dataset", is added when
+    KEY does not start with a section name), or, with `schema_key`, the section at that key (KEY relative to it; a leading `prefix` is
+    dropped: `cpt train --set train.lr=...` and `--set lr=...` are the same)."""
+    import yaml
+
+    out = copy.deepcopy(dict(config))
+    pre = [p for p in prefix.split(".") if p]
+    for key, value in parse_pairs(items, option, "KEY=VALUE").items():
+        path = [p for p in key.split(".") if p]
+        if schema_key is not None:
+            path = path[len(pre):] if path[:len(pre)] == pre and len(path) > len(pre) else path
+        elif path[0] not in _schema()["properties"]:
+            path = pre + path
+        node = out
+        for i, part in enumerate(path[:-1]):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                raise ConfigError(f"{option} {key}={value}: config key {'.'.join(path[:i + 1])} is not a mapping")
+        try:
+            node[path[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{option} {key}={value}: not a YAML value ({exc})") from None
+    return coerce(out, subschema(schema_key) if schema_key else None)
+
+
+def parse_pairs(items, option: str, expected: str = "KEY=VALUE") -> dict[str, str]:
+    """Repeated `OPTION KEY=VALUE` values -> {KEY: VALUE} (strings; a later KEY wins). A value without '=' or with
+    an empty KEY is a ConfigError naming the option and the expected form."""
+    out = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {item!r}: expected {expected}")
+        out[key.strip()] = value
+    return out
+
+
+def default(key: str) -> Any:
+    """The schema's default of one config key (e.g. "dataset.max_length"); for an object, its completed defaults."""
+    sub = subschema(key)
+    if sub.get("type") == "object" or "properties" in sub:
+        return complete(key, copy.deepcopy(sub.get("default", {})))
+    if "default" not in sub:
+        raise ConfigError(f"config key {key}: the schema gives it no default")
+    return copy.deepcopy(sub["default"])
 
 
 # ---------------------------------------------------------------------------------------------- the stage chain
@@ -133,6 +298,7 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
         for name in ds:
             if name not in stages:
                 problems.append(f"dataset.stages.{name}: no training stage of that name (train.stages)")
+    problems += _replay_problems(config, stages)
     from_stage = config.get("model", {}).get("init", {}).get("from_stage")
     if from_stage is not None and from_stage not in stages:
         problems.append(f"model.init.from_stage: {from_stage!r} is not a training stage")
@@ -141,6 +307,18 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
             problems.append(f"model.init.from_stage: stage {from_stage!r} already uses the extended tokenizer")
     if problems:
         raise ConfigError("invalid config\n  " + "\n  ".join(f"{source}: config key {p}" for p in problems))
+
+
+def _replay_problems(config: Mapping[str, Any], stages: list[str]) -> list[str]:
+    """dataset.stages.<s>.replay.from must name earlier training stages."""
+    problems = []
+    for name, entry in (config.get("dataset", {}).get("stages") or {}).items():
+        earlier = stages[:stages.index(name)] if name in stages else []
+        for src in replay_from(entry):
+            if src not in earlier:
+                problems.append(f"dataset.stages.{name}.replay.from: {src!r} is not an earlier training stage "
+                                f"(stages in order: {', '.join(stages)})")
+    return problems
 
 
 def check_local_paths(config: Mapping[str, Any], source: str = "config") -> None:
@@ -180,11 +358,22 @@ def stage_section(config: Mapping[str, Any], stage: str) -> dict:
     return merged
 
 
-def dataset_section(config: Mapping[str, Any], stage: str) -> dict:
-    """The dataset settings of one stage: the global dataset keys plus `stage` = dataset.stages.<stage>."""
+def dataset_stage(config: Mapping[str, Any], stage: str) -> dict:
+    """dataset.stages.<stage> with the schema's defaults (an entry written as null included)."""
+    return complete("dataset.stages.*", config["dataset"]["stages"].get(stage))
+
+
+def replay_from(stage_entry: Mapping[str, Any] | None) -> list[str]:
+    """The stages a dataset stage replays from (`replay.from`: one name or a list), in order."""
+    frm = ((stage_entry or {}).get("replay") or {}).get("from") or []
+    return [frm] if isinstance(frm, str) else list(frm)
+
+
+def dataset_config(config: Mapping[str, Any], stage: str) -> dict:
+    """What the dataset step of one stage is given: the `dataset:` section with only that stage in `stages`
+    (so a change to another stage's data does not rerun this one)."""
     ds = {k: copy.deepcopy(v) for k, v in config["dataset"].items() if k != "stages"}
-    ds["stage"] = copy.deepcopy(config["dataset"]["stages"][stage])
-    ds["name"] = stage
+    ds["stages"] = {stage: copy.deepcopy(config["dataset"]["stages"][stage])}
     return ds
 
 

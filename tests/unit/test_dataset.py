@@ -182,8 +182,8 @@ def test_stage_config_caps_weights_and_replay(tokdir, corpus, tmp_path):
 @pytest.mark.parametrize("stage, key", [
     ({"categories": {"nope": {}}}, "dataset.stages.s.categories"),
     ({"categories": {"zh_news": {"weight": 1}, "en_book": {}}}, "weight to every category"),
-    ({"categories": {"zh_news": {"cap": 1}}}, "unknown keys"),
-    ({"replay": {"from": ["s"], "share": 0.2}}, "cannot replay itself"),
+    ({"categories": {"zh_news": {"cap": 1}}}, "categories.zh_news.cap: Additional properties"),
+    ({"replay": {"from": ["s"], "share": 0.2}}, "replay cycle s -> s"),
     ({"replay": {"from": ["zz"], "share": 0.2}}, "replay.from"),
     ({"replay": {"from": ["s"], "share": 1.0}}, "share"),
     ({"kind": "dpo"}, "kind"),
@@ -291,15 +291,18 @@ def test_tokenizer_json_dir_gives_the_same_bytes(built, tokdir, corpus, tmp_path
 
 
 def test_replay_reads_what_the_earlier_stage_selected(tokdir, corpus, tmp_path):
-    from cpt.dataset.build import run_rule
+    from cpt.config import dataset_config
     from cpt.dataset.selection import read_selection
 
-    base = {"max_length": 128, "num_bins": 2, "seed": 3, "name": "base",
-            "stage": {"categories": {"en_book": {"max_tokens": 8000}, "zh_misc": {}}}}
-    mb = run_rule(base, [corpus[0]], tokdir, tmp_path / "base")
-    inj = {"max_length": 128, "num_bins": 2, "seed": 3, "name": "inj",
-           "stage": {"categories": ["zh_news"], "replay": {"from": ["base"], "share": 0.2}}}
-    mi = run_rule(inj, [corpus[0]], tokdir, tmp_path / "inj", replay_dirs={"base": tmp_path / "base"})
+    # the workflow's shape: the dataset section with only the built stage in `stages` (cpt.config.dataset_config)
+    full = {"dataset": {"max_length": 128, "num_bins": 2, "seed": 3, "stages": {
+        "base": {"categories": {"en_book": {"max_tokens": 8000}, "zh_misc": {}}},
+        "inj": {"categories": ["zh_news"], "replay": {"from": ["base"], "share": 0.2}}}}}
+    base, inj = dataset_config(full, "base"), dataset_config(full, "inj")
+    assert list(inj["stages"]) == ["inj"]
+    mb = prepare_stage([corpus[0]], tokdir, tmp_path / "base", base, "base", progress=False)
+    mi = prepare_stage([corpus[0]], tokdir, tmp_path / "inj", inj, "inj", progress=False,
+                       prior={"base": tmp_path / "base"})
     tokenize_corpus([corpus[0]], tokdir, tmp_path / "cache", progress=False)
     c = Corpus(tmp_path / "cache")
     base_rows = read_selection(tmp_path / "base", c, "base")
@@ -312,4 +315,7 @@ def test_replay_reads_what_the_earlier_stage_selected(tokdir, corpus, tmp_path):
     assert mb["selection"]["categories"]["en_book"]["tokens_selected"] <= 8000
     (tmp_path / "base" / "selection.arrow").unlink()
     with pytest.raises(Exception, match="selection.arrow"):
-        run_rule(inj, [corpus[0]], tokdir, tmp_path / "inj2", replay_dirs={"base": tmp_path / "base"})
+        prepare_stage([corpus[0]], tokdir, tmp_path / "inj2", inj, "inj", progress=False,
+                      prior={"base": tmp_path / "base"})
+    with pytest.raises(ConfigError, match="replay.from: 'base' is neither a stage"):
+        prepare_stage([corpus[0]], tokdir, tmp_path / "inj3", inj, "inj", progress=False)

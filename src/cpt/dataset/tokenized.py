@@ -11,12 +11,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from cpt.errors import ConfigError, DatasetError, RecordError
+from cpt.errors import DatasetError, RecordError
 from cpt.packing import add_bad_records_hint, on_error_of, tokenize_pretrain_lines
 from cpt.records import RecordStats, empty_file_error
 from cpt.shards import TokenizedDocs, TokenizedWriter, open_tokenized
@@ -124,14 +124,17 @@ def _process_block(block, state=None):
 
 
 def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.PathLike,
-                    out_dir: str | os.PathLike, kind: str = "pretrain", num_workers: int = 0,
-                    block_lines: int = 2000, bad_records: str = "error", template: str = "llama2",
-                    max_length: int = 4096, progress: bool = True) -> dict:
-    """Pass 1. Writes out_dir/cat-NNNNN.arrow per category + tokenized.json; returns that info."""
+                    out_dir: str | os.PathLike, dataset_cfg: Mapping | None = None, stage: str | None = None,
+                    progress: bool = True) -> dict:
+    """Pass 1 with the settings of `stage` of `dataset_cfg` (no stage: a pretraining stage with the dataset-wide
+    settings). Writes out_dir/cat-NNNNN.arrow per category + tokenized.json; returns that info."""
+    from cpt.dataset.settings import settings_of, stage_settings
     from cpt.provenance import describe_input
 
-    if kind not in ("pretrain", "sft"):
-        raise ConfigError(f"dataset.stages.*.kind: {kind!r} is not pretrain or sft")
+    cfg = settings_of(dataset_cfg)
+    st = stage_settings(cfg, stage) if stage else stage_settings({**cfg, "stages": {"corpus": {}}}, "corpus")
+    kind, template, max_length = st["kind"], st["template"], st["max_length"]
+    num_workers, block_lines, bad_records = cfg["num_workers"], cfg["block_lines"], cfg["bad_records"]
     on_error = on_error_of(bad_records)
     files = jsonl_inputs(inputs)
     out = Path(out_dir)
