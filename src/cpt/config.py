@@ -250,15 +250,19 @@ def apply_overrides(config: Mapping[str, Any], items, prefix: str = "", schema_k
     return coerce(out, subschema(schema_key) if schema_key else None)
 
 
-def parse_pairs(items, option: str, expected: str = "KEY=VALUE") -> dict[str, str]:
-    """Repeated `OPTION KEY=VALUE` values -> {KEY: VALUE} (strings; a later KEY wins). A value without '=' or with
-    an empty KEY is a ConfigError naming the option and the expected form."""
-    out = {}
+def parse_pairs(items, option: str, expected: str = "KEY=VALUE", multi: bool = False) -> dict:
+    """Repeated `OPTION KEY=VALUE` values -> {KEY: VALUE} (strings; a later KEY wins), or with `multi`
+    {KEY: [VALUE, ...]} in order. A value without '=', or with an empty KEY or VALUE, is a ConfigError naming the
+    option and the expected form."""
+    out: dict = {}
     for item in items or ():
         key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
+        if not sep or not key.strip() or (multi and not value):
             raise ConfigError(f"{option} {item!r}: expected {expected}")
-        out[key.strip()] = value
+        if multi:
+            out.setdefault(key.strip(), []).append(value)
+        else:
+            out[key.strip()] = value
     return out
 
 

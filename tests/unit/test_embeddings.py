@@ -18,7 +18,7 @@ from cpt.model.init import init_embeddings, run_init
 from cpt.model.layout import EMBED_NAME, HEAD_NAME
 from cpt.model.rows import old_token_ids
 from cpt.model.safetensors_io import write_safetensors_subset
-from cpt.errors import ModelError
+from cpt.errors import ConfigError, ModelError
 from cpt.model.base import create_tiny_llama
 from cpt.model.layout import read_layout
 
@@ -273,7 +273,7 @@ def test_wrong_pairings_are_one_model_error(toks, models, tmp_path):
     other = fx.train_tiny_tokenizer(tmp_path / "other", fx.real_text(4000, 4000)[0], vocab_size=1700)
     with pytest.raises(ModelError, match="not an extension"):
         init_embeddings(models / "fp32", base, other, tmp_path / "o")
-    with pytest.raises(ModelError, match="model.init.method"):
+    with pytest.raises(ConfigError, match="config key model.init.method: 'random' is not one of"):
         init_embeddings(models / "fp32", base, ext, tmp_path / "o", method="random")
     assert not (tmp_path / "o").exists()
 

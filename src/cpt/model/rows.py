@@ -132,7 +132,5 @@ def extend_matrix(W_old, n_total: int, n_tok: int, method: str, *, id_lists=None
 def padded_size(n: int, multiple: int | None) -> int:
     if not multiple:
         return n
-    if int(multiple) < 1:
-        raise ModelError(f"model.init.pad_to_multiple_of: {multiple} must be a positive integer or null")
     return -(-n // int(multiple)) * int(multiple)
 
