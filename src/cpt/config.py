@@ -362,6 +362,11 @@ def stage_section(config: Mapping[str, Any], stage: str) -> dict:
     return merged
 
 
+def category_languages(config: Mapping[str, Any]) -> dict[str, str]:
+    """category -> "zh" | "en": corpus.categories.<name>.lang (what every step that needs a language reads)."""
+    return {name: c["lang"] for name, c in config["corpus"]["categories"].items()}
+
+
 def dataset_stage(config: Mapping[str, Any], stage: str) -> dict:
     """dataset.stages.<stage> with the schema's defaults (an entry written as null included)."""
     return complete("dataset.stages.*", config["dataset"]["stages"].get(stage))
