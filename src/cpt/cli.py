@@ -88,7 +88,7 @@ def resolve_config(config_file, overrides, section: str) -> dict | None:
     return load(config_file, overrides, prefix=section) if config_file else None
 
 
-def print_config(settings) -> None:
+def show_config(settings) -> None:
     """--print-config: the resolved settings as YAML on stdout, then exit 0."""
     import yaml
 

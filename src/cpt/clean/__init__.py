@@ -13,8 +13,7 @@ import click
 
 from cpt.clean.pipeline import REASON_ORDER, finalize, prepare, run_clean
 from cpt.clean.settings import resolve_section
-from cpt.cli import config_options, resolve_config
-from cpt.cli import print_config as cli_print_config
+from cpt.cli import config_options, resolve_config, show_config
 from cpt.config import category_languages, parse_pairs
 from cpt.errors import ConfigError
 
@@ -46,7 +45,7 @@ def cli_clean(inputs, in_dir, out_dir, config_file, overrides, print_config, lan
     config = resolve_config(config_file, overrides, "clean") or apply_overrides({}, overrides, "clean")
     section = resolve_section(config.get("clean"))
     if print_config:
-        cli_print_config(section)
+        show_config(section)
     languages = {**(category_languages(config) if config_file else {}),
                  **parse_pairs(langs, "--language", "CATEGORY=zh|en")}
     paths = parse_pairs(inputs, "--input", "CATEGORY=PATH")

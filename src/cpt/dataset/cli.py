@@ -7,8 +7,7 @@ import json
 
 import click
 
-from cpt.cli import config_options, require, resolve_config
-from cpt.cli import print_config as cli_print_config
+from cpt.cli import config_options, require, resolve_config, show_config
 from cpt.config import parse_pairs
 from cpt.dataset.build import prepare_stage
 from cpt.dataset.settings import settings_of, stage_settings
@@ -76,7 +75,7 @@ def _run_cli(kind: str, data_input_dirs, tokenizer_dir, data_output_dirs, max_le
             cfg[k] = v
     if print_config:
         # the dataset-wide settings and the stage's effective ones (stage keys win)
-        cli_print_config({"dataset": {k: v for k, v in settings_of(cfg).items() if k != "stages"},
+        show_config({"dataset": {k: v for k, v in settings_of(cfg).items() if k != "stages"},
                           "stage": stage_settings(cfg, stage_name)})
     require(**{"--data_input_dirs": data_input_dirs, "--tokenizer_dir": tokenizer_dir,
                "--data_output_dirs": data_output_dirs})
