@@ -43,3 +43,47 @@ def test_gpu_only_plugins_refused_on_cpu_with_reason(plugin):
 def test_fp16_refused_on_cpu():
     with pytest.raises(TrainError, match="fp16"):
         check_device(from_mapping({"plugin": "ddp", "precision": "fp16"}), "cpu")
+
+
+def test_one_traits_object_per_plugin_and_no_name_branches_in_the_loop():
+    from pathlib import Path
+
+    import cpt.train.loop as loop
+    from cpt.train.config import PLUGINS
+    from cpt.train.plugins import TRAITS, traits
+
+    assert sorted(TRAITS) == sorted(PLUGINS)
+    for name in PLUGINS:
+        t = traits(from_mapping({"plugin": name, "precision": "bf16"}))
+        assert t.name == name and isinstance(t.resume.exact, bool)
+    source = Path(loop.__file__).read_text()
+    assert "cfg.plugin ==" not in source and "cfg.plugin in" not in source and "cfg.plugin !=" not in source
+
+
+def test_traits_say_what_differs():
+    import torch
+
+    from cpt.train.plugins import traits
+
+    ddp = traits(from_mapping({"plugin": "ddp", "precision": "bf16"}))
+    assert not ddp.owns_precision and ddp.param_dtype == torch.float32 and not ddp.clips_in_plugin
+    assert ddp.accumulate_without_sync and ddp.replicated_params and not ddp.pipeline
+    with ddp.autocast("cpu"):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
+    assert traits(from_mapping({"plugin": "ddp", "precision": "fp16"})).booster_mixed_precision("cuda") == "fp16"
+    z = traits(from_mapping({"plugin": "zero2", "precision": "bf16"}))
+    assert z.owns_precision and z.param_dtype == torch.bfloat16 and z.clips_in_plugin and z.replicated_params
+    hy = traits(from_mapping({"plugin": "3d", "pp": 2, "precision": "bf16"}))
+    assert hy.pipeline and hy.distributed_loss and not hy.replicated_params
+    assert not traits(from_mapping({"plugin": "3d", "tp": 2})).pipeline
+    assert not traits(from_mapping({"plugin": "gemini"})).replicated_params
+
+
+@pytest.mark.parametrize("name", ["ddp", "zero2", "gemini", "3d"])
+def test_lora_trait_matches_colossalai(name):
+    import colossalai.booster.plugin as plugins
+
+    from cpt.train.plugins import TRAITS
+
+    t = TRAITS[name]
+    assert getattr(plugins, t.colossal_class).support_lora(object()) is t.lora

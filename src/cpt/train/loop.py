@@ -28,7 +28,7 @@ from cpt.train.config import TrainConfig
 from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
 from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_token, peak_flops_per_device
 from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
-from cpt.train.plugins import booster_mixed_precision, build_plugin
+from cpt.train.plugins import PluginTraits, traits
 
 EXIT_PREEMPTED = 75
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -37,7 +37,6 @@ RESUME_MUTABLE_KEYS = {"trace_samples", "max_steps", "save_interval", "keep_last
                        "dist_timeout_s", "init", "init_checkpoint"}
 # fault injection for tests of crash recovery: SIGKILL this process (rank 0) right after this optimizer step
 FAULT_ENV = "CPT_TRAIN_FAULT_SIGKILL_AFTER_STEP"
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass
@@ -138,9 +137,9 @@ def params_digest(model) -> str:
     return h.hexdigest()
 
 
-def check_ranks_agree(model, cfg: TrainConfig) -> str | None:
+def check_ranks_agree(model, plugin_traits: PluginTraits) -> str | None:
     """Every data-parallel replica must hold identical weights; raises TrainError otherwise."""
-    if cfg.plugin in ("3d", "gemini", "gemini_auto"):  # parameters are sharded, not replicated
+    if not plugin_traits.replicated_params:  # parameters are sharded, not replicated
         return None
     digest = params_digest(model)
     digests = [None] * dist.get_world_size()
@@ -181,6 +180,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dev = device_type()
+    pt = traits(cfg)  # everything that differs between plugins
     init_distributed(cfg.seed)
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(cfg.seed + rank)  # per-rank stream for NEFTune noise / dropout; restored on resume
@@ -206,9 +206,9 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     vocab = model.get_input_embeddings().num_embeddings
 
     # ---- plugin, data ---------------------------------------------------------------------------------------
-    plugin = build_plugin(cfg, dev, vocab_size=vocab)
-    dp_size = getattr(plugin, "dp_size", world) if cfg.plugin == "3d" else world
-    dp_rank = dist.get_rank(plugin.dp_group) if cfg.plugin == "3d" else rank
+    plugin = pt.build(dev, vocab_size=vocab)
+    layout = pt.layout(plugin, world, rank)
+    dp_size, dp_rank = layout.dp_size, layout.dp_rank
     if benchmark:
         n = benchmark["steps"] * cfg.micro_batch_size * cfg.accumulation_steps * dp_size
         data = RandomTokenDataset(n, benchmark["seq_len"], vocab, seed=cfg.seed)
@@ -222,8 +222,8 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    train_dtype = DTYPES[cfg.precision]
-    param_dtype = torch.float32 if cfg.plugin == "ddp" else train_dtype
+    train_dtype = pt.train_dtype
+    param_dtype = pt.param_dtype
     collate = Collator(pad_token_id=hf_config.pad_token_id or 0, use_doc_lengths=cfg.use_doc_lengths,
                        cross_document_attention=cfg.cross_document_attention, attention_impl=attn,
                        dtype=param_dtype)
@@ -231,12 +231,11 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     # ---- optimiser, booster ---------------------------------------------------------------------------------
     optimizer = build_optimizer(model, cfg, dev)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
-    booster = Booster(plugin=plugin, mixed_precision=booster_mixed_precision(cfg, dev))
+    booster = Booster(plugin=plugin, mixed_precision=pt.booster_mixed_precision(dev))
     model, optimizer, _, _, scheduler = booster.boost(model, optimizer, lr_scheduler=scheduler)
-    autocast = (torch.autocast(device_type=dev, dtype=torch.bfloat16)
-                if cfg.plugin == "ddp" and cfg.precision == "bf16" else contextlib.nullcontext())
-    use_no_sync = plugin.support_no_sync() and cfg.plugin == "ddp"
-    pipeline = cfg.plugin == "3d" and cfg.pp > 1
+    autocast = pt.autocast(dev)
+    use_no_sync = pt.accumulate_without_sync and plugin.support_no_sync()
+    pipeline = pt.pipeline
 
     # ---- resume / stage start -------------------------------------------------------------------------------
     step, tokens_seen = 0, 0
@@ -247,7 +246,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         if bad:
             raise TrainError(f"{latest}: checkpoint was written with different train.{bad}; an exact resume needs "
                              f"the same settings (or use a fresh --output)")
-        if saved.get("world_size") != world:
+        if saved.get("world_size") != world and not pt.resume.reshard:
             raise TrainError(f"{latest}: written by {saved.get('world_size')} processes, this run has {world}; "
                              f"resume with the same number of processes")
         state = ckpt.load_checkpoint(booster, model, optimizer, scheduler, latest)
@@ -306,8 +305,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             # one collective per step: token counts + "a rank was asked to stop"
             g_label, g_real, g_stop = _all_reduce([label_tokens, real_tokens, float(preempt.raised)],
                                                   dev if dev == "cpu" else torch.cuda.current_device())
-            replicas = world // dp_size  # tp/pp/sp ranks hold the same data
-            g_label, g_real = g_label / replicas, g_real / replicas
+            g_label, g_real = g_label / layout.data_replicas, g_real / layout.data_replicas
             if g_stop > 0:
                 sampler.rewind_group()
                 exit_code = EXIT_PREEMPTED
@@ -333,7 +331,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 sync = (booster.no_sync(model, optimizer) if use_no_sync and i < len(batches) - 1 else contextlib.nullcontext())
                 with sync:
                     with autocast:
-                        if cfg.plugin == "3d":  # vocab-parallel logits: use the model's distributed loss
+                        if pt.distributed_loss:  # e.g. vocab-parallel logits: the model's distributed loss
                             out = model(**inputs, labels=labels.to(inputs["input_ids"].device))
                             n_lab = (labels[:, 1:] != IGNORE_INDEX).sum()
                             loss_sum = out.loss.float() * n_lab
@@ -343,17 +341,13 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                     loss = loss_sum * (dp_size / denom)
                     booster.backward(loss, optimizer)
                 loss_sum_local += loss_sum.detach().double().cpu()
-            if cfg.plugin == "ddp":
-                grad_norm = optimizer.clip_grad_by_norm(cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            optimizer.step()
-            if cfg.plugin != "ddp":
-                grad_norm = optimizer.get_grad_norm() if hasattr(optimizer, "get_grad_norm") else None
+            grad_norm = pt.clip_and_step(optimizer)
             scheduler.step()
             optimizer.zero_grad()
             step += 1
             tokens_seen += int(g_real)
             (g_loss_sum,) = _all_reduce([float(loss_sum_local)], dev if dev == "cpu" else torch.cuda.current_device())
-            loss_value = g_loss_sum / replicas / denom
+            loss_value = g_loss_sum / layout.loss_replicas / denom
             if not math.isfinite(loss_value) and cfg.precision != "fp16":
                 raise TrainError(f"step {step}: loss is {loss_value} (diverged); lower train.lr or check the data")
             dt = time.perf_counter() - t0
@@ -392,7 +386,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                       f"command to resume", file=sys.stderr, flush=True)
             return RunResult(EXIT_PREEMPTED, step, tokens_seen, None, history)
         final = None
-        digest = check_ranks_agree(model, cfg)
+        digest = check_ranks_agree(model, pt)
         if not benchmark:
             final = ckpt.export_final(booster, model, model.unwrap().config if hasattr(model, "unwrap")
                                       else hf_config, model_dir, output / "final", train_dtype)
