@@ -202,7 +202,7 @@ def test_bad_record_stops_with_file_and_line(tokdir, tmp_path):
     with pytest.raises(RecordError, match="c.jsonl:2"):
         prepare_stage([p.parent], tokdir, tmp_path / "o", _cfg(), "s", progress=False)
     cfg = _cfg()
-    cfg["bad_records"] = "skip"
+    cfg["on_bad_record"] = "skip"
     m = prepare_stage([p.parent], tokdir, tmp_path / "o", cfg, "s", progress=False)
     assert m["documents"]["records_skipped_at_tokenization"] == {"ill_typed": 1}   # cpt.records' reason
     assert m["record_validation"]["lines"] == 2 and m["record_validation"]["records"] == 1
@@ -213,7 +213,7 @@ def test_bad_record_stops_with_file_and_line(tokdir, tmp_path):
 
 def test_bad_records_across_blocks_and_files_counted_by_reason(tokdir, tmp_path):
     """Blocks of 2 lines: line numbers stay file lines; an empty file is cpt.records' empty_file; blank lines are
-    counted, not skipped; a cache tokenized with skip is not reused for bad_records: error."""
+    counted, not skipped; a cache tokenized with skip is not reused for on_bad_record: raise."""
     d = tmp_path / "in"
     d.mkdir()
     good = json.dumps({"source": "", "target": "ok", "category": "c"})
@@ -221,7 +221,7 @@ def test_bad_records_across_blocks_and_files_counted_by_reason(tokdir, tmp_path)
                                           "[1]", good]) + "\n")
     (d / "b.jsonl").write_text("\n")
     cfg = _cfg()
-    cfg.update(bad_records="skip", block_lines=2)
+    cfg.update(on_bad_record="skip", block_lines=2)
     cache = tmp_path / "cache"
     m = prepare_stage([d], tokdir, tmp_path / "o", cfg, "s", cache_dir=cache, progress=False)
     v = m["record_validation"]
@@ -231,13 +231,13 @@ def test_bad_records_across_blocks_and_files_counted_by_reason(tokdir, tmp_path)
     assert any("a.jsonl:5: empty_target" in x for x in v["examples"])
     assert any("a.jsonl:6: not_object" in x for x in v["examples"])
     assert m["documents"]["in_corpus"] == 4
-    cfg["bad_records"] = "error"
+    cfg["on_bad_record"] = "raise"
     with pytest.raises(RecordError, match="a.jsonl:5: empty_target"):
         prepare_stage([d], tokdir, tmp_path / "o2", cfg, "s", cache_dir=cache, progress=False)
     with pytest.raises(RecordError, match="a.jsonl:5: empty_target") as e:   # from a worker process, same error
         prepare_stage([d], tokdir, tmp_path / "o2", {**cfg, "num_workers": 2}, "s", progress=False)
     assert e.value.reason == "empty_target" and e.value.line == 5
-    assert any("dataset.bad_records: skip" in n for n in e.value.__notes__)
+    assert any("dataset.on_bad_record: skip" in n for n in e.value.__notes__)
     (d / "a.jsonl").write_text(good + "\n")
     with pytest.raises(RecordError, match="b.jsonl: empty_file"):
         prepare_stage([d], tokdir, tmp_path / "o3", cfg, "s", cache_dir=cache, progress=False)

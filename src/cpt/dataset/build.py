@@ -144,7 +144,7 @@ def _cache_valid(cache: Path, inputs, tokenizer_dir, st: dict, cfg: dict) -> boo
             and all(describe_input(f) == {k: v for k, v in g.items() if k != "path"}
                     for f, g in zip(files, info["files"]))
             and info["tokenizer_digest"] == describe_input(tokenizer_dir)
-            # a cache that skipped bad records must not stand in for bad_records: error (and older caches
+            # a cache that skipped bad records must not stand in for on_bad_record: raise (and older caches
             # without cpt.records' counts are rebuilt)
-            and info.get("bad_records") == cfg["bad_records"] and "validation" in info["records"])
+            and info.get("on_bad_record") == cfg["on_bad_record"] and "validation" in info["records"])
 

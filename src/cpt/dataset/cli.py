@@ -12,7 +12,7 @@ from cpt.config import parse_pairs
 from cpt.dataset.build import prepare_stage
 from cpt.dataset.settings import settings_of, stage_settings
 from cpt.errors import ConfigError
-from cpt.packing import BAD_RECORD_MODES, OVERLONG_MODES
+from cpt.packing import OVERLONG_MODES
 
 
 def _common_options(f):
@@ -29,8 +29,8 @@ def _common_options(f):
         click.option("--seed", type=int, default=None, help="Seed of every random choice (dataset.seed)."),
         click.option("--num_workers", type=int, default=None,
                      help="Tokenizer processes (dataset.num_workers; 0: the tokenizer's own threads)."),
-        click.option("--bad_records", type=click.Choice(BAD_RECORD_MODES), default=None,
-                     help="dataset.bad_records."),
+        click.option("--on_bad_record", type=click.Choice(["raise", "skip"]), default=None,
+                     help="dataset.on_bad_record: stop at a malformed line, or count and skip it."),
         config_options("dataset", "num_bins=4", config_help="An experiment config whose `dataset:` section "
                        "defines the stage (categories, caps, replay); validated, with the schema's defaults."),
         click.option("--stage", default=None, help="Stage name in --config (default: a single all-category stage)."),
@@ -47,7 +47,7 @@ def _common_options(f):
 
 
 def _run_cli(kind: str, data_input_dirs, tokenizer_dir, data_output_dirs, max_length, num_spliced_dataset_bins,
-             seed, num_workers, bad_records, config_file, overrides, print_config, stage, cache_dir, no_progress,
+             seed, num_workers, on_bad_record, config_file, overrides, print_config, stage, cache_dir, no_progress,
              extra: dict, replay_dirs=()):
     from cpt.config import apply_overrides
 
@@ -70,7 +70,7 @@ def _run_cli(kind: str, data_input_dirs, tokenizer_dir, data_output_dirs, max_le
             st[k] = v
     stages[stage_name] = st
     cfg["stages"] = stages
-    for k, v in (("num_workers", num_workers), ("bad_records", bad_records)):
+    for k, v in (("num_workers", num_workers), ("on_bad_record", on_bad_record)):
         if v is not None:
             cfg[k] = v
     if print_config:

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cpt.errors import DatasetError, RecordError
-from cpt.packing import add_bad_records_hint, on_error_of, tokenize_pretrain_lines
+from cpt.packing import add_bad_records_hint, tokenize_pretrain_lines
 from cpt.records import RecordStats, empty_file_error
 from cpt.shards import TokenizedDocs, TokenizedWriter, open_tokenized
 
@@ -109,7 +109,7 @@ def _process_block(block, state=None):
     fi, path, first, lines = block
     if s["kind"] == "pretrain":
         b = tokenize_pretrain_lines(state["backend"], state["bos"], state["eos"], lines, path, first,
-                                    s["bad_records"])
+                                    s["on_bad_record"])
         return fi, b.categories, b.ids, b.offsets, b.n_masked, None, b.lines, {}, b.records
     from cpt.packing import _flatten
     from cpt.sft import tokenize_sft_lines
@@ -117,7 +117,7 @@ def _process_block(block, state=None):
     default_cat = Path(path).stem
     records = RecordStats()
     cats, ids, labels, line_nos, stats = tokenize_sft_lines(state["sft"], lines, path, first, default_cat,
-                                                            s["bad_records"], records)
+                                                            s["on_bad_record"], records)
     flat, offsets = _flatten(ids)
     lab, _ = _flatten(labels)
     return fi, cats, flat, offsets, None, lab, np.asarray(line_nos, dtype=np.int64), stats, records
@@ -134,8 +134,7 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
     cfg = settings_of(dataset_cfg)
     st = stage_settings(cfg, stage) if stage else stage_settings({**cfg, "stages": {"corpus": {}}}, "corpus")
     kind, template, max_length = st["kind"], st["template"], st["max_length"]
-    num_workers, block_lines, bad_records = cfg["num_workers"], cfg["block_lines"], cfg["bad_records"]
-    on_error = on_error_of(bad_records)
+    num_workers, block_lines, on_error = cfg["num_workers"], cfg["block_lines"], cfg["on_bad_record"]
     files = jsonl_inputs(inputs)
     out = Path(out_dir)
     if out.exists():
@@ -153,7 +152,7 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
             "bos_token": tok.backend.id_to_token(tok.bos_token_id),
             "eos_token": tok.backend.id_to_token(tok.eos_token_id),
             "unk_token": tok.unk_token}))
-    settings = {"tokenizer_dir": str(fast_dir or tok_dir), "kind": kind, "bad_records": bad_records,
+    settings = {"tokenizer_dir": str(fast_dir or tok_dir), "kind": kind, "on_bad_record": on_error,
                 "template": template, "max_length": int(max_length)}
     writers: dict[str, TokenizedWriter] = {}
     counts: dict[str, int] = {}
@@ -213,7 +212,7 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
         "bos_id": tok.bos_token_id,
         "eos_id": tok.eos_token_id,
         "template": template if kind == "sft" else None,
-        "bad_records": bad_records,
+        "on_bad_record": on_error,
         "files": [{"path": str(f), **describe_input(f)} for f in files],
         "categories": {cat: {"file": w.path.name, "documents": w.rows, "tokens": w.tokens}
                        for cat, w in sorted(writers.items())},

@@ -16,7 +16,7 @@ METHODS = ("subword_mean", "mean", "multivariate")
 ROW_CHUNK = 4096
 
 
-def old_token_ids(old_tokenizer_dir: str | os.PathLike, pieces: Sequence[str], dummy_prefix: bool = True
+def old_token_ids(old_tokenizer_dir: str | os.PathLike, pieces: Sequence[str], dummy_prefix: bool
                   ) -> list[list[int]]:
     """Ids of each piece's text under the OLD tokenizer (no bos/eos), all pieces in one batch call."""
     import sentencepiece as spm
