@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from cpt.errors import TrainError
+from cpt.errors import PREEMPTED_EXIT_CODE, TrainError
 from cpt.train import checkpoint as ckpt
 from cpt.train.config import TrainConfig
 from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
@@ -30,7 +30,6 @@ from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_t
 from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
 from cpt.train.plugins import PluginTraits, traits
 
-EXIT_PREEMPTED = 75
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # keys that may change between a checkpoint and its resume without breaking exactness
 RESUME_MUTABLE_KEYS = {"trace_samples", "max_steps", "save_interval", "keep_last", "log_interval", "tensorboard", "peak_tflops",
@@ -308,7 +307,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             g_label, g_real = g_label / layout.data_replicas, g_real / layout.data_replicas
             if g_stop > 0:
                 sampler.rewind_group()
-                exit_code = EXIT_PREEMPTED
+                exit_code = PREEMPTED_EXIT_CODE
                 break
             for micro_step, rows in traced:
                 trace.log(step + 1, epoch, micro_step, rows)
@@ -368,7 +367,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 last_saved = step
             if fault_step and step == fault_step and rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
-        if exit_code == EXIT_PREEMPTED:
+        if exit_code == PREEMPTED_EXIT_CODE:
             if step != last_saved:
                 ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(True),
                                      cfg.keep_last)
@@ -384,7 +383,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             if rank == 0:
                 print(f"preempted by signal {preempt.signum}: checkpoint at step {step} saved; rerun the same "
                       f"command to resume", file=sys.stderr, flush=True)
-            return RunResult(EXIT_PREEMPTED, step, tokens_seen, None, history)
+            return RunResult(PREEMPTED_EXIT_CODE, step, tokens_seen, None, history)
         final = None
         digest = check_ranks_agree(model, pt)
         if not benchmark:
