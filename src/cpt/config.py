@@ -303,6 +303,7 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
             if name not in stages:
                 problems.append(f"dataset.stages.{name}: no training stage of that name (train.stages)")
     problems += _replay_problems(config, stages)
+    problems += _format_problems(config)
     from_stage = config.get("model", {}).get("init", {}).get("from_stage")
     if from_stage is not None and from_stage not in stages:
         problems.append(f"model.init.from_stage: {from_stage!r} is not a training stage")
@@ -323,6 +324,17 @@ def _replay_problems(config: Mapping[str, Any], stages: list[str]) -> list[str]:
                 problems.append(f"dataset.stages.{name}.replay.from: {src!r} is not an earlier training stage "
                                 f"(stages in order: {', '.join(stages)})")
     return problems
+
+
+def _format_problems(config: Mapping[str, Any]) -> list[str]:
+    """evaluate.benchmarks.<name>.format must be a registered format (cpt.evaluate.formats: one module each)."""
+    benchmarks = (config.get("evaluate") or {}).get("benchmarks") or {}
+    if not benchmarks:
+        return []
+    from cpt.evaluate.formats import FORMATS
+
+    return [f"evaluate.benchmarks.{name}.format: {spec['format']!r} is not one of {', '.join(FORMATS)}"
+            for name, spec in benchmarks.items() if spec["format"] not in FORMATS]
 
 
 def check_local_paths(config: Mapping[str, Any], source: str = "config") -> None:

@@ -187,3 +187,9 @@ def test_replay_from_and_dataset_config(demo):
     demo["dataset"]["stages"]["base"]["replay"] = {"from": ["injection"], "share": 0.1}
     with pytest.raises(ConfigError, match=r"dataset\.stages\.base\.replay\.from: 'injection' is not an earlier"):
         cc.validate(demo)
+
+
+def test_benchmark_format_must_be_registered(demo):
+    demo["evaluate"]["benchmarks"]["mmlu"]["format"] = "mmlu_v2"
+    with pytest.raises(ConfigError, match=r"evaluate\.benchmarks\.mmlu\.format: 'mmlu_v2' is not one of agieval"):
+        cc.validate(demo)
