@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from cpt.errors import PREEMPTED_EXIT_CODE, TrainError
 from cpt.train import checkpoint as ckpt
-from cpt.train.config import TrainConfig
+from cpt.train.config import TrainConfig, with_dataset_max_length
 from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
 from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_token, peak_flops_per_device
 from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
@@ -213,6 +213,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         data = RandomTokenDataset(n, benchmark["seq_len"], vocab, seed=cfg.seed)
     else:
         data = BucketedDataset(dataset_dir)
+        cfg = with_dataset_max_length(cfg, data.manifest, dataset_dir)
     if cfg.use_doc_lengths and not data.has_doc_lengths:
         raise TrainError("train.use_doc_lengths is true but the dataset has no doc_lengths column")
     sampler = BucketOrderedSampler(data.bucket_sizes, cfg.micro_batch_size, dp_size, dp_rank, cfg.seed, cfg.epochs)
