@@ -33,7 +33,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from cpt.config import complete, default, parse_pairs, subschema
+from cpt.schema import complete, default, parse_pairs, subschema
 from cpt.errors import ConfigError, TrainError
 
 DEFAULT_SIGNAL_SECONDS = 300

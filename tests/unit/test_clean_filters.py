@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cpt.clean.filters import FILTER_ORDER, TextStats, first_failure
-from cpt.config import default
+from cpt.schema import default
 from cpt.clean.quality import score
 
 ZH_NEWS = ("１９９７年，是中国发展历史上非常重要的很不平凡的一年。中国人民决心继承邓小平同志的遗志，继续把建设有中国特色"

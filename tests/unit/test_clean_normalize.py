@@ -6,7 +6,7 @@ import pytest
 
 from cpt.clean.normalize import (apply_width, fix_gbk_mojibake, fix_unicode, normalize_text, normalize_whitespace,
                                  strip_cjk_spaces, to_simplified)
-from cpt.config import default
+from cpt.schema import default
 
 ZH = "今天天气很好，我们去北京大学参观。"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from cpt import config as cc
+from cpt import schema as sc
 from cpt.clean import resolve_section
 
 REPO = Path(__file__).resolve().parents[2]
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_resolved_section_is_the_schema_defaults():
     sec = resolve_section({})
-    assert sec == cc.default("clean")
+    assert sec == sc.default("clean")
     assert sec["filters"]["zh"]["min_chars"] == 2 and sec["filters"]["en"]["min_chars"] == 10
     assert sec["dedup"] == {"exact": True, "near": True, "scope": "global", "threshold": 0.7, "num_perm": 128,
                             "bands": None, "rows": None, "ngram": {"zh": 5, "en": 3}}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from cpt.config import default
+from cpt.schema import default
 from cpt.corpus import (build_corpus, build_idiom_sft, cli_build_corpus, cli_split_corpus, heldout_mask,
                         normalize_section, split_corpus)
 

@@ -87,7 +87,7 @@ def test_bad_records_error_or_counted_skip(tok, tmp_path, line, reason):
 
 
 def test_bad_record_mode_is_checked():
-    from cpt.config import complete
+    from cpt.schema import complete
 
     with pytest.raises(ConfigError, match="dataset.on_bad_record: 'ignore' is not one of"):
         complete("dataset", {"on_bad_record": "ignore"})

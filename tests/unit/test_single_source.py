@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from cpt.config import load_schema
+from cpt.schema import load_schema
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "cpt"
 

@@ -46,7 +46,7 @@ def test_defaults_are_the_schemas():
     """TrainConfig's field defaults are read from workflow/schemas/train.schema.yaml (train.defaults)."""
     import dataclasses
 
-    from cpt.config import default
+    from cpt.schema import default
 
     schema = default("train.defaults")
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

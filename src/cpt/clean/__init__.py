@@ -13,7 +13,8 @@ import click
 from cpt.clean.pipeline import REASON_ORDER, finalize, prepare, run_clean
 from cpt.clean.settings import resolve_section
 from cpt.cli import config_options, resolve_config, show_config
-from cpt.config import category_languages, parse_pairs
+from cpt.config import category_languages
+from cpt.schema import parse_pairs
 from cpt.errors import ConfigError
 from cpt.records import category_files
 
@@ -38,7 +39,7 @@ __all__ = ["REASON_ORDER", "cli_clean", "finalize", "prepare", "resolve_section"
 def cli_clean(inputs, in_dir, out_dir, config_file, overrides, print_config, langs, workers, step, work_dirs,
               only, no_progress):
     """Clean raw corpus jsonl: normalise, filter, deduplicate, score; write <category>.jsonl + report."""
-    from cpt.config import apply_overrides
+    from cpt.schema import apply_overrides
     from cpt.provenance import write_provenance
 
     t0 = time.time()

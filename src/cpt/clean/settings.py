@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Mapping
 
-from cpt.config import complete
+from cpt.schema import complete
 from cpt.errors import ConfigError
 
 LANGUAGES = ("zh", "en")

@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from cpt.cli import config_options, resolve_config, show_config
-from cpt.config import apply_overrides, category_languages
+from cpt.config import category_languages
+from cpt.schema import apply_overrides
 from cpt.corpus.build import build_corpus, normalize_section, seeded_hash
 from cpt.corpus.sft import build_idiom_sft
 from cpt.corpus.split import heldout_mask, normalize_split, split_corpus

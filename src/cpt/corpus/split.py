@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 
 from cpt.corpus.build import seeded_hash
-from cpt.config import complete
+from cpt.schema import complete
 from cpt.errors import ConfigError
 from cpt.records import RecordStats, category_files, iter_records, write_jsonl
 

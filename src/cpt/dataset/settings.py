@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from cpt.config import complete, replay_from
+from cpt.config import replay_from
+from cpt.schema import complete
 from cpt.errors import ConfigError
 
 

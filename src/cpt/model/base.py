@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from cpt.config import complete
+from cpt.schema import complete
 from cpt.errors import ModelError
 from cpt.model.layout import UNPADDED_KEY, place_file, read_layout, read_model_config, tied_embeddings
 from cpt.model.vocab import TOKENIZER_FILES, copy_tokenizer_files, load_sp_proto, tokenizer_pieces, tokenizer_vocab_size

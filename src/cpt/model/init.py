@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from cpt.config import complete
+from cpt.schema import complete
 from cpt.errors import ModelError
 from cpt.model.base import check_model_tokenizer
 from cpt.model.init_report import init_report

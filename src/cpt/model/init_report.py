@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from cpt.config import complete
+from cpt.schema import complete
 from cpt.errors import ModelError
 from cpt.model.layout import (
     EMBED_NAME, HEAD_NAME, UNPADDED_KEY, read_layout, read_model_config, read_tensor, tied_embeddings,

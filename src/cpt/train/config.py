@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from cpt.config import apply_overrides, complete, default, subschema
+from cpt.schema import apply_overrides, complete, default, subschema
 from cpt.errors import ConfigError
 
 _D = default("train.defaults")  # the schema is the one place a training key's default is written
