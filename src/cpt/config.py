@@ -177,53 +177,30 @@ def rule_resources(config: Mapping[str, Any], rule: str) -> dict:
 
 
 # -------------------------------------------------------------------------------------------------- the layout
+# The fixed paths of one experiment, relative to results/<experiment>/ (Layout.<name>)
+PATHS = {
+    "corpus_raw": "corpus/raw", "corpus_train": "corpus/train", "corpus_heldout": "corpus/heldout",
+    "corpus_sft": "corpus/sft", "clean": "clean",
+    "tokenizer_base": "tokenizer/base", "pieces": "tokenizer/pieces.jsonl", "tokenizer_extended": "tokenizer/extended",
+    "compression": "tokenizer/compression.json",
+    "model_base_check": "model/base_check.json",  # a user's local base model (read in place) matches the tokenizer
+    "model_init": "model/init",
+    "report": "report",
+}
+
+
 class Layout:
-    """Every path of one experiment (relative to the working directory), in one place."""
+    """Every path of one experiment (relative to the working directory), in one place: the fixed ones of PATHS
+    as attributes, and the per-stage ones as methods."""
 
     def __init__(self, config: Mapping[str, Any], root: str | Path = "results"):
         self.config = config
         self.root = Path(root) / config["experiment"]
 
-    def __getattr__(self, name):  # pragma: no cover - helpful message for typos in rules
-        raise AttributeError(f"Layout has no path {name!r}")
-
-    # corpus
-    @property
-    def corpus_raw(self) -> Path:
-        return self.root / "corpus" / "raw"
-
-    @property
-    def clean(self) -> Path:
-        return self.root / "clean"
-
-    @property
-    def corpus_train(self) -> Path:
-        return self.root / "corpus" / "train"
-
-    @property
-    def corpus_heldout(self) -> Path:
-        return self.root / "corpus" / "heldout"
-
-    @property
-    def corpus_sft(self) -> Path:
-        return self.root / "corpus" / "sft"
-
-    # tokenizer
-    @property
-    def tokenizer_base(self) -> Path:
-        return self.root / "tokenizer" / "base"
-
-    @property
-    def pieces(self) -> Path:
-        return self.root / "tokenizer" / "pieces.jsonl"
-
-    @property
-    def tokenizer_extended(self) -> Path:
-        return self.root / "tokenizer" / "extended"
-
-    @property
-    def compression(self) -> Path:
-        return self.root / "tokenizer" / "compression.json"
+    def __getattr__(self, name):
+        if name in PATHS:
+            return self.root / PATHS[name]
+        raise AttributeError(f"Layout has no path {name!r}")  # a typo in a rule file
 
     def tokenizer(self, kind: str) -> Path:
         return self.tokenizer_base if kind == "base" else self.tokenizer_extended
@@ -235,15 +212,6 @@ class Layout:
         if base.get("kind") == "local":
             return Path(base["path"])
         return self.root / "model" / "base"
-
-    @property
-    def model_base_check(self) -> Path:
-        """For a user's local base model (read in place): the record that it matches the base tokenizer."""
-        return self.root / "model" / "base_check.json"
-
-    @property
-    def model_init(self) -> Path:
-        return self.root / "model" / "init"
 
     # dataset / train / evaluate
     def dataset(self, stage: str) -> Path:
@@ -265,7 +233,3 @@ class Layout:
 
     def evaluate(self, point: str) -> Path:
         return self.root / "evaluate" / point
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"

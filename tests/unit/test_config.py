@@ -55,9 +55,20 @@ def test_missing_section_named(demo):
         cc.validate(demo)
 
 
-def test_init_from_must_name_an_earlier_stage(demo):
-    demo["train"]["stages"]["injection"]["init_from"] = "replay"
-    with pytest.raises(ConfigError, match=r"train\.stages\.injection\.init_from: 'replay' is neither"):
+@pytest.mark.parametrize("where, value, match", [
+    (("train", "stages", "injection", "init_from"), "replay",
+     r"train\.stages\.injection\.init_from: 'replay' is neither"),
+    (("dataset", "stages", "base", "replay"), {"from": ["injection"], "share": 0.1},
+     r"dataset\.stages\.base\.replay\.from: 'injection' is not an earlier"),
+    (("evaluate", "benchmarks", "mmlu", "format"), "mmlu_v2",
+     r"evaluate\.benchmarks\.mmlu\.format: 'mmlu_v2' is not one of agieval"),
+])
+def test_cross_section_rules_name_the_key(demo, where, value, match):
+    node = demo
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    with pytest.raises(ConfigError, match=match):
         cc.validate(demo)
 
 
@@ -185,12 +196,3 @@ def test_replay_from_and_dataset_config(demo):
     ds = cc.dataset_config(cfg, "replay")
     assert list(ds["stages"]) == ["replay"] and ds["max_length"] == cfg["dataset"]["max_length"]
     assert cc.category_languages(cfg)["zh_news"] == "zh"
-    demo["dataset"]["stages"]["base"]["replay"] = {"from": ["injection"], "share": 0.1}
-    with pytest.raises(ConfigError, match=r"dataset\.stages\.base\.replay\.from: 'injection' is not an earlier"):
-        cc.validate(demo)
-
-
-def test_benchmark_format_must_be_registered(demo):
-    demo["evaluate"]["benchmarks"]["mmlu"]["format"] = "mmlu_v2"
-    with pytest.raises(ConfigError, match=r"evaluate\.benchmarks\.mmlu\.format: 'mmlu_v2' is not one of agieval"):
-        cc.validate(demo)

@@ -27,10 +27,8 @@ TINY = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "nu
 
 
 @pytest.fixture(scope="module")
-def toks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toks")
-    base, ext, new = fx.make_tokenizer_pair(root)
-    return base, ext, new
+def toks(tokenizer_pair):
+    return tokenizer_pair
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,8 @@ TINY = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 4, "nu
 
 
 @pytest.fixture(scope="module")
-def toks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toks")
-    base, ext, new = fx.make_tokenizer_pair(root)
-    return base, ext
+def toks(tokenizer_pair):
+    return tokenizer_pair[:2]
 
 
 def test_tiny_model_has_tokenizer_vocab_and_opens_with_auto_classes(toks, tmp_path):

@@ -82,6 +82,40 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def release_root(path, split: str, what: str) -> Path:
+    """The folder holding the release's <split>/ directory: `path` itself, or its data/ (as the releases unpack)."""
+    root = Path(path)
+    if (root / "data" / split).is_dir() and not (root / split).is_dir():
+        root = root / "data"
+    require_dir(root / split, f"{what} {split}")
+    return root
+
+
+def csv_with_header(f: Path, header: str, fits: Callable[[list[str]], bool], layout: str) -> list[list[str]]:
+    """The rows of a CSV file whose first row must be `header` (checked by `fits`); file:line errors otherwise."""
+    rows = read_csv_rows(f)
+    if not rows:
+        raise EvalError(f"{f}: empty file (expected the header {header})")
+    if not fits(rows[0]):
+        raise EvalError(f"{f}:1: header {rows[0]} is not '{header}' ({layout} layout)")
+    return rows
+
+
+def csv_questions(bench: "Benchmark", f: Path, rows: list[list[str]], start: int, subject: str, part: str, *,
+                  columns: int, question: int, answer: int, layout: str = "", id_col: int | None = None,
+                  exact: bool = True):
+    """A four-choice Question per CSV row: row[question] the text, the four cells after it choices A-D,
+    row[answer] the letter; rows have `columns` cells (at least, unless `exact`). The qid is
+    <subject>/<part>/<row[id_col] or the line number>."""
+    for i, where, row in csv_body(bench, f, rows, start):
+        if len(row) != columns if exact else len(row) < columns:
+            what = f"{columns} columns" + (f" ({layout})" if layout else "")
+            raise EvalError(f"{where}: expected {what if exact else 'at least ' + what}, got {len(row)}")
+        qid = (row[id_col] if id_col is not None else "") or i
+        yield Question(subject, row[question], row[question + 1:question + 5],
+                       check_letter(row[answer], "ABCD", where), qid=f"{subject}/{part}/{qid}", source_line=where)
+
+
 def check_letter(ans: str, letters: str, where: str) -> str:
     a = ans.strip().upper()
     if len(a) != 1 or a not in letters:

