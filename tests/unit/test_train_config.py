@@ -38,3 +38,19 @@ def test_bad_values_name_the_key(section, key):
 def test_to_dict_round_trips():
     cfg = TrainConfig(plugin="ddp", tp=1, lr=2e-4)
     assert from_mapping(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"plugin": "3d", "pp": 2, "micro_batch_size": 6, "pp_microbatch_size": 4}, "multiple of train.pp_microbatch_size"),
+    ({"plugin": "3d", "pp": 2, "micro_batch_size": 2, "pp_microbatch_size": 2}, "at least pp pipeline micro-batches"),
+    ({"plugin": "3d", "pp": 4, "micro_batch_size": 6, "pp_microbatch_size": 2}, "micro_batch_size >= pp x"),
+])
+def test_pipeline_micro_batch_divisibility_names_the_key(section, match):
+    with pytest.raises(ConfigError, match="train.micro_batch_size: .*" + match):
+        from_mapping(section)
+
+
+def test_pipeline_micro_batches_accepted_when_divisible():
+    cfg = from_mapping({"plugin": "3d", "pp": 2, "micro_batch_size": 8, "pp_microbatch_size": 2})
+    assert cfg.micro_batch_size // cfg.pp_microbatch_size == 4
+    from_mapping({"plugin": "3d", "tp": 2, "micro_batch_size": 3, "pp_microbatch_size": 2})  # pp = 1: unused
