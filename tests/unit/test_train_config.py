@@ -89,3 +89,19 @@ def test_print_config_and_help_name_the_keys():
     assert out["lr"] == 5e-4 and out["dist_timeout_s"] == TrainConfig().dist_timeout_s and "init_from" not in out
     help_text = CliRunner().invoke(cli_train, ["--help"]).output
     assert "train.schema.yaml" in help_text and "--print-config" in help_text
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"plugin": "3d", "pp": 2, "micro_batch_size": 6, "pp_microbatch_size": 4}, "multiple of train.pp_microbatch_size"),
+    ({"plugin": "3d", "pp": 2, "micro_batch_size": 2, "pp_microbatch_size": 2}, "at least pp pipeline micro-batches"),
+    ({"plugin": "3d", "pp": 4, "micro_batch_size": 6, "pp_microbatch_size": 2}, "micro_batch_size >= pp x"),
+])
+def test_pipeline_micro_batch_divisibility_names_the_key(section, match):
+    with pytest.raises(ConfigError, match="train.micro_batch_size: .*" + match):
+        from_mapping(section)
+
+
+def test_pipeline_micro_batches_accepted_when_divisible():
+    cfg = from_mapping({"plugin": "3d", "pp": 2, "micro_batch_size": 8, "pp_microbatch_size": 2})
+    assert cfg.micro_batch_size // cfg.pp_microbatch_size == 4
+    from_mapping({"plugin": "3d", "tp": 2, "micro_batch_size": 3, "pp_microbatch_size": 2})  # pp = 1: unused

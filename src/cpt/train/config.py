@@ -108,6 +108,14 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.plugin != "3d":
         for key in ("tp", "pp", "sp"):
             _check(getattr(cfg, key) == 1, key, f"only the '3d' plugin supports {key} > 1 (plugin is {cfg.plugin!r})")
+    if cfg.pp > 1:
+        _check(cfg.micro_batch_size % cfg.pp_microbatch_size == 0, "micro_batch_size",
+               f"must be a multiple of train.pp_microbatch_size ({cfg.pp_microbatch_size}) with pp > 1 (the pipeline "
+               f"splits each micro batch into micro-batches of that size), got {cfg.micro_batch_size}")
+        _check(cfg.micro_batch_size // cfg.pp_microbatch_size >= cfg.pp, "micro_batch_size",
+               f"with pp={cfg.pp} a micro batch must hold at least pp pipeline micro-batches (1F1B schedule): "
+               f"micro_batch_size >= pp x pp_microbatch_size = {cfg.pp * cfg.pp_microbatch_size}, got "
+               f"{cfg.micro_batch_size}")
     if not cfg.cross_document_attention:
         _check(cfg.use_doc_lengths, "cross_document_attention",
                "false needs train.use_doc_lengths: true (document boundaries come from doc_lengths)")
