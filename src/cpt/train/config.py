@@ -16,6 +16,75 @@ PLUGINS = ("ddp", "zero2", "zero2_cpu", "gemini", "gemini_auto", "3d")
 PRECISIONS = ("bf16", "fp16", "fp32")
 SP_MODES = ("split_gather", "ring", "all_to_all", "ring_attn")
 INIT_MODES = ("weights", "checkpoint")
+TRAIN_EMBEDDINGS = ("none", "new_rows", "all")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """`train.lora`: a parameter-efficient stage (cpt.train.lora). Defaults = workflow/schemas/train.schema.yaml."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: tuple = LORA_TARGETS
+    train_embeddings: str = "none"   # none | new_rows (rows >= base_vocab_size) | all (embed_tokens + lm_head)
+    base_vocab_size: int | None = None  # first new row; None = config.json cpt_base_vocab_size of the model
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+
+_LORA_FIELDS = {f.name: f for f in fields(LoraSettings)}
+
+
+def lora_from_mapping(section: Any) -> LoraSettings | None:
+    """null/absent = no LoRA; a mapping = LoRA with the schema's defaults for keys not written."""
+    if section is None or isinstance(section, LoraSettings):
+        return section
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"train.lora: expected a mapping of LoRA settings or null, got {section!r}")
+    unknown = sorted(set(section) - set(_LORA_FIELDS))
+    if unknown:
+        raise ConfigError(f"train.lora: unknown key(s) {unknown}; known keys: {sorted(_LORA_FIELDS)}")
+    kw = dict(section)
+    defaults = LoraSettings()
+    for key in ("rank", "base_vocab_size"):
+        if key in kw and kw[key] is not None:
+            v = kw[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+                raise ConfigError(f"train.lora.{key}: expected an integer, got {v!r}")
+            kw[key] = int(v)
+    for key in ("alpha", "dropout"):
+        if key in kw:
+            v = kw[key]
+            if isinstance(v, str):
+                try:
+                    v = float(v)
+                except ValueError:
+                    pass
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"train.lora.{key}: expected a number, got {v!r}")
+            kw[key] = float(v)
+    if "target_modules" in kw:
+        t = kw["target_modules"]
+        if isinstance(t, str):
+            t = [t]
+        if not isinstance(t, (list, tuple)) or not t or not all(isinstance(x, str) and x for x in t):
+            raise ConfigError(f"train.lora.target_modules: expected a non-empty list of module names, got {t!r}")
+        kw["target_modules"] = tuple(t)
+    lora = dataclasses.replace(defaults, **kw)
+    _check(lora.rank >= 1, "lora.rank", f"must be >= 1, got {lora.rank}")
+    _check(lora.alpha > 0, "lora.alpha", f"must be > 0, got {lora.alpha}")
+    _check(0 <= lora.dropout < 1, "lora.dropout", f"must be in [0, 1), got {lora.dropout}")
+    _check(lora.train_embeddings in TRAIN_EMBEDDINGS, "lora.train_embeddings",
+           f"{lora.train_embeddings!r} is not one of {TRAIN_EMBEDDINGS}")
+    _check(lora.base_vocab_size is None or lora.base_vocab_size >= 1, "lora.base_vocab_size", "must be >= 1 or null")
+    _check(len(set(lora.target_modules)) == len(lora.target_modules), "lora.target_modules",
+           f"names must be unique, got {list(lora.target_modules)}")
+    return lora
 
 
 @dataclass
@@ -67,6 +136,8 @@ class TrainConfig:
     peak_tflops: float | None = None  # per device; None = look up from the GPU name, no MFU on CPU
     dist_timeout_s: int = 1800
     trace_samples: bool = False       # audit: trace/rank-NNNNN.jsonl = which samples each rank trained at each step
+    # parameter-efficient stage: None = full-parameter training (see LoraSettings, cpt.train.lora)
+    lora: LoraSettings | None = None
 
     @property
     def global_batch_per_dp(self) -> int:
@@ -75,6 +146,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["lora"] = self.lora.to_dict() if self.lora is not None else None
         return d
 
 
@@ -91,6 +163,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ConfigError(f"train.betas: expected a list of two floats, got {value!r}")
         return tuple(float(v) for v in value)
+    if key == "lora":
+        return lora_from_mapping(value)
     if value is None:
         return None
     if isinstance(default, bool):
@@ -148,6 +222,13 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.plugin != "3d":
         for key in ("tp", "pp", "sp"):
             _check(getattr(cfg, key) == 1, key, f"only the '3d' plugin supports {key} > 1 (plugin is {cfg.plugin!r})")
+    if cfg.lora is not None:
+        _check(not cfg.freeze_non_embeds, "freeze_non_embeds",
+               "cannot be combined with train.lora (a LoRA stage trains the adapters; choose the embeddings it also "
+               "trains with train.lora.train_embeddings)")
+        _check(cfg.init != "checkpoint", "init",
+               "'checkpoint' cannot be combined with train.lora (the earlier stage's optimizer state covers other "
+               "parameters); use init: weights")
     if not cfg.cross_document_attention:
         _check(cfg.use_doc_lengths, "cross_document_attention",
                "false needs train.use_doc_lengths: true (document boundaries come from doc_lengths)")
@@ -183,5 +264,9 @@ def parse_overrides(items) -> dict:
         key = key.strip()
         if key.startswith("train."):
             key = key[len("train."):]
+        if key.startswith("lora."):  # lora.rank=16: one key of the nested section
+            sub = out.get("lora")
+            out["lora"] = {**(sub if isinstance(sub, dict) else {}), key[len("lora."):]: yaml.safe_load(value)}
+            continue
         out[key] = yaml.safe_load(value)
     return out
