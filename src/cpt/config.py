@@ -161,13 +161,15 @@ def _section_validator(key: str):
     return _validator_for(subschema(key))
 
 
-def complete(key: str, value: Mapping[str, Any] | None = None, source: str = "config") -> dict:
+def complete(key: str, value: Mapping[str, Any] | None = None, source: str = "config",
+             label: str | None = None) -> dict:
     """`value` (the config section at `key`, e.g. "model.init"; None = empty) validated against its schema, with
-    every default filled in; a new copy. Raises ConfigError listing every problem by its full key."""
+    every default filled in; a new copy. Raises ConfigError listing every problem by its full key (written with
+    `label` in place of `key` when given: a stage's training section is checked as train.defaults, named train)."""
     section = coerce(dict(value or {}), subschema(key))  # a copy
     errors = sorted(_section_validator(key).iter_errors(section), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        raise ConfigError("invalid config\n  " + "\n  ".join(_error_lines(errors, source, key)))
+        raise ConfigError("invalid config\n  " + "\n  ".join(_error_lines(errors, source, label or key)))
     return section
 
 
@@ -192,12 +194,20 @@ def _from_string(text: str, types: list[str]):
     return text
 
 
+def _parts(schema: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A schema and the schemas its allOf (nested) adds."""
+    out = [schema]
+    for s in schema.get("allOf", []):
+        out.extend(_parts(s))
+    return out
+
+
 def coerce(value: Any, schema: Mapping[str, Any] | None = None) -> Any:
     """A copy of `value` in which every string that the schema types as a number, integer, boolean or null is
     converted (e.g. "256" -> 256, "1e-4" -> 0.0001, "true" -> True). Snakemake's nested `--config` values and YAML
     1.1's `1e-4` arrive as strings; a string that does not spell such a value is left for validation to report."""
     schema = _schema() if schema is None else schema
-    parts = [schema, *schema.get("allOf", [])]
+    parts = _parts(schema)
     if isinstance(value, str):
         types = next((s["type"] for s in parts if "type" in s), None)
         types = [types] if isinstance(types, str) else list(types or [])
@@ -207,11 +217,10 @@ def coerce(value: Any, schema: Mapping[str, Any] | None = None) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            sub = next((s["properties"][k] for s in parts if k in (s.get("properties") or {})), None)
-            if sub is None:
-                sub = next((s["additionalProperties"] for s in parts
-                            if isinstance(s.get("additionalProperties"), dict)), None)
-            out[k] = coerce(v, sub) if sub is not None else copy.deepcopy(v)
+            subs = [s["properties"][k] for s in parts if k in (s.get("properties") or {})]
+            if not subs:
+                subs = [s["additionalProperties"] for s in parts if isinstance(s.get("additionalProperties"), dict)]
+            out[k] = coerce(v, {"allOf": subs}) if subs else copy.deepcopy(v)
         return out
     if isinstance(value, list):
         items = next((s["items"] for s in parts if isinstance(s.get("items"), dict)), None)
@@ -303,6 +312,7 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
             if name not in stages:
                 problems.append(f"dataset.stages.{name}: no training stage of that name (train.stages)")
     problems += _replay_problems(config, stages)
+    problems += _format_problems(config)
     from_stage = config.get("model", {}).get("init", {}).get("from_stage")
     if from_stage is not None and from_stage not in stages:
         problems.append(f"model.init.from_stage: {from_stage!r} is not a training stage")
@@ -323,6 +333,17 @@ def _replay_problems(config: Mapping[str, Any], stages: list[str]) -> list[str]:
                 problems.append(f"dataset.stages.{name}.replay.from: {src!r} is not an earlier training stage "
                                 f"(stages in order: {', '.join(stages)})")
     return problems
+
+
+def _format_problems(config: Mapping[str, Any]) -> list[str]:
+    """evaluate.benchmarks.<name>.format must be a registered format (cpt.evaluate.formats: one module each)."""
+    benchmarks = (config.get("evaluate") or {}).get("benchmarks") or {}
+    if not benchmarks:
+        return []
+    from cpt.evaluate.formats import FORMATS
+
+    return [f"evaluate.benchmarks.{name}.format: {spec['format']!r} is not one of {', '.join(FORMATS)}"
+            for name, spec in benchmarks.items() if spec["format"] not in FORMATS]
 
 
 def check_local_paths(config: Mapping[str, Any], source: str = "config") -> None:

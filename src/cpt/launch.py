@@ -36,7 +36,6 @@ from typing import Callable, Mapping, Sequence
 from cpt.config import complete, default, parse_pairs, subschema
 from cpt.errors import ConfigError, TrainError
 
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "checkpointed on a signal, rerun to resume"
 DEFAULT_SIGNAL_SECONDS = 300
 PORT_BASE = 29500
 PORT_SPAN = 20000

@@ -120,3 +120,76 @@ def test_locked_7b_dag_requests_64_gpus(tmp_path):
     assert train_jobs and all("nodes=8" in b and "gres=gpu:8" in b for b in train_jobs)
     for rule in ("model_base_check", "tokenizer_extended", "model_init", "evaluate", "report"):
         assert f"rule {rule}:" in text or f"localrule {rule}:" in text
+
+
+# ------------------------------------------------------------------------- one section: schema defaults, overrides
+def test_complete_fills_a_section_and_names_the_full_key():
+    sec = cc.complete("model.init", {"method": "mean"})
+    assert sec["method"] == "mean" and sec["report"]["seq_len"] == 256 and sec["seed"] == 1234
+    assert cc.complete("dataset.stages.*", None) == {"kind": "pretrain", "shuffle": True}
+    with pytest.raises(ConfigError, match=r"config key model\.init\.report\.seq_len: 1 is less than"):
+        cc.complete("model.init", {"report": {"seq_len": 1}})
+    with pytest.raises(ConfigError, match=r"config key dataset\.stages\.s\.categories\.a\.cap: Additional prop"):
+        cc.complete("dataset", {"stages": {"s": {"categories": {"a": {"cap": 1}}}}})  # inside a oneOf
+    with pytest.raises(ConfigError, match="not in the schema"):
+        cc.subschema("dataset.nope")
+    assert cc.default("dataset.max_length") == 4096 and cc.default("model.base")["tiny"]["hidden_size"] == 64
+
+
+def test_strings_get_the_schemas_types(demo):
+    """Snakemake's nested --config values arrive as strings (YAML BaseLoader); YAML 1.1 reads 1e-4 as a string."""
+    demo["dataset"]["max_length"] = "256"
+    demo["train"]["defaults"]["lr"] = "1e-4"
+    demo["model"]["init"]["pad_to_multiple_of"] = "null"
+    demo["evaluate"]["bpb"]["enabled"] = "false"
+    demo["dataset"]["stages"]["replay"]["replay"]["share"] = "0.25"
+    cfg = cc.validate(demo)
+    assert cfg["dataset"]["max_length"] == 256 and cfg["train"]["defaults"]["lr"] == 1e-4
+    assert cfg["model"]["init"]["pad_to_multiple_of"] is None and cfg["evaluate"]["bpb"]["enabled"] is False
+    assert cfg["dataset"]["stages"]["replay"]["replay"]["share"] == 0.25
+    assert cc.coerce({"experiment": "123"})["experiment"] == "123"  # a string key stays a string
+    demo["dataset"]["max_length"] = "lots"
+    with pytest.raises(ConfigError, match=r"dataset\.max_length: 'lots' is not of type 'integer'"):
+        cc.validate(demo)
+
+
+def test_overrides_use_the_schemas_types(demo):
+    out = cc.apply_overrides(demo, ["max_length=256", "dataset.num_bins=2", "train.defaults.lr=3e-4",
+                                    "dataset.stages.base.categories=[en_novel]"], prefix="dataset")
+    assert out["dataset"]["max_length"] == 256 and out["dataset"]["num_bins"] == 2
+    assert out["train"]["defaults"]["lr"] == 3e-4 and out["dataset"]["stages"]["base"]["categories"] == ["en_novel"]
+    assert demo["dataset"]["max_length"] == 512  # the input is not changed
+    sec = cc.apply_overrides({"lr": 1.0}, ["train.lr=1e-5", "warmup_steps=null"], prefix="train",
+                             schema_key="train.defaults")
+    assert sec == {"lr": 1e-5, "warmup_steps": None}
+    with pytest.raises(ConfigError, match=r"--set 'max_length': expected KEY=VALUE"):
+        cc.apply_overrides(demo, ["max_length"], prefix="dataset")
+    with pytest.raises(ConfigError, match="dataset.max_length is not a mapping"):
+        cc.apply_overrides(demo, ["dataset.max_length.x=1"])
+
+
+def test_parse_pairs_is_the_one_key_value_parser():
+    assert cc.parse_pairs(["a=1", "b=x=y", "a=2"], "--opt") == {"a": "2", "b": "x=y"}
+    assert cc.parse_pairs(["en=a.jsonl", "en=b.jsonl", "zh=c"], "--heldout", multi=True) == {
+        "en": ["a.jsonl", "b.jsonl"], "zh": ["c"]}
+    for bad in (["novalue"], ["=x"]):
+        with pytest.raises(ConfigError, match="--opt"):
+            cc.parse_pairs(bad, "--opt")
+
+
+def test_replay_from_and_dataset_config(demo):
+    cfg = cc.validate(demo)
+    assert cc.replay_from(cfg["dataset"]["stages"]["replay"]) == ["base", "injection"]
+    assert cc.replay_from({"replay": {"from": "base", "share": 0.1}}) == ["base"] and cc.replay_from(None) == []
+    ds = cc.dataset_config(cfg, "replay")
+    assert list(ds["stages"]) == ["replay"] and ds["max_length"] == cfg["dataset"]["max_length"]
+    assert cc.category_languages(cfg)["zh_news"] == "zh"
+    demo["dataset"]["stages"]["base"]["replay"] = {"from": ["injection"], "share": 0.1}
+    with pytest.raises(ConfigError, match=r"dataset\.stages\.base\.replay\.from: 'injection' is not an earlier"):
+        cc.validate(demo)
+
+
+def test_benchmark_format_must_be_registered(demo):
+    demo["evaluate"]["benchmarks"]["mmlu"]["format"] = "mmlu_v2"
+    with pytest.raises(ConfigError, match=r"evaluate\.benchmarks\.mmlu\.format: 'mmlu_v2' is not one of agieval"):
+        cc.validate(demo)

@@ -19,9 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cpt.errors import ConfigError, TrainError
+from cpt.errors import PREEMPTED_EXIT_CODE, ConfigError, TrainError
 from cpt.launch import (
-    LaunchSpec, PREEMPTED_EXIT_CODE, derive_port, expand_nodelist, local_argv, main, merge_resources,
+    LaunchSpec, derive_port, expand_nodelist, local_argv, main, merge_resources,
     parse_scontrol_job, plan_launch, rule_resources, slurm_argv,
 )
 

@@ -7,7 +7,6 @@ pipeline.py for the data flow and how the stage runs on a cluster. CLI: ``cpt cl
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
@@ -16,6 +15,7 @@ from cpt.clean.settings import resolve_section
 from cpt.cli import config_options, resolve_config, show_config
 from cpt.config import category_languages, parse_pairs
 from cpt.errors import ConfigError
+from cpt.records import category_files
 
 __all__ = ["REASON_ORDER", "cli_clean", "finalize", "prepare", "resolve_section", "run_clean"]
 
@@ -50,8 +50,8 @@ def cli_clean(inputs, in_dir, out_dir, config_file, overrides, print_config, lan
                  **parse_pairs(langs, "--language", "CATEGORY=zh|en")}
     paths = parse_pairs(inputs, "--input", "CATEGORY=PATH")
     if in_dir:
-        for p in sorted(Path(in_dir).glob("*.jsonl")):
-            paths.setdefault(p.stem, str(p))
+        for category, p in category_files(in_dir).items():
+            paths.setdefault(category, str(p))
     if step in ("all", "prepare") and not paths:
         raise ConfigError("cpt clean: no inputs; give --input CATEGORY=PATH or --in-dir")
     if step != "all" and not work_dirs:

@@ -19,7 +19,7 @@ import orjson
 from cpt.corpus.build import seeded_hash
 from cpt.config import complete
 from cpt.errors import ConfigError
-from cpt.records import RecordStats, iter_records, write_jsonl
+from cpt.records import RecordStats, category_files, iter_records, write_jsonl
 
 TWO64 = float(1 << 64)
 
@@ -79,7 +79,7 @@ def split_corpus(in_dir: str | Path, out_dir: str | Path | None, section: dict |
         raise ValueError("give out_dir, or both train_dir and heldout_dir")
     dirs = {"train": Path(train_dir) if train_dir else Path(out_dir) / "train",
             "heldout": Path(heldout_dir) if heldout_dir else Path(out_dir) / "heldout"}
-    files = sorted(p for p in in_dir.glob("*.jsonl") if p.is_file())
+    files = list(category_files(in_dir).values())
     if not files:
         raise ConfigError(f"{in_dir}: no <category>.jsonl file to split (expected the corpus raw/ or a cleaned dir)")
     langs = {**_input_langs(in_dir), **(langs or {})}

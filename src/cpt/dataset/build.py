@@ -18,9 +18,10 @@ from cpt.buckets import bucket_rows, rng_for
 from cpt.dataset.manifest import stage_manifest
 from cpt.dataset.selection import select_stage, write_selection
 from cpt.dataset.settings import settings_of, stage_settings
-from cpt.dataset.tokenized import Corpus, jsonl_inputs, read_tokenized, tokenize_corpus
+from cpt.dataset.tokenized import Corpus, read_tokenized, tokenize_corpus
 from cpt.errors import ConfigError, DatasetError
 from cpt.packing import PieceStats, iter_packed, iter_unpacked, split_document
+from cpt.records import expand_paths
 from cpt.shards import bucket_name, fingerprint_of, take_docs, write_bucket, write_manifest
 
 
@@ -138,7 +139,7 @@ def _cache_valid(cache: Path, inputs, tokenizer_dir, st: dict, cfg: dict) -> boo
         info = read_tokenized(cache)
     except DatasetError:
         return False
-    files = jsonl_inputs(inputs)
+    files = expand_paths(inputs)
     return (info["kind"] == st["kind"] and info.get("template") == (st["template"] if st["kind"] == "sft" else None)
             and [f["path"] for f in info["files"]] == [str(f) for f in files]
             and all(describe_input(f) == {k: v for k, v in g.items() if k != "path"}

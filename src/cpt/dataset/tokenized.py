@@ -18,26 +18,10 @@ from tqdm import tqdm
 
 from cpt.errors import DatasetError, RecordError
 from cpt.packing import add_bad_records_hint, tokenize_pretrain_lines
-from cpt.records import RecordStats, empty_file_error
+from cpt.records import RecordStats, empty_file_error, expand_paths
 from cpt.shards import TokenizedDocs, TokenizedWriter, open_tokenized
 
 TOKENIZED_INFO = "tokenized.json"
-
-
-def jsonl_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(p.rglob("*.jsonl"))
-            if not found:
-                raise DatasetError(f"{p}: no *.jsonl files in this input directory")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DatasetError(f"{p}: input file or directory does not exist")
-    return files
 
 
 def _iter_blocks(files: list[Path], block_lines: int, progress: bool):
@@ -135,7 +119,7 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
     st = stage_settings(cfg, stage) if stage else stage_settings({**cfg, "stages": {"corpus": {}}}, "corpus")
     kind, template, max_length = st["kind"], st["template"], st["max_length"]
     num_workers, block_lines, on_error = cfg["num_workers"], cfg["block_lines"], cfg["on_bad_record"]
-    files = jsonl_inputs(inputs)
+    files = expand_paths(inputs)
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)

@@ -47,6 +47,7 @@ from cpt.model.layout import (
 from cpt.model.rows import extend_matrix, old_token_ids, padded_size
 from cpt.model.safetensors_io import write_checkpoint
 from cpt.model.vocab import TOKENIZER_FILES, copy_tokenizer_files, load_sp_proto, tokenizer_vocab_size
+from cpt.records import category_files
 
 log = logging.getLogger(__name__)
 SKIP_FILES = {"config.json", "provenance.json", "report.json", "model.safetensors.index.json",
@@ -185,11 +186,10 @@ def run_init(section: Mapping[str, Any], source_model: str | os.PathLike, old_to
 
 def heldout_by_lang(heldout_dir: str | os.PathLike, langs: Mapping[str, str]) -> dict[str, list[str]]:
     """{lang: [heldout/<category>.jsonl, ...]} from the corpus categories' languages (files that exist, sorted)."""
-    root = Path(heldout_dir)
+    files = category_files(heldout_dir)
     out: dict[str, list[str]] = {}
     for category, lang in sorted(langs.items()):
-        f = root / f"{category}.jsonl"
-        if f.is_file():
-            out.setdefault(lang, []).append(str(f))
+        if category in files:
+            out.setdefault(lang, []).append(str(files[category]))
     return out
 

@@ -19,12 +19,12 @@ ROW_CHUNK = 4096
 def old_token_ids(old_tokenizer_dir: str | os.PathLike, pieces: Sequence[str], dummy_prefix: bool
                   ) -> list[list[int]]:
     """Ids of each piece's text under the OLD tokenizer (no bos/eos), all pieces in one batch call."""
-    import sentencepiece as spm
+    from cpt.tokenizer.spm import processor
 
     proto = load_sp_proto(old_tokenizer_dir)
     if not dummy_prefix:
         proto.normalizer_spec.add_dummy_prefix = False
-    sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+    sp = processor(proto)
     return [list(x) for x in sp.encode(list(pieces))] if pieces else []
 
 

@@ -18,11 +18,10 @@ import torch
 import torch.distributed as dist
 
 from cpt.errors import TrainError
+from cpt.tokenizer.hf import TOKENIZER_FILES  # the files that travel with a model
 
 LATEST = "latest"
 STATE = "state.json"
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")
 
 
 def _barrier():

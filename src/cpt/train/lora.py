@@ -384,18 +384,3 @@ def footprint(model, optimizer, dev) -> dict:
     counts = parameter_counts(model)
     return {**counts, "optimizer_state_bytes": int(t[0].item()), "optimizer_state_bytes_max_rank": int(t[1].item())}
 
-
-def record_run_facts(output: Path, facts: dict) -> None:
-    """Merge `facts` into <output>/run.json (keeping what the stage launcher and others wrote there)."""
-    from cpt.train.checkpoint import write_text_atomic
-
-    path = Path(output) / "run.json"
-    data = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            data = {}
-    data.update(facts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
