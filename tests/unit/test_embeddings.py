@@ -193,6 +193,7 @@ def test_padding_rows_config_and_hf_loading(toks, models, tmp_path):
     assert s["vocab_size"] % 64 == 0 and s["vocab_size"] - n_tok == s["padded_rows"] and 0 < s["padded_rows"] < 64
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["vocab_size"] == s["vocab_size"] and cfg["cpt_tokenizer_vocab_size"] == n_tok
+    assert cfg["cpt_base_vocab_size"] == s["old_vocab"]  # where a LoRA stage's new_rows start
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     tok = AutoTokenizer.from_pretrained(tmp_path / "out")
     assert len(tok) == n_tok

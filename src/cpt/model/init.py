@@ -41,8 +41,8 @@ from cpt.errors import ModelError
 from cpt.model.base import check_model_tokenizer
 from cpt.model.init_report import init_report
 from cpt.model.layout import (
-    EMBED_NAME, HEAD_NAME, PAD_MULTIPLE_KEY, UNPADDED_KEY, read_layout, read_model_config, read_tensor,
-    tied_embeddings,
+    BASE_VOCAB_KEY, EMBED_NAME, HEAD_NAME, PAD_MULTIPLE_KEY, UNPADDED_KEY, read_layout, read_model_config,
+    read_tensor, tied_embeddings,
 )
 from cpt.model.rows import extend_matrix, old_token_ids, padded_size
 from cpt.model.safetensors_io import write_checkpoint
@@ -121,6 +121,7 @@ def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.Pat
                 shutil.copyfile(q, tmp / q.name)
         cfg["vocab_size"] = n_total
         cfg[UNPADDED_KEY] = n_tok
+        cfg[BASE_VOCAB_KEY] = n_old
         cfg[PAD_MULTIPLE_KEY] = int(pad_to_multiple_of) if pad_to_multiple_of else None
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         copy_tokenizer_files(new_tok, tmp)

@@ -18,6 +18,7 @@ SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
 # keys this project adds to config.json of an extended model
 UNPADDED_KEY = "cpt_tokenizer_vocab_size"
 PAD_MULTIPLE_KEY = "cpt_pad_to_multiple_of"
+BASE_VOCAB_KEY = "cpt_base_vocab_size"  # rows below it are the base model's; a LoRA stage's new_rows trains the rest
 EMBED_NAME = "model.embed_tokens.weight"
 HEAD_NAME = "lm_head.weight"
 

@@ -15,7 +15,30 @@ from cpt.schema import apply_overrides, complete, default, subschema
 from cpt.errors import ConfigError
 
 _D = default("train.defaults")  # the schema is the one place a training key's default is written
+_L = default("train.defaults.lora")  # ... and of a LoRA stage's settings (train.lora)
 PLUGINS = tuple(subschema("train.stages.*.plugin")["enum"])
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """`train.lora`: a parameter-efficient stage (cpt.train.lora); defaults from the train schema."""
+
+    rank: int = _L["rank"]
+    alpha: float = float(_L["alpha"])  # the update is scaled by alpha / rank
+    dropout: float = float(_L["dropout"])
+    target_modules: tuple = tuple(_L["target_modules"])
+    train_embeddings: str = _L["train_embeddings"]  # none | new_rows (rows >= base_vocab_size) | all
+    base_vocab_size: int | None = _L["base_vocab_size"]  # None: config.json cpt_base_vocab_size of the model
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LoraSettings":
+        return cls(**{**d, "alpha": float(d["alpha"]), "dropout": float(d["dropout"]),
+                      "target_modules": tuple(d["target_modules"])})
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
 
 
 @dataclass
@@ -73,6 +96,8 @@ class TrainConfig:
     dist_timeout_s: int = _D["dist_timeout_s"]
     # audit: trace/rank-NNNNN.jsonl = which samples each rank trained at each step
     trace_samples: bool = _D["trace_samples"]
+    # parameter-efficient stage (LoRA adapters + chosen embedding rows); None = full-parameter training
+    lora: LoraSettings | None = _D["lora"]
 
     @property
     def global_batch_per_dp(self) -> int:
@@ -81,6 +106,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["lora"] = self.lora.to_dict() if self.lora is not None else None
         return d
 
 
@@ -96,6 +122,7 @@ def from_mapping(section: Mapping[str, Any] | None) -> TrainConfig:
     s = complete("train.defaults", section, label="train")
     s.pop("init_from", None)
     s["betas"] = tuple(s["betas"])
+    s["lora"] = LoraSettings.from_dict(s["lora"]) if s.get("lora") is not None else None
     cfg = TrainConfig(**s)
     validate(cfg)
     return cfg
@@ -116,6 +143,13 @@ def validate(cfg: TrainConfig) -> None:
                f"with pp={cfg.pp} a micro batch must hold at least pp pipeline micro-batches (1F1B schedule): "
                f"micro_batch_size >= pp x pp_microbatch_size = {cfg.pp * cfg.pp_microbatch_size}, got "
                f"{cfg.micro_batch_size}")
+    if cfg.lora is not None:
+        _check(not cfg.freeze_non_embeds, "freeze_non_embeds",
+               "cannot be combined with train.lora (a LoRA stage trains the adapters; choose the embeddings it also "
+               "trains with train.lora.train_embeddings)")
+        _check(cfg.init != "checkpoint", "init",
+               "'checkpoint' cannot be combined with train.lora (the earlier stage's optimizer state covers other "
+               "parameters); use init: weights")
     if not cfg.cross_document_attention:
         _check(cfg.use_doc_lengths, "cross_document_attention",
                "false needs train.use_doc_lengths: true (document boundaries come from doc_lengths)")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from cpt.errors import PREEMPTED_EXIT_CODE, TrainError
 from cpt.train import checkpoint as ckpt
+from cpt.train import lora
 from cpt.train.config import TrainConfig, with_dataset_max_length
 from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
 from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_token, peak_flops_per_device
@@ -292,13 +293,17 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         model.config.use_cache = False
     if cfg.freeze_non_embeds:
         freeze_non_embeddings(model)
+    vocab = model.get_input_embeddings().num_embeddings
+    plugin = pt.build(dev, vocab_size=vocab)
+    booster = Booster(plugin=plugin, mixed_precision=pt.booster_mixed_precision(dev))
+    lora_stage = None
+    if cfg.lora is not None:  # adapters (booster.enable_lora) + the configured embedding rows; cpt.train.lora
+        model, lora_stage = lora.enable(booster, model, cfg, pt, hf_config, model_dir)
     neftune = NEFTune(cfg.neftune_alpha).attach(model.get_input_embeddings()) if cfg.neftune_alpha > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    vocab = model.get_input_embeddings().num_embeddings
 
-    # ---- plugin, data ---------------------------------------------------------------------------------------
-    plugin = pt.build(dev, vocab_size=vocab)
+    # ---- data -----------------------------------------------------------------------------------------------
     layout = pt.layout(plugin, world, rank)
     dp_size, dp_rank = layout.dp_size, layout.dp_rank
     if benchmark:
@@ -324,7 +329,6 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     # ---- optimiser, booster ---------------------------------------------------------------------------------
     optimizer = build_optimizer(model, cfg, dev)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
-    booster = Booster(plugin=plugin, mixed_precision=pt.booster_mixed_precision(dev))
     model, optimizer, _, _, scheduler = booster.boost(model, optimizer, lr_scheduler=scheduler)
     local_params = sum(p.numel() for p in model.parameters())
     trainer_info = {
@@ -501,7 +505,12 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         if rank == 0:
             update_run_json(output, {"peak_memory_bytes_max_rank": int(peak_mem), "steps": step})
         digest = check_ranks_agree(model, pt)
-        if not benchmark:
+        memory = lora.footprint(model, optimizer, dev if dev == "cpu" else torch.cuda.current_device())
+        if rank == 0:  # trainable parameters, optimizer-state bytes; the LoRA settings that ran
+            update_run_json(output, {**memory, "lora": lora_stage.facts() if lora_stage else None})
+        if not benchmark and lora_stage is not None:  # merged plain HF model + the adapter beside it
+            final = lora_stage.export(model, hf_config, model_dir, output, train_dtype)
+        elif not benchmark:
             final = ckpt.export_final(booster, model, model.unwrap().config if hasattr(model, "unwrap")
                                       else hf_config, model_dir, output / "final", train_dtype)
         return RunResult(0, step, tokens_seen, final, history, digest, sampler.padding_slots_per_epoch())
