@@ -38,43 +38,33 @@ TOKENIZER_CONFIG = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, 
 
 
 def build_tokenizers(root: Path, seed: int = 0) -> tuple[Path, Path]:
-    from sentencepiece import sentencepiece_model_pb2 as pb
+    from cpt.tokenizer.spm import BYTE, CONTROL, NORMAL, UNKNOWN, llama_proto, save_proto
 
     rng = random.Random(seed)
-    P = pb.ModelProto.SentencePiece
-    m = pb.ModelProto()
-    m.trainer_spec.model_type = pb.TrainerSpec.BPE
-    m.trainer_spec.byte_fallback = True
-    m.trainer_spec.unk_id, m.trainer_spec.bos_id, m.trainer_spec.eos_id, m.trainer_spec.pad_id = 0, 1, 2, -1
-    m.normalizer_spec.name = "identity"
-    m.normalizer_spec.add_dummy_prefix = True
-    m.normalizer_spec.remove_extra_whitespaces = False
-    m.normalizer_spec.escape_whitespaces = True
+    table: list[tuple[str, float, int]] = []  # (piece, score, type) of a LLaMA-style model (cpt.tokenizer.spm)
 
-    def add(piece, score, kind=P.NORMAL):
-        p = m.pieces.add()
-        p.piece, p.score, p.type = piece, score, kind
+    def add(piece, score, kind=NORMAL):
+        table.append((piece, score, kind))
 
-    add("<unk>", 0.0, P.UNKNOWN)
-    add("<s>", 0.0, P.CONTROL)
-    add("</s>", 0.0, P.CONTROL)
+    add("<unk>", 0.0, UNKNOWN)
+    add("<s>", 0.0, CONTROL)
+    add("</s>", 0.0, CONTROL)
     for b in range(256):
-        add(f"<0x{b:02X}>", 0.0, P.BYTE)
+        add(f"<0x{b:02X}>", 0.0, BYTE)
     chars = [chr(c) for c in rng.sample(range(0x4E00, 0x9FA6), 3500)]
-    have = {p.piece for p in m.pieces}
+    have = {p for p, _, _ in table}
     add("\u2581", -1.0)
     for i, c in enumerate(chars):
         add(c, -2.0 - i)
     have |= {"\u2581", *chars}
     letters = "abcdefghijklmnopqrstuvwxyz"
-    while len(m.pieces) < N_OLD:
+    while len(table) < N_OLD:
         w = ("\u2581" if rng.random() < 0.6 else "") + "".join(rng.choice(letters) for _ in range(rng.randint(2, 8)))
         if w not in have:
             have.add(w)
-            add(w, -10.0 - len(m.pieces))
+            add(w, -10.0 - len(table))
     base = root / "tok-base"
-    base.mkdir(parents=True)
-    (base / "tokenizer.model").write_bytes(m.SerializeToString())
+    save_proto(llama_proto(*zip(*table)), base / "tokenizer.model")
     new = []
     while len(new) < N_TOTAL - N_OLD:
         w = "".join(rng.choice(chars) for _ in range(rng.randint(2, 4)))
@@ -84,8 +74,7 @@ def build_tokenizers(root: Path, seed: int = 0) -> tuple[Path, Path]:
     for w in sorted(new, key=len):  # the reference's order: by length, stable
         add(w, 0.0)
     ext = root / "tok-ext"
-    ext.mkdir()
-    (ext / "tokenizer.model").write_bytes(m.SerializeToString())
+    save_proto(llama_proto(*zip(*table)), ext / "tokenizer.model")
     for d in (base, ext):
         (d / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
         (d / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>",

@@ -108,8 +108,7 @@ def groups_for(config: Mapping) -> list[Group]:
     stages = cptconfig.stage_names(config)
     dataset_keys = [k for k in config.get("dataset", {}) if k != "stages"]
     for s in stages:
-        replay = ((config.get("dataset", {}).get("stages", {}).get(s) or {}).get("replay") or {}).get("from") or []
-        replay = [replay] if isinstance(replay, str) else list(replay)  # replayed data of earlier stages
+        replay = cptconfig.replay_from(config["dataset"]["stages"].get(s))  # replayed data of earlier stages
         groups.append(Group(f"dataset-{s}", [str(L.dataset(s))], deps=[corpus, tokenizer,
                                                                         *[str(L.dataset(r)) for r in replay]],
                             params=[f"dataset.{k}" for k in dataset_keys] + [f"dataset.stages.{s}"],

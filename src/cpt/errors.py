@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+# The exit status of a run that stopped at a checkpoint written on a signal (SIGTERM/SIGUSR1): sysexits' EX_TEMPFAIL,
+# "rerun to resume". The trainer exits with it, the torchrun wrapper and srun pass it on, the stage reports it.
+PREEMPTED_EXIT_CODE = 75
+
+
 class CptError(Exception):
     """Base class of every error this project raises on purpose."""
 

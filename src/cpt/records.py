@@ -173,7 +173,9 @@ def _parse(raw: bytes) -> Any:
 
 
 def expand_paths(paths: Iterable[str | os.PathLike], pattern: str = "*.jsonl") -> list[Path]:
-    """Files as given; a directory stands for its `pattern` files (sorted, recursive); globs are expanded."""
+    """Files as given; a directory stands for its `pattern` files (sorted, recursive); globs are expanded. The one
+    place jsonl inputs are expanded (corpus paths, dataset inputs, cpt validate-records); a path that is neither a
+    file, a directory nor a matching glob is a RecordError (missing_file)."""
     out: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -187,9 +189,17 @@ def expand_paths(paths: Iterable[str | os.PathLike], pattern: str = "*.jsonl") -
             if not found:
                 raise RecordError(p, None, "empty_file", "glob matches no file")
             out.extend(found)
-        else:
+        elif p.is_file():
             out.append(p)
+        else:
+            raise RecordError(p, None, "missing_file", "no such file or directory")
     return out
+
+
+def category_files(directory: str | os.PathLike) -> dict[str, Path]:
+    """{category: <directory>/<category>.jsonl} of a corpus directory (raw/, train/, heldout/, a cleaned one): its
+    *.jsonl files, not recursive, sorted by name."""
+    return {p.stem: p for p in sorted(Path(directory).glob("*.jsonl")) if p.is_file()}
 
 
 def check_line(raw: bytes, path: str | os.PathLike, lineno: int, schema: str = "pretrain",

@@ -18,7 +18,7 @@ from cpt.model.init import init_embeddings, run_init
 from cpt.model.layout import EMBED_NAME, HEAD_NAME
 from cpt.model.rows import old_token_ids
 from cpt.model.safetensors_io import write_safetensors_subset
-from cpt.errors import ModelError
+from cpt.errors import ConfigError, ModelError
 from cpt.model.base import create_tiny_llama
 from cpt.model.layout import read_layout
 
@@ -27,10 +27,8 @@ TINY = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "nu
 
 
 @pytest.fixture(scope="module")
-def toks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toks")
-    base, ext, new = fx.make_tokenizer_pair(root)
-    return base, ext, new
+def toks(tokenizer_pair):
+    return tokenizer_pair
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +193,7 @@ def test_padding_rows_config_and_hf_loading(toks, models, tmp_path):
     assert s["vocab_size"] % 64 == 0 and s["vocab_size"] - n_tok == s["padded_rows"] and 0 < s["padded_rows"] < 64
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["vocab_size"] == s["vocab_size"] and cfg["cpt_tokenizer_vocab_size"] == n_tok
+    assert cfg["cpt_base_vocab_size"] == s["old_vocab"]  # where a LoRA stage's new_rows start
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     tok = AutoTokenizer.from_pretrained(tmp_path / "out")
     assert len(tok) == n_tok
@@ -273,7 +272,7 @@ def test_wrong_pairings_are_one_model_error(toks, models, tmp_path):
     other = fx.train_tiny_tokenizer(tmp_path / "other", fx.real_text(4000, 4000)[0], vocab_size=1700)
     with pytest.raises(ModelError, match="not an extension"):
         init_embeddings(models / "fp32", base, other, tmp_path / "o")
-    with pytest.raises(ModelError, match="model.init.method"):
+    with pytest.raises(ConfigError, match="config key model.init.method: 'random' is not one of"):
         init_embeddings(models / "fp32", base, ext, tmp_path / "o", method="random")
     assert not (tmp_path / "o").exists()
 
@@ -359,7 +358,7 @@ def test_reference_tokenization_on_the_real_llama2_vocabulary(tmp_path):
     llama = fx.llama2_tokenizer(tmp_path / "llama2")
     assert len(fx.sp_processor(llama)) == 32000
     pieces = ["中国", "我们", "的", "人民", "\u2581中国", "hello"]
-    ours = old_token_ids(llama, pieces)
+    ours = old_token_ids(llama, pieces, dummy_prefix=True)
     assert ours == reference_ids(llama, pieces)
     assert ours[0] == [29871, 30275, 30356]  # "▁", "中", "国": the lone dummy-prefix row takes part
     assert old_token_ids(llama, ["中国"], dummy_prefix=False) == [[30275, 30356]]

@@ -137,7 +137,7 @@ def test_every_verb_declares_its_outputs():
     from cpt.cli import COMMANDS, OUTPUTS
 
     assert set(OUTPUTS) == set(COMMANDS)
-    for verb, target in COMMANDS.items():
+    for verb, (target, _) in COMMANDS.items():
         module, attr = target.split(":")
         cmd = getattr(importlib.import_module(module), attr)
         names = {p.name for p in cmd.params}

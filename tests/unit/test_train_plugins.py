@@ -32,17 +32,82 @@ def test_tp_needs_vocab_divisible_by_64_tp():
     spec(plugin="3d", tp=2, vocab=32000)
 
 
-@pytest.mark.parametrize("plugin", ["gemini", "gemini_auto", "3d", "zero2_cpu"])
+@pytest.mark.parametrize("plugin", ["gemini", "gemini_auto", "zero2_cpu"])
 def test_gpu_only_plugins_refused_on_cpu_with_reason(plugin):
-    with pytest.raises(TrainError, match="CPU|no GPU"):
+    with pytest.raises(TrainError, match=f"train.plugin={plugin!r}.*(CPU|no GPU)"):
         check_device(from_mapping({"plugin": plugin}), "cpu")
     with pytest.raises(TrainError):
         build_plugin(from_mapping({"plugin": plugin}), "cpu")
 
 
-def test_fp16_refused_on_cpu():
-    with pytest.raises(TrainError, match="fp16"):
+def test_3d_and_zero2_run_on_cpu_and_the_cpu_plugin_list_says_so():
+    from cpt.train.plugins import CPU_PLUGINS
+
+    assert CPU_PLUGINS == ("ddp", "zero2", "3d")
+    for section in ({"plugin": "3d", "tp": 2}, {"plugin": "3d", "pp": 2, "micro_batch_size": 4},
+                    {"plugin": "3d", "tp": 2, "sp": 2, "sp_mode": "split_gather"},
+                    {"plugin": "3d", "sp": 2, "sp_mode": "all_to_all"}, {"plugin": "zero2", "precision": "fp16"}):
+        check_device(from_mapping(section), "cpu")
+
+
+def test_fp16_with_ddp_refused_on_cpu():
+    # torch's CUDA GradScaler/autocast silently turn off on CPU: ddp would train in fp32 while claiming fp16
+    with pytest.raises(TrainError, match="train.precision='fp16' with plugin ddp needs a GPU"):
         check_device(from_mapping({"plugin": "ddp", "precision": "fp16"}), "cpu")
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"sp": 2, "sp_mode": "ring_attn"}, "train.sp_mode='ring_attn' needs flash attention"),
+    ({"tp": 2, "sp": 2, "sp_mode": "ring"}, "train.sp_mode='ring' is refused on CPU"),
+])
+def test_sp_modes_that_do_not_run_on_cpu_name_the_key(section, match):
+    cfg = from_mapping({"plugin": "3d", **section})
+    with pytest.raises(TrainError, match=match):
+        check_device(cfg, "cpu")
+    check_device(cfg, "cuda")  # allowed on GPUs
+
+
+def test_neftune_refused_under_3d_with_reason():
+    with pytest.raises(TrainError, match="train.neftune_alpha: NEFTune is not supported with plugin 3d"):
+        spec(plugin="3d", tp=2, neftune_alpha=5.0, vocab=128)
+    spec(plugin="zero2", neftune_alpha=5.0)
+
+
+def test_3d_fp32_needs_zero_stage_0():
+    spec(plugin="3d", tp=2, precision="fp32", vocab=128)
+    with pytest.raises(TrainError, match="zero_stage"):
+        spec(plugin="3d", tp=2, zero_stage=1, precision="fp32", vocab=128)
+
+
+def test_pipeline_disables_the_p2p_shape_cache_and_cpu_disables_overlap():
+    _, kw = spec(plugin="3d", pp=2, micro_batch_size=4, pp_microbatch_size=2)
+    assert kw["enable_metadata_cache"] is False  # sequence lengths change between steps
+    assert spec("cpu", plugin="3d", tp=2, vocab=128)[1]["overlap_communication"] is False
+    assert spec("cpu", plugin="3d", tp=2, vocab=128)[1]["enable_flash_attention"] is False
+
+
+def test_layout_counts_loss_replicas_of_the_last_pipeline_stage():
+    from cpt.train.plugins import traits
+
+    # 8 ranks, tp 2 x pp 2 -> dp 2: 4 ranks share each sample, only the 2 tp ranks of the last stage hold the loss
+    lay = traits(from_mapping({"plugin": "3d", "pp": 2, "tp": 2, "micro_batch_size": 4})).layout_of(8, 2, 1)
+    assert (lay.dp_size, lay.dp_rank, lay.data_replicas, lay.loss_replicas) == (2, 1, 4, 2)
+    lay = traits(from_mapping({"plugin": "3d", "tp": 2})).layout_of(4, 2, 0)
+    assert (lay.data_replicas, lay.loss_replicas) == (2, 2)
+    lay = traits(from_mapping({"plugin": "ddp"})).layout(None, 4, 3)
+    assert (lay.dp_size, lay.dp_rank, lay.data_replicas, lay.loss_replicas) == (4, 3, 1, 1)
+
+
+def test_loss_scale_is_read_without_changing_optimizer_state():
+    from cpt.train.plugins import loss_scale
+
+    class Mixin:
+        loss_scale = 1024.0
+
+    class Opt:
+        mixed_precision_mixin = Mixin()
+
+    assert loss_scale(Opt()) == 1024.0 and loss_scale(object()) == 1.0
 
 
 def test_one_traits_object_per_plugin_and_no_name_branches_in_the_loop():

@@ -62,7 +62,7 @@ rule model_init:
         directory(str(L.model_init)),
     params:
         section=config["model"]["init"],
-        langs={name: c["lang"] for name, c in config["corpus"]["categories"].items()},
+        langs=cptconfig.category_languages(config),
     log:
         logfile("model_init"),
     threads: rule_threads("model")

@@ -15,7 +15,7 @@ Stage-data config (the `dataset:` section; see `DEFAULTS` and `stage_settings`):
       num_bins: 10               # bins per category = buckets per stage
       seed: 42
       overlong: split            # split | truncate | drop
-      bad_records: error         # error | skip: cpt.records' on_error raise | skip (skips counted per reason)
+      on_bad_record: raise       # raise | skip (skips counted per cpt.records reason)
       stages:
         injection:
           kind: pretrain          # pretrain | sft

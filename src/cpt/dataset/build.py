@@ -18,9 +18,10 @@ from cpt.buckets import bucket_rows, rng_for
 from cpt.dataset.manifest import skip_summary, stage_manifest
 from cpt.dataset.selection import select_stage, write_selection
 from cpt.dataset.settings import settings_of, stage_settings
-from cpt.dataset.tokenized import Corpus, jsonl_inputs, read_tokenized, tokenize_corpus
+from cpt.dataset.tokenized import Corpus, read_tokenized, tokenize_corpus
 from cpt.errors import ConfigError, DatasetError
 from cpt.packing import PieceStats, iter_packed, iter_unpacked, split_document
+from cpt.records import expand_paths
 from cpt.shards import bucket_name, fingerprint_of, take_docs, write_bucket, write_manifest
 
 
@@ -107,9 +108,11 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
 
 def prepare_stage(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   dataset_cfg: dict, stage: str, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = True, section_for_provenance: dict | None = None,
-                  prior: dict | None = None) -> dict:
-    """Both passes for one stage (the CLI and the workflow script call this)."""
+                  progress: bool = True, prior: dict | None = None) -> dict:
+    """Both passes for one stage (the CLI and the workflow script call this).
+
+    `dataset_cfg`: the `dataset:` section (the workflow gives cpt.config.dataset_config: only this stage in
+    `stages`); `prior`: {earlier stage: its output dir} for the stages named in replay.from."""
     from cpt.provenance import write_provenance
 
     t0 = time.time()
@@ -121,43 +124,17 @@ def prepare_stage(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.P
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix=".tokenized-", dir=out))
     try:
         if not _cache_valid(cache, inputs, tokenizer_dir, st, cfg):
-            tokenize_corpus(inputs, tokenizer_dir, cache, kind=st["kind"], num_workers=int(cfg["num_workers"]),
-                            block_lines=int(cfg["block_lines"]), bad_records=cfg["bad_records"],
-                            template=st["template"] or "llama2", max_length=st["max_length"], progress=progress)
+            tokenize_corpus(inputs, tokenizer_dir, cache, cfg, stage, progress=progress)
         manifest = build_stage(cache, cfg, stage, out, progress=progress, tokenizer_path=str(tokenizer_dir),
                                prior=prior)
     finally:
         if tmp_cache:
             shutil.rmtree(cache, ignore_errors=True)
-    write_provenance(out, f"dataset/{stage}", section_for_provenance or dataset_cfg,
+    write_provenance(out, f"dataset/{stage}", dataset_cfg,
                      inputs={"tokenizer": tokenizer_dir, **{f"input{i}": p for i, p in enumerate(inputs)}},
                      started=t0, extra={"num_sequences": manifest["num_sequences"],
                                         "num_tokens": manifest["num_tokens"]})
     return manifest
-
-
-def section_to_config(section: dict) -> tuple[dict, str]:
-    """cpt.config.dataset_section(config, stage) form ({global keys..., "stage": {...}, "name": S}) ->
-    (dataset config with `stages`, stage name). Stages named in replay.from get an empty entry (their documents
-    come from their selection.arrow)."""
-    cfg = {k: v for k, v in section.items() if k not in ("stage", "name", "stages")}
-    name = section["name"]
-    st = dict(section.get("stage") or {})
-    stages = {name: st}
-    rep = st.get("replay") or {}
-    frm = rep.get("from") or []
-    for f in [frm] if isinstance(frm, str) else frm:
-        if f != name:
-            stages.setdefault(f, {})
-    cfg["stages"] = stages
-    return cfg, name
-
-
-def run_rule(section: dict, inputs: Sequence, tokenizer_dir, out_dir, replay_dirs: dict | None = None) -> dict:
-    """Entry point of workflow/scripts/dataset_stage.py."""
-    cfg, name = section_to_config(section)
-    return prepare_stage(inputs, tokenizer_dir, out_dir, cfg, name, progress=False, section_for_provenance=section,
-                         prior=replay_dirs or {})
 
 
 def _cache_valid(cache: Path, inputs, tokenizer_dir, st: dict, cfg: dict) -> bool:
@@ -167,13 +144,13 @@ def _cache_valid(cache: Path, inputs, tokenizer_dir, st: dict, cfg: dict) -> boo
         info = read_tokenized(cache)
     except DatasetError:
         return False
-    files = jsonl_inputs(inputs)
+    files = expand_paths(inputs)
     return (info["kind"] == st["kind"] and info.get("template") == (st["template"] if st["kind"] == "sft" else None)
             and [f["path"] for f in info["files"]] == [str(f) for f in files]
             and all(describe_input(f) == {k: v for k, v in g.items() if k != "path"}
                     for f, g in zip(files, info["files"]))
             and info["tokenizer_digest"] == describe_input(tokenizer_dir)
-            # a cache that skipped bad records must not stand in for bad_records: error (and older caches
+            # a cache that skipped bad records must not stand in for on_bad_record: raise (and older caches
             # without cpt.records' counts are rebuilt)
-            and info.get("bad_records") == cfg["bad_records"] and "validation" in info["records"])
+            and info.get("on_bad_record") == cfg["on_bad_record"] and "validation" in info["records"])
 

@@ -58,7 +58,7 @@ def stage_manifest(st: dict, corpus, selections: dict, report: dict, detail: lis
             "selected": docs_selected,
             "out": stats.documents - sum(stats.skipped_documents.values()),
             "skipped": dict(sorted(stats.skipped_documents.items())),
-            # bad records, per cpt.records reason (dataset.bad_records: skip)
+            # bad records, per cpt.records reason (dataset.on_bad_record: skip)
             "records_skipped_at_tokenization": dict(corpus.info["records"]["validation"]["skipped"]),
             # valid records the dataset could not use (e.g. SFT: not even the first turn fits max_length)
             "skipped_at_tokenization": {k.split(":", 1)[1]: v for k, v in corpus.info["records"].items()

@@ -106,9 +106,12 @@ def select_stage(corpus: Corpus, dataset_cfg: dict, stage: str, _seen: tuple = (
         for src in rep["from"]:
             if prior and src in prior:
                 src_rows = read_selection(prior[src], corpus, src)
-            else:
+            elif src in (dataset_cfg.get("stages") or {}):
                 src_sel, _ = select_stage(corpus, dataset_cfg, src, (*_seen, stage))
                 src_rows = {c: v.rows for c, v in src_sel.items()}
+            else:
+                raise ConfigError(f"dataset.stages.{stage}.replay.from: {src!r} is neither a stage of this dataset "
+                                  f"config nor given as an earlier stage's output (--replay_dir {src}=DIR)")
             for c in sorted(src_rows):
                 rows = src_rows[c]
                 if c in own:

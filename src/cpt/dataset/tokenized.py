@@ -11,34 +11,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from cpt.consistency import tokenizer_identity
-from cpt.errors import ConfigError, DatasetError, RecordError
-from cpt.packing import add_bad_records_hint, on_error_of, tokenize_pretrain_lines
-from cpt.records import RecordStats, empty_file_error
+from cpt.errors import DatasetError, RecordError
+from cpt.packing import add_bad_records_hint, tokenize_pretrain_lines
+from cpt.records import RecordStats, empty_file_error, expand_paths
 from cpt.shards import TokenizedDocs, TokenizedWriter, open_tokenized
 
 TOKENIZED_INFO = "tokenized.json"
-
-
-def jsonl_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(p.rglob("*.jsonl"))
-            if not found:
-                raise DatasetError(f"{p}: no *.jsonl files in this input directory")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DatasetError(f"{p}: input file or directory does not exist")
-    return files
 
 
 def _iter_blocks(files: list[Path], block_lines: int, progress: bool):
@@ -110,7 +94,7 @@ def _process_block(block, state=None):
     fi, path, first, lines = block
     if s["kind"] == "pretrain":
         b = tokenize_pretrain_lines(state["backend"], state["bos"], state["eos"], lines, path, first,
-                                    s["bad_records"])
+                                    s["on_bad_record"])
         return fi, b.categories, b.ids, b.offsets, b.n_masked, None, b.lines, {}, b.records
     from cpt.packing import _flatten
     from cpt.sft import tokenize_sft_lines
@@ -118,23 +102,25 @@ def _process_block(block, state=None):
     default_cat = Path(path).stem
     records = RecordStats()
     cats, ids, labels, line_nos, stats = tokenize_sft_lines(state["sft"], lines, path, first, default_cat,
-                                                            s["bad_records"], records)
+                                                            s["on_bad_record"], records)
     flat, offsets = _flatten(ids)
     lab, _ = _flatten(labels)
     return fi, cats, flat, offsets, None, lab, np.asarray(line_nos, dtype=np.int64), stats, records
 
 
 def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.PathLike,
-                    out_dir: str | os.PathLike, kind: str = "pretrain", num_workers: int = 0,
-                    block_lines: int = 2000, bad_records: str = "error", template: str = "llama2",
-                    max_length: int = 4096, progress: bool = True) -> dict:
-    """Pass 1. Writes out_dir/cat-NNNNN.arrow per category + tokenized.json; returns that info."""
+                    out_dir: str | os.PathLike, dataset_cfg: Mapping | None = None, stage: str | None = None,
+                    progress: bool = True) -> dict:
+    """Pass 1 with the settings of `stage` of `dataset_cfg` (no stage: a pretraining stage with the dataset-wide
+    settings). Writes out_dir/cat-NNNNN.arrow per category + tokenized.json; returns that info."""
+    from cpt.dataset.settings import settings_of, stage_settings
     from cpt.provenance import describe_input
 
-    if kind not in ("pretrain", "sft"):
-        raise ConfigError(f"dataset.stages.*.kind: {kind!r} is not pretrain or sft")
-    on_error = on_error_of(bad_records)
-    files = jsonl_inputs(inputs)
+    cfg = settings_of(dataset_cfg)
+    st = stage_settings(cfg, stage) if stage else stage_settings({**cfg, "stages": {"corpus": {}}}, "corpus")
+    kind, template, max_length = st["kind"], st["template"], st["max_length"]
+    num_workers, block_lines, on_error = cfg["num_workers"], cfg["block_lines"], cfg["on_bad_record"]
+    files = expand_paths(inputs)
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -151,7 +137,7 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
             "bos_token": tok.backend.id_to_token(tok.bos_token_id),
             "eos_token": tok.backend.id_to_token(tok.eos_token_id),
             "unk_token": tok.unk_token}))
-    settings = {"tokenizer_dir": str(fast_dir or tok_dir), "kind": kind, "bad_records": bad_records,
+    settings = {"tokenizer_dir": str(fast_dir or tok_dir), "kind": kind, "on_bad_record": on_error,
                 "template": template, "max_length": int(max_length)}
     writers: dict[str, TokenizedWriter] = {}
     counts: dict[str, int] = {}
@@ -212,7 +198,7 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
         "bos_id": tok.bos_token_id,
         "eos_id": tok.eos_token_id,
         "template": template if kind == "sft" else None,
-        "bad_records": bad_records,
+        "on_bad_record": on_error,
         "files": [{"path": str(f), **describe_input(f)} for f in files],
         "categories": {cat: {"file": w.path.name, "documents": w.rows, "tokens": w.tokens}
                        for cat, w in sorted(writers.items())},

@@ -21,26 +21,10 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from cpt.schema import complete
 from cpt.errors import ModelError
-from cpt.model.layout import UNPADDED_KEY, place_file, read_layout, read_model_config
+from cpt.model.layout import UNPADDED_KEY, place_file, read_layout, read_model_config, tied_embeddings
 from cpt.model.vocab import TOKENIZER_FILES, copy_tokenizer_files, load_sp_proto, tokenizer_pieces, tokenizer_vocab_size
-
-TINY_DEFAULTS: dict[str, Any] = {
-    "num_hidden_layers": 2,
-    "hidden_size": 64,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "intermediate_size": 172,
-    "max_position_embeddings": 1024,
-    "rope_theta": 10000.0,
-    "rms_norm_eps": 1e-5,
-    "initializer_range": 0.02,
-    "tie_word_embeddings": False,
-    "torch_dtype": "float32",
-    "seed": 1234,
-}
-DTYPES = ("float32", "bfloat16", "float16")
-
 
 def check_model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike) -> dict:
     """Check that a model directory is a LLaMA whose vocabulary matches the tokenizer; return facts about it.
@@ -73,7 +57,7 @@ def check_model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.
             raise ModelError(f"{own}: its pieces differ from {tokenizer_dir / 'tokenizer.model'} (first at id "
                              f"{first}); the base tokenizer must be the model's own tokenizer")
     return {"model_type": model_type, "vocab_size": vocab, "tokenizer_vocab_size": n_tok,
-            "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+            "tie_word_embeddings": tied_embeddings(cfg),
             "torch_dtype": cfg.get("torch_dtype"), "hidden_size": cfg.get("hidden_size"),
             "num_hidden_layers": cfg.get("num_hidden_layers")}
 
@@ -82,21 +66,13 @@ def create_tiny_llama(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLi
                       params: Mapping[str, Any] | None = None) -> dict:
     """A seeded random LLaMA with the tokenizer's vocabulary size, saved as safetensors + the tokenizer.
 
-    `params` keys (defaults in TINY_DEFAULTS): num_hidden_layers, hidden_size, num_attention_heads,
-    num_key_value_heads, intermediate_size, max_position_embeddings, rope_theta, rms_norm_eps,
-    initializer_range, tie_word_embeddings, torch_dtype, seed. Same params + tokenizer = same bytes.
+    `params`: config key model.base.tiny (keys and defaults in workflow/schemas/model.schema.yaml). Same params +
+    tokenizer = same bytes.
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    p = dict(TINY_DEFAULTS)
-    unknown = set(params or {}) - set(TINY_DEFAULTS)
-    if unknown:
-        raise ModelError(f"model.base.tiny: unknown key(s) {', '.join(sorted(unknown))}; known: "
-                         f"{', '.join(TINY_DEFAULTS)}")
-    p.update(params or {})
-    if p["torch_dtype"] not in DTYPES:
-        raise ModelError(f"model.base.tiny.torch_dtype: {p['torch_dtype']!r}, expected one of {DTYPES}")
+    p = complete("model.base.tiny", params)
     if p["hidden_size"] % p["num_attention_heads"]:
         raise ModelError(f"model.base.tiny: hidden_size {p['hidden_size']} is not a multiple of "
                          f"num_attention_heads {p['num_attention_heads']}")
@@ -134,7 +110,7 @@ def create_tiny_llama(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLi
 
 
 def link_local_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike,
-                     link: str = "hardlink") -> dict:
+                     link: str) -> dict:
     """Check a user's LLaMA directory against the base tokenizer and link its files into `out_dir`."""
     src = Path(model_dir)
     if not src.is_dir():
@@ -159,19 +135,13 @@ def build_base_model(section: Mapping[str, Any], tokenizer_dir: str | os.PathLik
     from cpt.provenance import write_provenance
 
     t0 = time.time()
-    kind = section.get("kind", "tiny")
-    if kind == "tiny":
-        info = create_tiny_llama(out_dir, tokenizer_dir, section.get("tiny") or {})
+    s = complete("model.base", section)
+    if s["kind"] == "tiny":
+        info = create_tiny_llama(out_dir, tokenizer_dir, s["tiny"])
         inputs = {"tokenizer": tokenizer_dir}
-    elif kind == "local":
-        path = section.get("path")
-        if not path:
-            raise ModelError("model.base.path: required when model.base.kind is 'local' (a Hugging Face LLaMA "
-                             "directory)")
-        info = link_local_model(path, out_dir, tokenizer_dir, section.get("link", "hardlink"))
-        inputs = {"tokenizer": tokenizer_dir, "model": path}
     else:
-        raise ModelError(f"model.base.kind: {kind!r} unknown; use 'tiny' or 'local'")
+        info = link_local_model(s["path"], out_dir, tokenizer_dir, s["link"])
+        inputs = {"tokenizer": tokenizer_dir, "model": s["path"]}
     check_model_tokenizer(out_dir, tokenizer_dir)
     write_provenance(out_dir, "model/base", dict(section), inputs=inputs, started=t0, extra={"model": info})
     return info
@@ -186,7 +156,7 @@ def write_base_check(section: Mapping[str, Any], tokenizer_dir: str | os.PathLik
     from cpt.provenance import build_provenance
 
     t0 = time.time()
-    path = section.get("path")
+    path = complete("model.base", section)["path"]
     if not path or not Path(path).is_dir():
         raise ModelError(f"model.base.path: {path!r} is not a directory; set it to a local Hugging Face LLaMA "
                          f"directory (config.json + weights)")

@@ -1,54 +1,50 @@
-"""`cpt base-model` and `cpt init-embeddings` (the reference's init_model.py argument names)."""
+"""`cpt base-model` and `cpt init-embeddings` (the reference's init_model.py argument names). Option defaults are
+the schema's (workflow/schemas/model.schema.yaml)."""
 
 from __future__ import annotations
 
 import json
-from typing import Sequence
 
 import click
 
-from cpt.model.base import DTYPES, TINY_DEFAULTS, build_base_model
-from cpt.model.init import INIT_DEFAULTS, run_init
-from cpt.model.rows import METHODS
+from cpt.schema import default, parse_pairs, subschema
+from cpt.model.base import build_base_model
+from cpt.model.init import run_init
+
+TINY = default("model.base.tiny")
+INIT = default("model.init")
+
+
+def _choices(key: str) -> click.Choice:
+    return click.Choice(subschema(key)["enum"])
+
 
 @click.command("base-model")
 @click.option("--tokenizer", "tokenizer_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Base tokenizer directory (tokenizer.model ...); its size sets vocab_size.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output model directory.")
-@click.option("--kind", type=click.Choice(["tiny", "local"]), default="tiny", show_default=True)
+@click.option("--kind", type=_choices("model.base.kind"), default=default("model.base.kind"), show_default=True)
 @click.option("--path", "local_path", type=click.Path(exists=True, file_okay=False), default=None,
               help="kind=local: the user's Hugging Face LLaMA directory.")
-@click.option("--link", type=click.Choice(["hardlink", "copy"]), default="hardlink", show_default=True,
+@click.option("--link", type=_choices("model.base.link"), default=default("model.base.link"), show_default=True,
               help="kind=local: how the weight files get into --out.")
-@click.option("--layers", "num_hidden_layers", type=int, default=TINY_DEFAULTS["num_hidden_layers"], show_default=True)
-@click.option("--hidden-size", type=int, default=TINY_DEFAULTS["hidden_size"], show_default=True)
-@click.option("--heads", "num_attention_heads", type=int, default=TINY_DEFAULTS["num_attention_heads"],
+@click.option("--layers", "num_hidden_layers", type=int, default=TINY["num_hidden_layers"], show_default=True)
+@click.option("--hidden-size", type=int, default=TINY["hidden_size"], show_default=True)
+@click.option("--heads", "num_attention_heads", type=int, default=TINY["num_attention_heads"], show_default=True)
+@click.option("--kv-heads", "num_key_value_heads", type=int, default=TINY["num_key_value_heads"], show_default=True)
+@click.option("--intermediate-size", type=int, default=TINY["intermediate_size"], show_default=True)
+@click.option("--max-positions", "max_position_embeddings", type=int, default=TINY["max_position_embeddings"],
               show_default=True)
-@click.option("--kv-heads", "num_key_value_heads", type=int, default=TINY_DEFAULTS["num_key_value_heads"],
+@click.option("--tie-word-embeddings/--no-tie-word-embeddings", default=TINY["tie_word_embeddings"],
               show_default=True)
-@click.option("--intermediate-size", type=int, default=TINY_DEFAULTS["intermediate_size"], show_default=True)
-@click.option("--max-positions", "max_position_embeddings", type=int,
-              default=TINY_DEFAULTS["max_position_embeddings"], show_default=True)
-@click.option("--tie-word-embeddings/--no-tie-word-embeddings", default=TINY_DEFAULTS["tie_word_embeddings"],
+@click.option("--dtype", "torch_dtype", type=_choices("model.base.tiny.torch_dtype"), default=TINY["torch_dtype"],
               show_default=True)
-@click.option("--dtype", "torch_dtype", type=click.Choice(DTYPES), default=TINY_DEFAULTS["torch_dtype"],
-              show_default=True)
-@click.option("--seed", type=int, default=TINY_DEFAULTS["seed"], show_default=True)
+@click.option("--seed", type=int, default=TINY["seed"], show_default=True)
 def cli_base_model(tokenizer_dir, out_dir, kind, local_path, link, **tiny):
     """Build results/<exp>/model/base: a tiny seeded LLaMA, or a checked link to a local HF LLaMA directory."""
     section = {"kind": kind, "path": local_path, "link": link, "tiny": tiny}
     info = build_base_model(section, tokenizer_dir, out_dir)
     click.echo(json.dumps({k: v for k, v in info.items() if k != "files"}, default=str))
-
-
-def _parse_heldout(values: Sequence[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for v in values:
-        lang, sep, path = v.partition("=")
-        if not sep or not lang or not path:
-            raise click.BadParameter(f"{v!r}: expected LANG=FILE.jsonl", param_hint="--heldout")
-        out.setdefault(lang, []).append(path)
-    return out
 
 
 @click.command("init-embeddings")
@@ -61,17 +57,18 @@ def _parse_heldout(values: Sequence[str]) -> dict[str, list[str]]:
               type=click.Path(exists=True, file_okay=False), help="Extended tokenizer directory.")
 @click.option("--target_model_path", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output model directory.")
-@click.option("--method", type=click.Choice(METHODS), default="subword_mean", show_default=True)
-@click.option("--pad-to-multiple-of", type=int, default=None, help="Pad the matrices to a multiple of N rows.")
-@click.option("--dummy-prefix/--no-dummy-prefix", default=True, show_default=True,
+@click.option("--method", type=_choices("model.init.method"), default=INIT["method"], show_default=True)
+@click.option("--pad-to-multiple-of", type=int, default=INIT["pad_to_multiple_of"],
+              help="Pad the matrices to a multiple of N rows.")
+@click.option("--dummy-prefix/--no-dummy-prefix", default=INIT["dummy_prefix"], show_default=True,
               help="subword_mean: encode piece text with the old tokenizer's dummy prefix (the reference does).")
-@click.option("--seed", type=int, default=INIT_DEFAULTS["seed"], show_default=True)
-@click.option("--multivariate-scale", type=float, default=1.0, show_default=True,
+@click.option("--seed", type=int, default=INIT["seed"], show_default=True)
+@click.option("--multivariate-scale", type=float, default=INIT["multivariate_scale"], show_default=True,
               help="multivariate: covariance multiplier.")
 @click.option("--copy", "copy_files", is_flag=True, help="Copy untouched shards instead of hardlinking them.")
 @click.option("--heldout", multiple=True, metavar="LANG=FILE",
               help="Held-out corpus jsonl for report.json (repeatable), e.g. en=heldout/kjv.jsonl.")
-@click.option("--report-max-tokens", type=int, default=INIT_DEFAULTS["report"]["max_tokens"], show_default=True)
+@click.option("--report-max-tokens", type=int, default=INIT["report"]["max_tokens"], show_default=True)
 @click.option("--compare-methods", default="", help="Comma-separated other methods to compare in report.json.")
 def cli_init_embeddings(source_model, source_tokenizer, target_tokenizer, out_dir, method, pad_to_multiple_of,
                         dummy_prefix, seed, multivariate_scale, copy_files, heldout, report_max_tokens,
@@ -79,10 +76,11 @@ def cli_init_embeddings(source_model, source_tokenizer, target_tokenizer, out_di
     """Extend a LLaMA's embeddings to an extended tokenizer (like the reference init_model.py, embeddings only)."""
     section = {
         "method": method, "dummy_prefix": dummy_prefix, "seed": seed, "multivariate_scale": multivariate_scale,
-        "pad_to_multiple_of": pad_to_multiple_of, "link": "copy" if copy_files else "hardlink",
-        "report": {**INIT_DEFAULTS["report"], "max_tokens": report_max_tokens,
-                   "compare_methods": [m for m in compare_methods.split(",") if m]},
+        "pad_to_multiple_of": pad_to_multiple_of,
+        "report": {"max_tokens": report_max_tokens, "compare_methods": [m for m in compare_methods.split(",") if m]},
     }
+    if copy_files:
+        section["link"] = "copy"
     report = run_init(section, source_model, source_tokenizer or source_model, target_tokenizer, out_dir,
-                      _parse_heldout(heldout))
+                      parse_pairs(heldout, "--heldout", "LANG=FILE.jsonl", multi=True))
     click.echo(json.dumps({k: report[k] for k in ("vocab", "summary") if k in report}, ensure_ascii=False))

@@ -36,15 +36,18 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from cpt.schema import complete
 from cpt.errors import ModelError
 from cpt.model.base import check_model_tokenizer
 from cpt.model.init_report import init_report
 from cpt.model.layout import (
-    EMBED_NAME, HEAD_NAME, PAD_MULTIPLE_KEY, UNPADDED_KEY, read_layout, read_model_config, read_tensor,
+    BASE_VOCAB_KEY, EMBED_NAME, HEAD_NAME, PAD_MULTIPLE_KEY, UNPADDED_KEY, read_layout, read_model_config,
+    read_tensor, tied_embeddings,
 )
-from cpt.model.rows import METHODS, extend_matrix, old_token_ids, padded_size
+from cpt.model.rows import extend_matrix, old_token_ids, padded_size
 from cpt.model.safetensors_io import write_checkpoint
 from cpt.model.vocab import TOKENIZER_FILES, copy_tokenizer_files, load_sp_proto, tokenizer_vocab_size
+from cpt.records import category_files
 
 log = logging.getLogger(__name__)
 SKIP_FILES = {"config.json", "provenance.json", "report.json", "model.safetensors.index.json",
@@ -67,25 +70,25 @@ def _check_extension(old_tok: Path, new_tok: Path) -> tuple[list[str], int, int]
 
 
 def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.PathLike,
-                    new_tokenizer: str | os.PathLike, out_dir: str | os.PathLike, *, method: str = "subword_mean",
-                    dummy_prefix: bool = True, seed: int = 0, multivariate_scale: float = 1.0,
-                    pad_to_multiple_of: int | None = None, link: str = "hardlink") -> dict:
+                    new_tokenizer: str | os.PathLike, out_dir: str | os.PathLike, **settings) -> dict:
     """Extend the embeddings of `source_model` from `old_tokenizer` to `new_tokenizer`; write an HF dir to out_dir.
 
-    The output is written next to out_dir and renamed into place at the end. Returns a summary dict.
+    `settings`: keys of config key model.init (method, dummy_prefix, seed, multivariate_scale, pad_to_multiple_of,
+    link); the rest take the schema's defaults. The output is written next to out_dir and renamed into place at
+    the end. Returns a summary dict.
     """
     import torch
 
     t0 = time.time()
+    s = complete("model.init", settings)
+    method, dummy_prefix, seed, pad_to_multiple_of = s["method"], s["dummy_prefix"], s["seed"], s["pad_to_multiple_of"]
     src, old_tok, new_tok, out = Path(source_model), Path(old_tokenizer), Path(new_tokenizer), Path(out_dir)
-    if method not in METHODS:
-        raise ModelError(f"model.init.method: {method!r} unknown; use one of {', '.join(METHODS)}")
     facts = check_model_tokenizer(src, old_tok)
     new_pieces, n_old, n_tok = _check_extension(old_tok, new_tok)
     n_total = padded_size(n_tok, pad_to_multiple_of)
     cfg = read_model_config(src)
     layout = read_layout(src)
-    tied = bool(cfg.get("tie_word_embeddings", False))
+    tied = tied_embeddings(cfg)
     if not tied and HEAD_NAME not in layout.weight_map:
         raise ModelError(f"{src / 'config.json'}: tie_word_embeddings is false but the checkpoint has no "
                          f"{HEAD_NAME!r}; the checkpoint is incomplete")
@@ -99,7 +102,7 @@ def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.Pat
                              f"expected ({facts['vocab_size']}, hidden) from config.json")
         with torch.no_grad():
             mat, info = extend_matrix(W[:n_old], n_total, n_tok, method, id_lists=id_lists, seed=seed + k,
-                                      scale=multivariate_scale)
+                                      scale=s["multivariate_scale"])
         new_tensors[name] = mat
         details[name] = {"dtype": str(W.dtype).replace("torch.", ""), "shape": list(mat.shape), **info}
         del W
@@ -110,7 +113,7 @@ def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.Pat
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        written = write_checkpoint(layout, tmp, new_tensors, drop, link)
+        written = write_checkpoint(layout, tmp, new_tensors, drop, s["link"])
         del new_tensors
         for q in sorted(src.iterdir()):
             if (q.is_file() and q.name not in SKIP_FILES and not q.name.endswith((".safetensors", ".bin"))
@@ -118,6 +121,7 @@ def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.Pat
                 shutil.copyfile(q, tmp / q.name)
         cfg["vocab_size"] = n_total
         cfg[UNPADDED_KEY] = n_tok
+        cfg[BASE_VOCAB_KEY] = n_old
         cfg[PAD_MULTIPLE_KEY] = int(pad_to_multiple_of) if pad_to_multiple_of else None
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         copy_tokenizer_files(new_tok, tmp)
@@ -136,7 +140,7 @@ def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.Pat
         "total_size": written["total_size"], "wall_seconds": round(time.time() - t0, 3),
     }
     if method == "multivariate":
-        summary["multivariate_scale"] = multivariate_scale
+        summary["multivariate_scale"] = s["multivariate_scale"]
     if id_lists is not None:
         lens = [len(x) for x in id_lists]
         prefix_id = _dummy_prefix_id(old_tok)
@@ -155,13 +159,6 @@ def _dummy_prefix_id(tokenizer_dir: Path) -> int | None:
     return None
 
 
-INIT_DEFAULTS: dict[str, Any] = {
-    "method": "subword_mean", "dummy_prefix": True, "seed": 1234, "multivariate_scale": 1.0,
-    "pad_to_multiple_of": None, "link": "hardlink",
-    "report": {"max_tokens": 20000, "seq_len": 256, "batch_size": 4, "compare_methods": []},
-}
-
-
 def run_init(section: Mapping[str, Any], source_model: str | os.PathLike, old_tokenizer: str | os.PathLike,
              new_tokenizer: str | os.PathLike, out_dir: str | os.PathLike,
              heldout: Mapping[str, Sequence[str | os.PathLike]] | None = None) -> dict:
@@ -169,19 +166,11 @@ def run_init(section: Mapping[str, Any], source_model: str | os.PathLike, old_to
     from cpt.provenance import write_provenance
 
     t0 = time.time()
-    s = {**INIT_DEFAULTS, **dict(section)}
-    rep = {**INIT_DEFAULTS["report"], **dict(s.get("report") or {})}
-    summary = init_embeddings(source_model, old_tokenizer, new_tokenizer, out_dir, method=s["method"],
-                              dummy_prefix=bool(s["dummy_prefix"]), seed=int(s["seed"]),
-                              multivariate_scale=float(s["multivariate_scale"]),
-                              pad_to_multiple_of=s["pad_to_multiple_of"], link=s["link"])
+    s = complete("model.init", section)
+    summary = init_embeddings(source_model, old_tokenizer, new_tokenizer, out_dir, **s)
     log.info("initialised %s new rows (%s, %s padded rows) of %s in %.1f s: %s", summary["new_rows"], s["method"],
              summary["padded_rows"], source_model, summary["wall_seconds"], json.dumps(summary["files"]))
-    report = init_report(source_model, out_dir, old_tokenizer, new_tokenizer, heldout, method=s["method"],
-                         compare_methods=rep["compare_methods"], dummy_prefix=bool(s["dummy_prefix"]),
-                         seed=int(s["seed"]), multivariate_scale=float(s["multivariate_scale"]),
-                         max_tokens=int(rep["max_tokens"]), seq_len=int(rep["seq_len"]),
-                         batch_size=int(rep["batch_size"]))
+    report = init_report(source_model, out_dir, old_tokenizer, new_tokenizer, heldout, **s)
     report["init"] = summary
     log.info("init report: %s", report.get("summary", "no held-out loss (report.max_tokens 0 or no files)"))
     out = Path(out_dir)
@@ -197,11 +186,10 @@ def run_init(section: Mapping[str, Any], source_model: str | os.PathLike, old_to
 
 def heldout_by_lang(heldout_dir: str | os.PathLike, langs: Mapping[str, str]) -> dict[str, list[str]]:
     """{lang: [heldout/<category>.jsonl, ...]} from the corpus categories' languages (files that exist, sorted)."""
-    root = Path(heldout_dir)
+    files = category_files(heldout_dir)
     out: dict[str, list[str]] = {}
     for category, lang in sorted(langs.items()):
-        f = root / f"{category}.jsonl"
-        if f.is_file():
-            out.setdefault(lang, []).append(str(f))
+        if category in files:
+            out.setdefault(lang, []).append(str(files[category]))
     return out
 

@@ -7,9 +7,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from cpt.schema import complete
 from cpt.errors import ModelError
-from cpt.model.layout import EMBED_NAME, HEAD_NAME, UNPADDED_KEY, read_layout, read_model_config, read_tensor
-from cpt.model.rows import METHODS, extend_matrix, old_token_ids
+from cpt.model.layout import (
+    EMBED_NAME, HEAD_NAME, UNPADDED_KEY, read_layout, read_model_config, read_tensor, tied_embeddings,
+)
+from cpt.model.rows import extend_matrix, old_token_ids
 from cpt.model.vocab import load_sp_proto, tokenizer_vocab_size
 
 def norm_stats(W, lo: int, hi: int) -> dict:
@@ -88,31 +91,31 @@ def _load_model(model_dir: Path):
 
 def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, old_tokenizer: str | os.PathLike,
                 new_tokenizer: str | os.PathLike, heldout: Mapping[str, Sequence[str | os.PathLike]] | None = None,
-                *, method: str = "subword_mean", compare_methods: Sequence[str] = (), dummy_prefix: bool = True,
-                seed: int = 0, multivariate_scale: float = 1.0, max_tokens: int = 20000, seq_len: int = 256,
-                batch_size: int = 4) -> dict:
+                **settings) -> dict:
     """Row-norm statistics per method and held-out loss per language before/after extension.
 
-    `heldout` maps a language ("en", "zh", ...) to corpus jsonl files. The "before" loss is the source model with
-    the old tokenizer, "after" the initialised model (as written, for `method`; for other `compare_methods` the
-    same model with their rows swapped in) with the new tokenizer, on the same texts. Loss per token changes
-    meaning when the tokenization changes, so bits per byte (comparable across tokenizers) is given too.
+    `settings`: config key model.init (method, report.compare_methods, report.max_tokens, ...; schema defaults
+    for the rest). `heldout` maps a language ("en", "zh", ...) to corpus jsonl files. The "before" loss is the
+    source model with the old tokenizer, "after" the initialised model (as written, for `method`; for other
+    `compare_methods` the same model with their rows swapped in) with the new tokenizer, on the same texts. Loss
+    per token changes meaning when the tokenization changes, so bits per byte (comparable across tokenizers) is
+    given too.
     """
     import torch
 
+    s = complete("model.init", settings)
+    method, seed, rep = s["method"], s["seed"], s["report"]
+    max_tokens, seq_len, batch_size = rep["max_tokens"], rep["seq_len"], rep["batch_size"]
     src, dst = Path(source_model), Path(init_model)
     old_tok, new_tok = Path(old_tokenizer), Path(new_tokenizer)
     cfg = read_model_config(dst)
     n_old = tokenizer_vocab_size(old_tok)
     n_tok = cfg.get(UNPADDED_KEY, cfg["vocab_size"])
     n_total = cfg["vocab_size"]
-    tied = bool(cfg.get("tie_word_embeddings", False))
+    tied = tied_embeddings(cfg)
     names = [EMBED_NAME] + ([] if tied else [HEAD_NAME])
     labels = {EMBED_NAME: "input_embeddings", HEAD_NAME: "lm_head"}
-    methods = [method] + [m for m in compare_methods if m != method]
-    for m in methods:
-        if m not in METHODS:
-            raise ModelError(f"model.init.report.compare_methods: {m!r} unknown; use {', '.join(METHODS)}")
+    methods = [method] + [m for m in rep["compare_methods"] if m != method]
 
     src_layout, dst_layout = read_layout(src), read_layout(dst)
     matrices: dict[str, dict[str, Any]] = {m: {} for m in methods}
@@ -121,12 +124,12 @@ def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, 
     others = [m for m in methods if m != method]
     if others:
         new_pieces = [p.piece for p in load_sp_proto(new_tok).pieces][n_old:n_tok]
-        id_lists = old_token_ids(old_tok, new_pieces, dummy_prefix) if "subword_mean" in others else None
+        id_lists = old_token_ids(old_tok, new_pieces, s["dummy_prefix"]) if "subword_mean" in others else None
         for k, name in enumerate(names):
             W = read_tensor(src_layout, name)[:n_old]
             for m in others:
                 matrices[m][name], _ = extend_matrix(W, n_total, n_tok, m, id_lists=id_lists, seed=seed + k,
-                                                     scale=multivariate_scale)
+                                                     scale=s["multivariate_scale"])
     report: dict[str, Any] = {
         "method": method, "tie_word_embeddings": tied,
         "vocab": {"old": n_old, "new": n_tok, "matrix_rows": n_total, "new_rows": n_tok - n_old,

@@ -8,6 +8,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 from cpt.errors import ModelError
 
@@ -17,8 +18,14 @@ SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
 # keys this project adds to config.json of an extended model
 UNPADDED_KEY = "cpt_tokenizer_vocab_size"
 PAD_MULTIPLE_KEY = "cpt_pad_to_multiple_of"
+BASE_VOCAB_KEY = "cpt_base_vocab_size"  # rows below it are the base model's; a LoRA stage's new_rows trains the rest
 EMBED_NAME = "model.embed_tokens.weight"
 HEAD_NAME = "lm_head.weight"
+
+
+def tied_embeddings(model_config: Mapping[str, Any]) -> bool:
+    """Whether a HF config.json ties lm_head to the input embeddings (absent = not tied, as in LlamaConfig)."""
+    return bool(model_config.get("tie_word_embeddings"))
 
 
 def read_model_config(model_dir: str | os.PathLike) -> dict:
@@ -110,7 +117,7 @@ def read_tensor(layout, name: str):
     return load_bin(path)[name]
 
 
-def place_file(src: Path, dst: Path, link: str = "hardlink") -> str:
+def place_file(src: Path, dst: Path, link: str) -> str:
     """Put `src` at `dst` by hardlink (falls back to symlink, then copy) or by copy; returns what was done."""
     if dst.exists() or dst.is_symlink():
         dst.unlink()

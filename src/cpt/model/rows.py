@@ -16,15 +16,15 @@ METHODS = ("subword_mean", "mean", "multivariate")
 ROW_CHUNK = 4096
 
 
-def old_token_ids(old_tokenizer_dir: str | os.PathLike, pieces: Sequence[str], dummy_prefix: bool = True
+def old_token_ids(old_tokenizer_dir: str | os.PathLike, pieces: Sequence[str], dummy_prefix: bool
                   ) -> list[list[int]]:
     """Ids of each piece's text under the OLD tokenizer (no bos/eos), all pieces in one batch call."""
-    import sentencepiece as spm
+    from cpt.tokenizer.spm import processor
 
     proto = load_sp_proto(old_tokenizer_dir)
     if not dummy_prefix:
         proto.normalizer_spec.add_dummy_prefix = False
-    sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+    sp = processor(proto)
     return [list(x) for x in sp.encode(list(pieces))] if pieces else []
 
 
@@ -132,7 +132,5 @@ def extend_matrix(W_old, n_total: int, n_tok: int, method: str, *, id_lists=None
 def padded_size(n: int, multiple: int | None) -> int:
     if not multiple:
         return n
-    if int(multiple) < 1:
-        raise ModelError(f"model.init.pad_to_multiple_of: {multiple} must be a positive integer or null")
     return -(-n // int(multiple)) * int(multiple)
 

@@ -93,7 +93,7 @@ def _shard_name(i: int, n: int) -> str:
     return f"model-{i:05d}-of-{n:05d}.safetensors"
 
 
-def write_checkpoint(layout, out: Path, new_tensors: Mapping[str, Any], drop: set[str], link: str = "hardlink"
+def write_checkpoint(layout, out: Path, new_tensors: Mapping[str, Any], drop: set[str], link: str
                      ) -> dict:
     """Carry every tensor of `layout` except `drop` over unchanged, add `new_tensors` in a last shard, write the index.
 

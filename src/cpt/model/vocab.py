@@ -1,35 +1,27 @@
-"""Tokenizer facts a model step needs: the SentencePiece pieces, the number of ids, the files of a tokenizer
-directory (read with sentencepiece's protobuf; no dependency on cpt.tokenizer)."""
+"""Tokenizer facts a model step needs: the SentencePiece pieces and the number of ids of a tokenizer directory,
+and copying its files next to a model (the format itself is cpt.tokenizer's: spm.load_proto, hf.TOKENIZER_FILES)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from cpt.errors import ModelError
+from cpt.tokenizer.hf import TOKENIZER_FILES
+from cpt.tokenizer.hf import copy_tokenizer_files as _copy_files
+from cpt.tokenizer.spm import load_proto
 
-# files that make up a tokenizer directory (copied from tokenizer dirs, never from model dirs)
-TOKENIZER_FILES = (
-    "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-)
+__all__ = ["TOKENIZER_FILES", "copy_tokenizer_files", "load_sp_proto", "tokenizer_pieces", "tokenizer_vocab_size"]
 
 
 def load_sp_proto(tokenizer_dir: str | os.PathLike):
     """The SentencePiece ModelProto of a tokenizer directory (its tokenizer.model)."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
     path = Path(tokenizer_dir) / "tokenizer.model"
     if not path.is_file():
         raise ModelError(f"{path}: missing; a LLaMA tokenizer directory must contain tokenizer.model "
                          f"(SentencePiece). Point the config at the tokenizer stage's output directory")
-    proto = pb.ModelProto()
-    try:
-        proto.ParseFromString(path.read_bytes())
-    except Exception as exc:  # protobuf raises DecodeError; anything else is the same failure
-        raise ModelError(f"{path}: not a SentencePiece model ({exc})") from exc
-    return proto
+    return load_proto(path)
 
 
 def tokenizer_pieces(tokenizer_dir: str | os.PathLike) -> list[str]:
@@ -54,11 +46,9 @@ def tokenizer_vocab_size(tokenizer_dir: str | os.PathLike) -> int:
 def copy_tokenizer_files(tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
     """Copy the tokenizer files of `tokenizer_dir` into `out_dir` (overwriting); returns the names copied."""
     src, out = Path(tokenizer_dir), Path(out_dir)
-    copied = []
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
-            copied.append(name)
+    if not (src / "tokenizer.model").is_file():
+        raise ModelError(f"{src}: no tokenizer.model to copy into {out}")
+    copied = _copy_files(src, out)
     if "tokenizer.model" not in copied:
         raise ModelError(f"{src}: no tokenizer.model to copy into {out}")
     return copied

@@ -38,14 +38,13 @@ import torch.distributed as dist
 
 from cpt.errors import CheckpointError
 from cpt.locks import honour_umask
+from cpt.tokenizer.hf import TOKENIZER_FILES  # the files that travel with a model
 
 LATEST = "latest"
 STATE = "state.json"
 MANIFEST = "manifest.json"
 SCHEDULER = "scheduler.json"
 MANIFEST_FORMAT = 1
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")
 LOW_SPACE = 1 << 20  # after a failed write, less than this free on the file system = the disk was full
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from cpt.errors import DatasetError, TrainError
-
-IGNORE_INDEX = -100
+from cpt.packing import IGNORE_INDEX  # labels with no loss: the dataset format's
 
 
 class BucketedDataset:

@@ -23,16 +23,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from cpt.consistency import check_dataset_model
-from cpt.errors import CheckpointError, TrainError
+from cpt.errors import PREEMPTED_EXIT_CODE, CheckpointError, TrainError
 from cpt.train import checkpoint as ckpt
-from cpt.train.config import TrainConfig
+from cpt.train import lora
+from cpt.train.config import TrainConfig, with_dataset_max_length
 from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
 from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_token, peak_flops_per_device
 from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
 from cpt.train.plugins import PluginTraits, traits
 from cpt.train.progress import ProgressLog
 
-EXIT_PREEMPTED = 75
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # keys that may change between a checkpoint and its resume without breaking exactness
 RESUME_MUTABLE_KEYS = {"trace_samples", "max_steps", "save_interval", "keep_last", "log_interval", "tensorboard", "peak_tflops",
@@ -102,10 +102,70 @@ def init_distributed(seed: int) -> None:
     colossalai.launch_from_torch(seed=seed, verbose=False)
 
 
-def attention_implementation(cfg: TrainConfig, dev: str) -> str:
-    if cfg.flash_attention and dev == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+def attention_implementation(cfg: TrainConfig, dev: str) -> tuple[str, str | None]:
+    """(HF attn_implementation, why flash attention is not used or None)."""
+    if not cfg.flash_attention:
+        return "sdpa", "train.flash_attention is false"
+    if dev != "cuda":
+        return "sdpa", f"flash attention needs a CUDA GPU (device: {dev})"
+    if importlib.util.find_spec("flash_attn") is None:
+        return "sdpa", "the flash_attn package is not installed (pip install -e .[gpu])"
+    return "flash_attention_2", None
+
+
+def attention_that_ran(model, plugin) -> str:
+    """The attention the boosted model computes with: shardformer's ColoAttention when the 3d plugin enables
+    flash attention (it replaces the HF attention), else the HF implementation the model was built with."""
+    shard_config = getattr(plugin, "shard_config", None)
+    if shard_config is not None and getattr(shard_config, "enable_flash_attention", False):
+        return "colossalai_coloattention"
+    inner = model.unwrap() if hasattr(model, "unwrap") else model
+    return str(getattr(inner.config, "_attn_implementation", "unknown"))
+
+
+def gradient_checkpointing_active(model) -> bool:
+    inner = model.unwrap() if hasattr(model, "unwrap") else model
+    return any(getattr(m, "gradient_checkpointing", False) for m in inner.modules())
+
+
+def peak_memory_bytes(dev: str) -> int:
+    """Peak device memory of this process (CUDA allocator) or, on CPU, its peak resident set size."""
+    if dev == "cuda":
+        return int(torch.cuda.max_memory_allocated())
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def update_run_json(output: Path, trainer: dict) -> None:
+    """Merge the trainer's facts (attention that ran, layout, memory) into <output>/run.json under "trainer",
+    keeping what the stage launcher wrote there (its key)."""
+    path = output / "run.json"
+    data = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            data = {}
+    data["trainer"] = {**data.get("trainer", {}), **trainer}
+    output.mkdir(parents=True, exist_ok=True)
+    ckpt.write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def load_model(model_dir: Path, pt: PluginTraits, attn: str, dev: str):
+    """The HF model, built lazily (LazyInitContext: no weights materialised until the plugin has sharded the
+    model; booster.boost loads them) where the plugin supports it, else loaded in the dtype the plugin
+    computes in (no full fp32 copy for ZeRO)."""
+    from transformers import AutoModelForCausalLM
+
+    if pt.lazy_init:
+        from colossalai.lazy import LazyInitContext
+
+        with LazyInitContext(default_device=torch.device(dev) if dev == "cpu" else torch.device(
+                "cuda", torch.cuda.current_device())):
+            return AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=pt.load_dtype,
+                                                        attn_implementation=attn)
+    return AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=pt.load_dtype, attn_implementation=attn)
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -116,10 +176,39 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                            reduction="sum")
 
 
+def model_loss_sum(out, labels: torch.Tensor) -> torch.Tensor:
+    """Token-loss sum from a model that computed its own (mean) loss. A micro batch without any label (only
+    padding slots) has loss 0/0 = NaN; it contributes an exact zero that still back-propagates through the
+    model, so every rank runs the same collectives."""
+    n_lab = int((labels[:, 1:] != IGNORE_INDEX).sum())
+    if n_lab == 0:
+        return out.logits.float().sum() * 0.0
+    return out.loss.float() * n_lab
+
+
+def pipeline_criterion(scale: float, sums: list):
+    """Criterion for booster.execute_pipeline: the micro-batch's token-loss sum x `scale`; appends the unscaled
+    sum (detached) to `sums` for logging."""
+
+    def criterion(out, micro_batch):
+        loss_sum = model_loss_sum(out, micro_batch["labels"])
+        sums.append(loss_sum.detach())
+        return loss_sum * scale
+
+    return criterion
+
+
 def _all_reduce(values: list[float], dev) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=dev)
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
+    return t.tolist()
+
+
+def _all_reduce_max(values: list[float], dev) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=dev if dev == "cpu" else torch.cuda.current_device())
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.tolist()
 
 
@@ -178,7 +267,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     """Train one stage. `benchmark` = {"seq_len": int, "steps": int} trains on random tokens instead of a dataset
     and writes no checkpoints."""
     from colossalai.booster import Booster
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     dev = device_type()
     pt = traits(cfg)  # everything that differs between plugins
@@ -193,21 +282,29 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         raise TrainError(f"{model_dir}: not a Hugging Face model directory (no config.json); check --model")
 
     # ---- model ---------------------------------------------------------------------------------------------
-    attn = attention_implementation(cfg, dev)
+    attn, no_flash_reason = attention_implementation(cfg, dev)
     hf_config = AutoConfig.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation=attn)
+    pt.check_device(dev)
+    pt.check(dev, vocab_size=hf_config.vocab_size)  # refuse before loading anything
+    if no_flash_reason and cfg.flash_attention and rank == 0:
+        print(f"train.flash_attention: using {attn} instead: {no_flash_reason}", file=sys.stderr, flush=True)
+    model = load_model(model_dir, pt, attn, dev)
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if cfg.freeze_non_embeds:
         freeze_non_embeddings(model)
+    vocab = model.get_input_embeddings().num_embeddings
+    plugin = pt.build(dev, vocab_size=vocab)
+    booster = Booster(plugin=plugin, mixed_precision=pt.booster_mixed_precision(dev))
+    lora_stage = None
+    if cfg.lora is not None:  # adapters (booster.enable_lora) + the configured embedding rows; cpt.train.lora
+        model, lora_stage = lora.enable(booster, model, cfg, pt, hf_config, model_dir)
     neftune = NEFTune(cfg.neftune_alpha).attach(model.get_input_embeddings()) if cfg.neftune_alpha > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    vocab = model.get_input_embeddings().num_embeddings
 
-    # ---- plugin, data ---------------------------------------------------------------------------------------
-    plugin = pt.build(dev, vocab_size=vocab)
+    # ---- data -----------------------------------------------------------------------------------------------
     layout = pt.layout(plugin, world, rank)
     dp_size, dp_rank = layout.dp_size, layout.dp_rank
     if benchmark:
@@ -217,6 +314,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         data = BucketedDataset(dataset_dir)
         # the dataset's tokenizer must be the model's (vocabulary digest, sizes): one error before any step
         check_dataset_model(dataset_dir, getattr(data, "manifest", None) or {}, model_dir)
+        cfg = with_dataset_max_length(cfg, data.manifest, dataset_dir)
     if cfg.use_doc_lengths and not data.has_doc_lengths:
         raise TrainError("train.use_doc_lengths is true but the dataset has no doc_lengths column")
 
@@ -241,16 +339,28 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     param_dtype = pt.param_dtype
     collate = Collator(pad_token_id=hf_config.pad_token_id or 0, use_doc_lengths=cfg.use_doc_lengths,
                        cross_document_attention=cfg.cross_document_attention, attention_impl=attn,
-                       dtype=param_dtype)
+                       dtype=param_dtype, pad_to_multiple_of=pt.pad_to_multiple_of)
 
     # ---- optimiser, booster ---------------------------------------------------------------------------------
     optimizer = build_optimizer(model, cfg, dev)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
-    booster = Booster(plugin=plugin, mixed_precision=pt.booster_mixed_precision(dev))
     model, optimizer, _, _, scheduler = booster.boost(model, optimizer, lr_scheduler=scheduler)
+    local_params = sum(p.numel() for p in model.parameters())
+    trainer_info = {
+        "plugin": cfg.plugin, "world_size": world, "dp_size": dp_size, "tp": cfg.tp, "pp": cfg.pp, "sp": cfg.sp,
+        "precision": cfg.precision, "device": dev, "device_name": device_name(),
+        "attention": attention_that_ran(model, plugin), "flash_attention_requested": cfg.flash_attention,
+        "flash_attention_fallback_reason": no_flash_reason if attn != "flash_attention_2" else None,
+        "gradient_checkpointing": gradient_checkpointing_active(model), "lazy_init": pt.lazy_init,
+        "load_dtype": str(pt.load_dtype).removeprefix("torch."), "params_total": n_params,
+        "params_rank0_after_boost": local_params,
+    }
+    if rank == 0:
+        update_run_json(output, trainer_info)
     autocast = pt.autocast(dev)
     use_no_sync = pt.accumulate_without_sync and plugin.support_no_sync()
     pipeline = pt.pipeline
+    pp_micro_batches = cfg.micro_batch_size // cfg.pp_microbatch_size if pipeline else 1
 
     # ---- resume / stage start -------------------------------------------------------------------------------
     if resume is not None:
@@ -318,7 +428,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             g_label, g_real = g_label / layout.data_replicas, g_real / layout.data_replicas
             if g_stop > 0:
                 sampler.rewind_group()
-                exit_code = EXIT_PREEMPTED
+                exit_code = PREEMPTED_EXIT_CODE
                 break
             for micro_step, rows in traced:
                 trace.log(step + 1, epoch, micro_step, rows)
@@ -331,20 +441,24 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 if neftune is not None:
                     neftune.lengths = lengths
                 if pipeline:
+                    # the schedule splits the batch into pipeline micro-batches and divides each criterion value
+                    # by their number; the criterion returns the micro-batch's token-loss SUM scaled like the
+                    # non-pipeline path, so a step's gradient is the token mean over all its micro batches
+                    # (accumulation averages, it does not add)
                     inputs["labels"] = labels.to(inputs["input_ids"].device)
-                    out = booster.execute_pipeline(iter([inputs]), model, lambda o, x: o.loss, optimizer,
-                                                   return_loss=True)
-                    loss = out["loss"]
-                    if loss is not None:
-                        loss_sum_local += float(loss) * (labels[:, 1:] != IGNORE_INDEX).sum().item()
+                    sums: list[torch.Tensor] = []
+                    booster.execute_pipeline(iter([inputs]), model,
+                                             pipeline_criterion(dp_size * pp_micro_batches / denom, sums),
+                                             optimizer, return_loss=False)
+                    for part in sums:  # last pipeline stage only; other stages contribute nothing
+                        loss_sum_local += part.double().cpu()
                     continue
                 sync = (booster.no_sync(model, optimizer) if use_no_sync and i < len(batches) - 1 else contextlib.nullcontext())
                 with sync:
                     with autocast:
                         if pt.distributed_loss:  # e.g. vocab-parallel logits: the model's distributed loss
                             out = model(**inputs, labels=labels.to(inputs["input_ids"].device))
-                            n_lab = (labels[:, 1:] != IGNORE_INDEX).sum()
-                            loss_sum = out.loss.float() * n_lab
+                            loss_sum = model_loss_sum(out, labels)
                         else:
                             out = model(**inputs)
                             loss_sum = token_loss_sum(out.logits, labels)
@@ -365,7 +479,8 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             gn = float(grad_norm) if grad_norm is not None else None
             record = {"step": step, "epoch": epoch, "tokens": tokens_seen, "loss": loss_value,
                       "lr": scheduler.get_last_lr()[0], "grad_norm": gn, "tokens_per_s": tps,
-                      "mfu": mfu(tps, flops_per_token, peak, world), "seconds": dt}
+                      "mfu": mfu(tps, flops_per_token, peak, world), "seconds": dt,
+                      "peak_memory_bytes": peak_memory_bytes(dev)}
             history.append(record)
             if step % cfg.log_interval == 0 or step == total_steps:
                 metrics.log(record)
@@ -381,7 +496,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 last_saved = step
             if fault_step and step == fault_step and rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
-        if exit_code == EXIT_PREEMPTED:
+        if exit_code == PREEMPTED_EXIT_CODE:
             resume_point = None
             if step != last_saved:
                 resume_point = ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step,
@@ -398,10 +513,19 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             else:
                 say(f"preempted by signal {preempt.signum} before the first step: nothing to save, no checkpoint "
                     f"written; rerun the same command to start")
-            return RunResult(EXIT_PREEMPTED, step, tokens_seen, None, history)
+            return RunResult(PREEMPTED_EXIT_CODE, step, tokens_seen, None, history)
         final = None
+        (peak_mem,) = _all_reduce_max([peak_memory_bytes(dev)], dev)
+        if rank == 0:
+            update_run_json(output, {"peak_memory_bytes_max_rank": int(peak_mem), "steps": step})
         digest = check_ranks_agree(model, pt)
-        if not benchmark:
+        memory = lora.footprint(model, optimizer, dev if dev == "cpu" else torch.cuda.current_device())
+        if rank == 0:  # trainable parameters, optimizer-state bytes; the LoRA settings that ran
+            update_run_json(output, {**memory, "lora": lora_stage.facts() if lora_stage else None})
+        if not benchmark and lora_stage is not None:  # merged plain HF model + the adapter beside it
+            ckpt.check_finite(model, f"final model {output / 'final'}")  # (export_final checks its own)
+            final = lora_stage.export(model, hf_config, model_dir, output, train_dtype)
+        elif not benchmark:
             final = ckpt.export_final(booster, model, model.unwrap().config if hasattr(model, "unwrap")
                                       else hf_config, model_dir, output / "final", train_dtype)
         return RunResult(0, step, tokens_seen, final, history, digest, sampler.padding_slots_per_epoch())

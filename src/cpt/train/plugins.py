@@ -71,10 +71,12 @@ class PluginTraits:
     colossal_class: ClassVar[str]
     cpu: ClassVar[str | None] = None
     precisions: ClassVar[tuple[str, ...]] = ("bf16", "fp16", "fp32")
+    cpu_precisions: ClassVar[tuple[str, ...]] = ("bf16", "fp32")   # fp16 loss scaling that works on CPU
     owns_precision: ClassVar[bool] = True
     clips_in_plugin: ClassVar[bool] = True
     accumulate_without_sync: ClassVar[bool] = False
     replicated_params: ClassVar[bool] = True
+    lazy_init: ClassVar[bool] = False   # build under LazyInitContext; the plugin materialises only its shard
     lora: ClassVar[bool] = False
     resume: ClassVar[ResumeTraits] = ResumeTraits()
 
@@ -100,8 +102,19 @@ class PluginTraits:
         """dtype of the parameters the model computes with (also the dtype of additive attention masks)."""
         return self.train_dtype if self.owns_precision else torch.float32
 
+    @property
+    def load_dtype(self) -> torch.dtype:
+        """dtype the checkpoint is loaded in: the compute dtype (ZeRO/3d keep fp32 master copies of their own
+        shard only, made from these), so no rank holds a full fp32 copy it does not train with."""
+        return self.param_dtype
+
     def autocast(self, device_type: str):
         return contextlib.nullcontext()
+
+    @property
+    def pad_to_multiple_of(self) -> int:
+        """Micro batches are right-padded to a multiple of this length (sequence parallelism splits them)."""
+        return 1
 
     def booster_mixed_precision(self, device_type: str) -> str | None:
         return None
@@ -118,9 +131,9 @@ class PluginTraits:
             return
         if self.cpu is not None:
             raise TrainError(self.cpu)
-        if self.cfg.precision == "fp16":
-            raise TrainError("train.precision='fp16' needs a GPU (loss scaling with CUDA AMP); use bf16 or fp32 on "
-                             "CPU")
+        if self.cfg.precision not in self.cpu_precisions:
+            raise TrainError(f"train.precision={self.cfg.precision!r} with plugin {self.name} needs a GPU (loss "
+                             f"scaling with CUDA AMP); use {' or '.join(self.cpu_precisions)} on CPU")
 
     def kwargs(self, device_type: str = "cuda") -> dict:
         raise NotImplementedError
@@ -145,10 +158,23 @@ class PluginTraits:
         grad_norm = None
         if not self.clips_in_plugin:
             grad_norm = optimizer.clip_grad_by_norm(self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf"))
+        scale = loss_scale(optimizer)  # read before step(): the scaler may grow or back off in it
         optimizer.step()
         if self.clips_in_plugin:
             grad_norm = optimizer.get_grad_norm() if hasattr(optimizer, "get_grad_norm") else None
+            if grad_norm is not None:
+                # ColossalAI's ZeRO/AMP optimizers report the norm of the loss-scaled gradients (fp16)
+                grad_norm = float(grad_norm) / scale
         return grad_norm
+
+
+def loss_scale(optimizer) -> float:
+    """The fp16 loss scale a ColossalAI optimizer's gradients carry (1.0 for bf16/fp32)."""
+    for attr in ("mixed_precision_mixin", "mixed_precision"):
+        mixin = getattr(optimizer, attr, None)
+        if mixin is not None and hasattr(mixin, "loss_scale"):  # fp16 mixin (bf16's has none)
+            return float(mixin.loss_scale)
+    return 1.0
 
 
 class DDPTraits(PluginTraits):
@@ -178,6 +204,7 @@ class DDPTraits(PluginTraits):
 class Zero2Traits(PluginTraits):
     name = "zero2"
     colossal_class = "LowLevelZeroPlugin"
+    cpu_precisions = ("bf16", "fp16", "fp32")
     lora = True
     offload = False
     # the checkpoint holds gathered (unsharded) optimizer states; loading splits them for the current world
@@ -211,6 +238,7 @@ class GeminiTraits(PluginTraits):
     colossal_class = "GeminiPlugin"
     precisions = ("bf16", "fp16")
     replicated_params = False   # parameters live in chunks sharded over the ranks
+    lazy_init = True
     placement = "static"
 
     cpu = _gemini_cpu("gemini")
@@ -239,13 +267,10 @@ class GeminiAutoTraits(GeminiTraits):
 class HybridTraits(PluginTraits):
     name = "3d"
     colossal_class = "HybridParallelPlugin"
-    precisions = ("bf16", "fp16")
+    cpu_precisions = ("bf16", "fp16", "fp32")
     replicated_params = False   # tp/pp shard the parameters
+    lazy_init = True
     lora = True
-    cpu = ("train.plugin='3d' (HybridParallelPlugin: tp/pp/sp) is not supported on CPU by this trainer: its "
-           "shardformer kernels, sequence parallelism and pipeline p2p target NCCL GPUs; use plugin ddp or zero2 on "
-           "CPU")
-
     @property
     def pipeline(self) -> bool:
         return self.cfg.pp > 1
@@ -254,15 +279,29 @@ class HybridTraits(PluginTraits):
     def distributed_loss(self) -> bool:
         return True  # vocab-parallel logits: the model's own (distributed) cross entropy
 
+    @property
+    def pad_to_multiple_of(self) -> int:
+        cfg = self.cfg
+        if cfg.sp <= 1:
+            return 1
+        return cfg.tp if cfg.sp_mode in ("split_gather", "ring") else cfg.sp
+
     def check(self, device_type: str, vocab_size: int | None = None) -> None:
         cfg = self.cfg
-        if cfg.precision == "fp32":
-            raise TrainError("train.precision: the 3d plugin supports only bf16/fp16")
+        if cfg.precision == "fp32" and cfg.zero_stage > 0:
+            raise TrainError("train.precision: the 3d plugin with zero_stage > 0 supports only bf16/fp16 (fp32 "
+                             "needs zero_stage 0)")
         if cfg.tp > 1 and vocab_size is not None and vocab_size % (64 * cfg.tp) != 0:
             raise TrainError(
                 f"train.tp={cfg.tp}: the vocabulary size {vocab_size} must be divisible by 64 x tp = {64 * cfg.tp} "
                 f"(tensor-parallel embedding shards; optimizer checkpoints fail otherwise); pad the vocabulary "
                 f"when building the model or lower tp")
+        if cfg.neftune_alpha > 0:
+            raise TrainError(
+                "train.neftune_alpha: NEFTune is not supported with plugin 3d: shardformer replaces the embedding "
+                "module (the noise hook would be lost), tensor-parallel ranks would draw different noise for the "
+                "same tokens, and pipeline micro-batches do not carry the sequence lengths the noise is scaled by; "
+                "train SFT with NEFTune on plugin zero2 or ddp, or set neftune_alpha: 0")
         if cfg.sp > 1 and cfg.sp_mode in ("split_gather", "ring") and (cfg.tp < 2 or cfg.sp != cfg.tp):
             raise TrainError(f"train.sp: sp_mode {cfg.sp_mode!r} runs inside the tp group (needs tp >= 2); set sp "
                              f"equal to tp ({cfg.tp}) or use sp_mode all_to_all / ring_attn")
@@ -276,20 +315,40 @@ class HybridTraits(PluginTraits):
             "initial_scale": INITIAL_LOSS_SCALE, "max_norm": float(cfg.grad_clip),
             "enable_sequence_parallelism": cfg.sp > 1,
             "sequence_parallelism_mode": cfg.sp_mode if cfg.sp > 1 else None,
-            "enable_flash_attention": cfg.flash_attention, "enable_fused_normalization": device_type != "cpu",
+            "enable_flash_attention": cfg.flash_attention and device_type != "cpu",
+            "enable_fused_normalization": device_type != "cpu",
             "make_vocab_size_divisible_by": 64,
+            # gloo has no overlapping streams (ZeRO inside 3d); on GPU overlap is the upstream default
+            "overlap_communication": device_type != "cpu",
         }
         if cfg.pp > 1:
             kwargs["microbatch_size"] = cfg.pp_microbatch_size
+            # sequence lengths differ from step to step: the p2p shape cache would reuse the first step's shapes
+            kwargs["enable_metadata_cache"] = False
         return kwargs
+
+    def check_device(self, device_type: str) -> None:
+        super().check_device(device_type)
+        cfg = self.cfg
+        if device_type == "cpu" and cfg.sp > 1 and cfg.sp_mode == "ring_attn":
+            raise TrainError("train.sp_mode='ring_attn' needs flash attention kernels on a CUDA GPU (ColossalAI forces "
+                             "flash attention for it); on CPU use sp_mode split_gather (sp = tp) or all_to_all")
+        if device_type == "cpu" and cfg.sp > 1 and cfg.sp_mode == "ring":
+            raise TrainError("train.sp_mode='ring' is refused on CPU: with ColossalAI 0.5.0 on gloo its gradients "
+                             "disagree with DDP (grad norm 1.187 vs 1.180 at step 1 of a tiny LLaMA, losses drift "
+                             "apart); use sp_mode split_gather (same sharding) or all_to_all")
 
     def layout(self, plugin, world: int, rank: int) -> Layout:
         import torch.distributed as dist
 
-        dp_size = getattr(plugin, "dp_size", world)
-        dp_rank = dist.get_rank(plugin.dp_group)
+        # the pure data-parallel axis: plugin.dp_size also counts all_to_all/ring_attn sp ranks (ZeRO and gradient
+        # averaging run over dp x sp), but sp ranks share their samples
+        return self.layout_of(world, dist.get_world_size(plugin.dp_group), dist.get_rank(plugin.dp_group))
+
+    def layout_of(self, world: int, dp_size: int, dp_rank: int) -> Layout:
         replicas = world // dp_size
-        return Layout(world, dp_size, dp_rank, replicas, replicas)
+        # with pp only the last stage computes the loss; each of its tp (x sp) ranks holds the same value
+        return Layout(world, dp_size, dp_rank, replicas, replicas // self.cfg.pp)
 
 
 TRAITS: dict[str, type[PluginTraits]] = {t.name: t for t in (DDPTraits, Zero2Traits, Zero2CpuTraits, GeminiTraits,

@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from cpt.errors import TrainError
+from cpt.errors import PREEMPTED_EXIT_CODE, TrainError
 from cpt.provenance import config_hash
 from cpt.train.config import from_mapping
 
 log = logging.getLogger(__name__)
 WORKFLOW_KEYS = ("init_from", "name")  # stage-chaining keys of the workflow, not trainer settings
-PREEMPTED = 75
 
 
 def trainer_section(section: Mapping[str, Any]) -> dict:
@@ -105,7 +104,7 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     code = subprocess.call(argv, env=env)
-    if code == PREEMPTED:
+    if code == PREEMPTED_EXIT_CODE:
         raise TrainError(f"{out}: preempted after a checkpoint; rerun the workflow to resume from it")
     if code != 0:
         raise TrainError(f"{out}: training exited with code {code}; see the log above (rerun resumes from the "
