@@ -361,10 +361,15 @@ def cli_validate(files, schema, skip, as_json):
     Prints record counts and skipped counts per reason; exits 2 (the exit code of every input error of `cpt`) if
     any line is bad: at the first one (its file:line), or with --skip after the counts.
     """
+    from cpt.errors import describe
+
     stats = RecordStats()
-    # without --skip the first bad line raises RecordError: `cpt` prints it (with its hints) and exits 2
-    for _ in iter_records(files, schema=schema, on_error="skip" if skip else "raise", stats=stats):
-        pass
+    try:
+        for _ in iter_records(files, schema=schema, on_error="skip" if skip else "raise", stats=stats):
+            pass
+    except RecordError as exc:  # the first bad line (without --skip): file:line, like every input error of cpt
+        click.echo(f"error: {describe(exc)}", err=True)
+        sys.exit(2)
     if as_json:
         click.echo(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -173,14 +173,14 @@ def test_cli_validate(tmp_path):
     res = runner.invoke(cli_validate, [str(good)])
     assert res.exit_code == 0 and "records 3" in res.output
     res = runner.invoke(cli_validate, [str(good), str(bad)])
-    assert res.exit_code == 1 and f"{bad}:2" in res.output
+    assert res.exit_code == 2 and f"{bad}:2" in res.output  # 2: the exit code of every input error (README)
     res = runner.invoke(cli_validate, ["--skip", "--json", str(good), str(bad)])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     d = json.loads(res.stdout)
     assert d["records"] == 4 and d["skipped"] == {"invalid_json": 1, "empty_target": 1}
     sft = write_lines(tmp_path / "sft.jsonl", [line(GOOD_SFT)])
     assert runner.invoke(cli_validate, ["--schema", "sft", str(sft)]).exit_code == 0
-    assert runner.invoke(cli_validate, ["--schema", "sft", str(good)]).exit_code == 1
+    assert runner.invoke(cli_validate, ["--schema", "sft", str(good)]).exit_code == 2
 
 
 def test_record_error_survives_pickling():
