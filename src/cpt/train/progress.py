@@ -4,8 +4,8 @@
   checkpoint -- step/total, tokens, loss, lr, tokens/s over the interval, elapsed, ETA -- on stderr, which is the
   SLURM job log under sbatch and the terminal otherwise.
 - `setup_rank_output(rank)`, called first thing in every trainer process: ranks other than 0 silence Python
-  warnings and library loggers (transformers, ColossalAI, torch's C++ warnings), so each warning appears once; on
-  rank 0, when CPT_LOG_FILE names a file (cpt.smk sets it to the Snakemake rule's log), everything written to
+  warnings and library loggers (transformers, ColossalAI, torch's C++ warnings), and rank 0 shows each distinct
+  warning once, so each warning appears once per run; on rank 0, when CPT_LOG_FILE names a file (cpt.smk sets it to the Snakemake rule's log), everything written to
   stderr is appended there too, so the rule log holds the progress, the resume/fallback messages and errors.
 """
 
@@ -60,6 +60,20 @@ def setup_rank_output(rank: int | None = None) -> None:
         for name in ("transformers", "colossalai", "torch", "datasets"):
             logging.getLogger(name).setLevel(logging.ERROR)
         return
+    # each distinct warning once per run: Python shows a warning again whenever a library's catch_warnings()
+    # resets its registry (ColossalAI's collectives then warn at every call), so rank 0 prints each text once
+    if not getattr(warnings.showwarning, "_cpt_once", False):
+        shown: set = set()
+        original = warnings.showwarning
+
+        def show_once(message, category, filename, lineno, file=None, line=None):
+            key = (category, str(message))
+            if key not in shown:
+                shown.add(key)
+                original(message, category, filename, lineno, file, line)
+
+        show_once._cpt_once = True
+        warnings.showwarning = show_once
     path = os.environ.get(LOG_FILE_ENV)
     if path and not isinstance(sys.stderr, _Tee):
         sys.stderr = _Tee(sys.stderr, path)
