@@ -119,12 +119,12 @@ def attention_that_ran(model, plugin) -> str:
     shard_config = getattr(plugin, "shard_config", None)
     if shard_config is not None and getattr(shard_config, "enable_flash_attention", False):
         return "colossalai_coloattention"
-    inner = model.unwrap() if hasattr(model, "unwrap") else model
+    inner = model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
     return str(getattr(inner.config, "_attn_implementation", "unknown"))
 
 
 def gradient_checkpointing_active(model) -> bool:
-    inner = model.unwrap() if hasattr(model, "unwrap") else model
+    inner = model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
     return any(getattr(m, "gradient_checkpointing", False) for m in inner.modules())
 
 
