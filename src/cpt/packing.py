@@ -278,9 +278,8 @@ class BestFitPacker:
     of items in placement order; ties break on arrival order, so the result is deterministic.
     """
 
-    def __init__(self, max_length: int, window: int = 8192, carry: int = 64):
-        if max_length < 1:
-            raise ConfigError(f"dataset.max_length must be >= 1, got {max_length}")
+    def __init__(self, max_length: int, window: int, carry: int):
+        """`window`, `carry`: dataset.pack_window, dataset.pack_carry."""
         self.max_length = max_length
         self.window = max(1, int(window))
         self.carry = max(0, int(carry))
@@ -332,7 +331,7 @@ class BestFitPacker:
         return [b.items for b in all_bins if b.serial not in keep]
 
 
-def pack_lengths(lengths: Iterable[int], max_length: int, window: int = 8192, carry: int = 64) -> list[list[int]]:
+def pack_lengths(lengths: Iterable[int], max_length: int, window: int, carry: int) -> list[list[int]]:
     """Bins of item indices for the given lengths (convenience for tests and planning)."""
     packer = BestFitPacker(max_length, window, carry)
     out: list[list[int]] = []
@@ -350,8 +349,8 @@ def concat_bin(pieces: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndar
     return ids, labels, doc_lengths
 
 
-def iter_packed(pieces: Iterable[tuple[np.ndarray, np.ndarray]], max_length: int, window: int = 8192,
-                carry: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def iter_packed(pieces: Iterable[tuple[np.ndarray, np.ndarray]], max_length: int, window: int,
+                carry: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Stream (input_ids, labels, doc_lengths) sequences from a stream of (ids, labels) pieces."""
     packer = BestFitPacker(max_length, window, carry)
     for piece in pieces:

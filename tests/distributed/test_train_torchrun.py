@@ -180,3 +180,57 @@ def test_launcher_turns_sigterm_into_exit_75(inputs, tmp_path):
     state = json.loads((out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
                         / "state.json").read_text())
     assert state["preempted"] and state["step"] == max(x["step"] for x in metrics(out))
+
+
+# ---- bf16 + gradient checkpointing (ddp, zero2) and the ZeRO-2 resume of the 7B recipe -----------------------
+BF16_GC = ["--set", "precision=bf16", "--set", "grad_checkpointing=true"]
+BF16_LOSS = 5e-3  # bf16 (8-bit mantissa) against the fp32 DDP run, over 14 steps of a tiny LLaMA
+
+
+def trainer_info(out):
+    return json.loads((Path(out) / "run.json").read_text())["trainer"]
+
+
+@pytest.fixture(scope="module")
+def zero2_bf16_gc_run(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("zero2-bf16") / "stage"
+    r = torchrun(args(inputs, out, plugin="zero2", extra=BF16_GC))
+    assert r.returncode == 0, r.stderr[-4000:]
+    return out
+
+
+@pytest.mark.parametrize("plugin", ["ddp", "zero2"])
+def test_bf16_with_gradient_checkpointing_tracks_fp32_ddp(plugin, inputs, ddp_run, zero2_bf16_gc_run, tmp_path):
+    if plugin == "zero2":
+        out = zero2_bf16_gc_run
+    else:
+        out = tmp_path / "stage"
+        r = torchrun(args(inputs, out, plugin=plugin, extra=BF16_GC))
+        assert r.returncode == 0, r.stderr[-4000:]
+    from cpt.train.testing import assert_curves_agree
+
+    m = assert_trained(out)
+    assert_curves_agree(m, metrics(ddp_run), BF16_LOSS)
+    assert m != metrics(ddp_run)  # it really ran in bf16 (fp32 would reproduce the reference exactly)
+    info = trainer_info(out)
+    assert info["gradient_checkpointing"] is True and info["precision"] == "bf16"
+    # ddp keeps fp32 master weights and autocasts; ZeRO loads bf16 working weights directly (no fp32 model)
+    assert info["load_dtype"] == ("float32" if plugin == "ddp" else "bfloat16")
+    exported = final_tensors(out)
+    assert {t.dtype for t in exported.values()} == {__import__("torch").bfloat16}
+
+
+def test_zero2_bf16_sigkill_then_rerun_is_bit_identical(inputs, zero2_bf16_gc_run, tmp_path):
+    out = tmp_path / "stage"
+    killed = torchrun(args(inputs, out, plugin="zero2", extra=BF16_GC),
+                      extra_env={"CPT_TRAIN_FAULT_SIGKILL_AFTER_STEP": "6"})
+    assert killed.returncode != 0
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000004"
+    resumed = torchrun(args(inputs, out, plugin="zero2", extra=BF16_GC))
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resumed from" in resumed.stderr
+    from cpt.train.testing import assert_same_bits
+
+    assert_same_bits(final_tensors(out), final_tensors(zero2_bf16_gc_run))
+    assert [x["loss"] for x in metrics(out)] == [x["loss"] for x in metrics(zero2_bf16_gc_run)]
+    check_bucket_order(read_trace(out), SIZES)

@@ -173,7 +173,7 @@ def test_packed_sequences_are_lossless_and_carry_doc_lengths():
 
 def test_packer_rejects_items_that_do_not_fit():
     with pytest.raises(ValueError):
-        BestFitPacker(10).add("x", 11)
+        BestFitPacker(10, 16, 0).add("x", 11)
 
 
 def test_tokenizer_json_is_read_without_transformers_and_agrees(tok, tmp_path):

@@ -2,7 +2,7 @@
 default is written. The test walks the schema's defaults and the library's source (its AST) and fails where the
 library writes one of them again: a keyword default, a `.get(key, default)`, a click option default, a dataclass
 field default or a dict of defaults with the same key and value. The library reads defaults with
-cpt.config.complete / default instead."""
+cpt.schema.complete / default instead."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def library_duplicates(defaults=None) -> list[str]:
 def test_no_default_is_written_twice():
     found = library_duplicates()
     left = [h for h in found if h.split(":", 1)[0] not in PENDING]
-    assert not left, "defaults repeated in the library (read them with cpt.config.default/complete):\n" + \
+    assert not left, "defaults repeated in the library (read them with cpt.schema.default/complete):\n" + \
         "\n".join(left)
     stale = sorted(set(PENDING) - {h.split(":", 1)[0] for h in found})
     assert not stale, f"no longer repeat a schema default; remove from PENDING: {stale}"

@@ -59,3 +59,57 @@ def test_freeze_non_embeds_with_neftune_then_chain_stage(tmp_path):
     r = train("--model", str(out / "final"), "--dataset", str(data), "--output", str(out2), "--set", "plugin=ddp",
               "--set", "precision=fp32", "--set", "max_steps=2", "--set", "micro_batch_size=4", "--set", "lr=5e-4")
     assert r.returncode == 2 and "train.['lr']" in r.stderr
+
+
+def adam_steps(checkpoint_dir):
+    """The Adam step counters stored in a checkpoint's optimizer directory (torch .bin or safetensors shards)."""
+    import torch
+
+    steps = set()
+    for f in sorted((Path(checkpoint_dir) / "optimizer").iterdir()):
+        if f.suffix == ".bin":
+            state = torch.load(f, weights_only=False)
+            if isinstance(state, dict):
+                steps |= {float(v["step"]) for v in state.values() if isinstance(v, dict) and "step" in v}
+        elif f.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            steps |= {float(v) for k, v in load_file(f).items() if k.endswith("step")}
+    return steps
+
+
+def test_init_checkpoint_carries_the_optimizer_into_the_next_stage(tmp_path):
+    model = make_tiny_model(tmp_path / "model", vocab_size=128, hidden=32, layers=2, seed=3)
+    data = make_bucket_dataset(tmp_path / "ds", [12, 8], vocab_size=128, seed=4)
+    common = ["--set", "plugin=ddp", "--set", "precision=fp32", "--set", "micro_batch_size=4",
+              "--set", "tensorboard=false"]
+    a = tmp_path / "a"
+    r = train("--model", str(model), "--dataset", str(data), "--output", str(a), *common, "--set", "save_interval=2")
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert adam_steps(a / "checkpoints" / "step-00000004") == {4.0}
+    b = tmp_path / "b"
+    r = train("--model", str(a / "final"), "--dataset", str(data), "--output", str(b), *common,
+              "--set", "init=checkpoint", "--set", f"init_checkpoint={a / 'checkpoints' / 'step-00000004'}",
+              "--set", "max_steps=1", "--set", "save_interval=1")
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert adam_steps(b / "checkpoints" / "step-00000001") == {5.0}  # 4 carried + 1; a fresh optimizer says 1
+    r = train("--model", str(a / "final"), "--dataset", str(data), "--output", str(tmp_path / "c"), *common,
+              "--set", "init=checkpoint", "--set", f"init_checkpoint={tmp_path / 'nowhere'}", "--set", "max_steps=1")
+    assert r.returncode == 2 and "train.init_checkpoint" in r.stderr
+
+
+def test_zero2_fp16_on_cpu_reports_unscaled_gradient_norms(tmp_path):
+    import math
+
+    model = make_tiny_model(tmp_path / "model", vocab_size=128, hidden=32, layers=2, seed=3)
+    data = make_bucket_dataset(tmp_path / "ds", [12], vocab_size=128, seed=4)
+    out = tmp_path / "o"
+    r = train("--model", str(model), "--dataset", str(data), "--output", str(out), "--set", "plugin=zero2",
+              "--set", "precision=fp16", "--set", "micro_batch_size=4", "--set", "tensorboard=false")
+    assert r.returncode == 0, r.stderr[-4000:]
+    m = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(m) == 3 and abs(m[0]["loss"] - math.log(128)) < 0.3  # a random model's loss ~ ln(vocab)
+    # the loss scale starts at 2**16: a scaled norm would be ~1e4-1e5
+    assert all(0 < x["grad_norm"] < 100 for x in m), [x["grad_norm"] for x in m]
+    info = json.loads((out / "run.json").read_text())["trainer"]
+    assert info["precision"] == "fp16" and info["load_dtype"] == "float16"

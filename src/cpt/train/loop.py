@@ -119,12 +119,12 @@ def attention_that_ran(model, plugin) -> str:
     shard_config = getattr(plugin, "shard_config", None)
     if shard_config is not None and getattr(shard_config, "enable_flash_attention", False):
         return "colossalai_coloattention"
-    inner = model.unwrap() if hasattr(model, "unwrap") else model
+    inner = model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
     return str(getattr(inner.config, "_attn_implementation", "unknown"))
 
 
 def gradient_checkpointing_active(model) -> bool:
-    inner = model.unwrap() if hasattr(model, "unwrap") else model
+    inner = model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
     return any(getattr(m, "gradient_checkpointing", False) for m in inner.modules())
 
 
@@ -440,6 +440,10 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 inputs = {k: v.to(dev) if dev == "cpu" else v.cuda() for k, v in batch.items() if k != "labels"}
                 if neftune is not None:
                     neftune.lengths = lengths
+                # gradients are reduced once per optimizer step: earlier micro batches run without sync (plugins
+                # that all-reduce the *accumulated* gradient after every backward would count them twice)
+                sync = (booster.no_sync(model, optimizer) if use_no_sync and i < len(batches) - 1
+                        else contextlib.nullcontext())
                 if pipeline:
                     # the schedule splits the batch into pipeline micro-batches and divides each criterion value
                     # by their number; the criterion returns the micro-batch's token-loss SUM scaled like the
@@ -447,13 +451,13 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                     # (accumulation averages, it does not add)
                     inputs["labels"] = labels.to(inputs["input_ids"].device)
                     sums: list[torch.Tensor] = []
-                    booster.execute_pipeline(iter([inputs]), model,
-                                             pipeline_criterion(dp_size * pp_micro_batches / denom, sums),
-                                             optimizer, return_loss=False)
+                    with sync:
+                        booster.execute_pipeline(iter([inputs]), model,
+                                                 pipeline_criterion(dp_size * pp_micro_batches / denom, sums),
+                                                 optimizer, return_loss=False)
                     for part in sums:  # last pipeline stage only; other stages contribute nothing
                         loss_sum_local += part.double().cpu()
                     continue
-                sync = (booster.no_sync(model, optimizer) if use_no_sync and i < len(batches) - 1 else contextlib.nullcontext())
                 with sync:
                     with autocast:
                         if pt.distributed_loss:  # e.g. vocab-parallel logits: the model's distributed loss

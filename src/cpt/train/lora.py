@@ -67,15 +67,14 @@ class NewRowsEmbedding(nn.Module):
 
 
 class NewRowsLinear(nn.Module):
-    """An LM head (nn.Linear over the vocabulary) whose weight is `old_rows` (frozen) over `new_rows` (trainable);
-    given the split embedding's parameters, a tied head stays tied."""
+    """An LM head (nn.Linear over the vocabulary) whose weight is `old_rows` (frozen) over `new_rows` (trainable)."""
 
-    def __init__(self, old_rows: nn.Parameter, new_rows: nn.Parameter, bias: nn.Parameter | None = None):
+    def __init__(self, weight: torch.Tensor, n_base: int, bias: nn.Parameter | None = None):
         super().__init__()
-        self.old_rows, self.new_rows = old_rows, new_rows
-        self.n_base = int(old_rows.shape[0])
-        self.in_features = int(old_rows.shape[1])
-        self.out_features = int(old_rows.shape[0] + new_rows.shape[0])
+        self.n_base = int(n_base)
+        self.out_features, self.in_features = int(weight.shape[0]), int(weight.shape[1])
+        self.old_rows = nn.Parameter(weight[:n_base].detach().clone(), requires_grad=False)
+        self.new_rows = nn.Parameter(weight[n_base:].detach().clone(), requires_grad=True)
         self.bias = bias
 
     @property
@@ -87,6 +86,28 @@ class NewRowsLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, trainable rows >= {self.n_base}"
+
+
+class TiedHead(nn.Module):
+    """The LM head of a model with tied embeddings as a view of the input embedding's weight (an nn.Embedding or a
+    NewRowsEmbedding), without registering that weight a second time: each tensor is one optimizer parameter and
+    one checkpoint tensor (a checkpoint holding the tied pair twice would share memory, which safetensors refuses)."""
+
+    def __init__(self, embedding: nn.Module):
+        super().__init__()
+        self.__dict__["embedding"] = embedding  # not a submodule: the parameters belong to the embedding
+        self.out_features, self.in_features = embedding.num_embeddings, embedding.embedding_dim
+        self.bias = None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.__dict__["embedding"].weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+    def extra_repr(self) -> str:
+        return "tied to the input embedding"
 
 
 def _module_name(model: nn.Module, module: nn.Module) -> str:
@@ -121,11 +142,7 @@ def split_new_rows(model: nn.Module, n_base: int) -> dict:
             raise TrainError(f"train.lora.train_embeddings=new_rows: the output layer {type(head).__name__} is not a "
                              f"linear layer over the vocabulary")
         head_name = _module_name(model, head)
-        if is_tied:
-            new_head = NewRowsLinear(new_emb.old_rows, new_emb.new_rows, head.bias)
-        else:
-            tmp = NewRowsEmbedding(head.weight, n_base)
-            new_head = NewRowsLinear(tmp.old_rows, tmp.new_rows, head.bias)
+        new_head = TiedHead(new_emb) if is_tied else NewRowsLinear(head.weight, n_base, head.bias)
         _set_module(model, head_name, new_head)
         names["head"] = head_name
     _set_module(model, emb_name, new_emb)
@@ -212,6 +229,8 @@ def enable(booster, model: nn.Module, cfg: TrainConfig, plugin_traits, hf_config
                          f"train.lora.train_embeddings (new_rows or all) instead of adapters")
     n_base = resolve_base_vocab(settings, hf_config, emb.num_embeddings, model_dir)
     split = split_new_rows(model, n_base) if n_base is not None else None
+    if split is None and names["tied"]:
+        _set_module(model, names["head"], TiedHead(emb))
     try:
         peft_model = booster.enable_lora(model, lora_config=peft_config(settings))
     except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
@@ -262,9 +281,9 @@ def merged_state_dict(peft_model, drop_tied_head: bool | None = None) -> dict[st
                 if getattr(layer, "bias", None) is not None:
                     out[f"{name}.bias"] = layer.bias.detach()
                 handled.append(name + ".")
-            elif isinstance(module, (NewRowsEmbedding, NewRowsLinear)):
-                out[f"{name}.weight"] = torch.cat([module.old_rows.detach(), module.new_rows.detach()], 0)
-                if isinstance(module, NewRowsLinear) and module.bias is not None:
+            elif isinstance(module, (NewRowsEmbedding, NewRowsLinear, TiedHead)):
+                out[f"{name}.weight"] = module.weight.detach()
+                if getattr(module, "bias", None) is not None:
                     out[f"{name}.bias"] = module.bias.detach()
                 handled.append(name + ".")
         for key, value in base.state_dict().items():

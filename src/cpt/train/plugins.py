@@ -276,6 +276,13 @@ class HybridTraits(PluginTraits):
         return self.cfg.pp > 1
 
     @property
+    def accumulate_without_sync(self) -> bool:  # type: ignore[override]
+        # ColossalAI 0.5.0 all-reduces the accumulated sp-partial (norm) gradients after every backward / pipeline
+        # call unless no_sync is active: with accumulation that double-counts earlier micro batches. no_sync is
+        # refused by upstream with ZeRO-2.
+        return self.cfg.zero_stage < 2
+
+    @property
     def distributed_loss(self) -> bool:
         return True  # vocab-parallel logits: the model's own (distributed) cross entropy
 
@@ -296,6 +303,11 @@ class HybridTraits(PluginTraits):
                 f"train.tp={cfg.tp}: the vocabulary size {vocab_size} must be divisible by 64 x tp = {64 * cfg.tp} "
                 f"(tensor-parallel embedding shards; optimizer checkpoints fail otherwise); pad the vocabulary "
                 f"when building the model or lower tp")
+        if cfg.zero_stage == 2 and cfg.accumulation_steps > 1:
+            raise TrainError(
+                "train.accumulation_steps > 1 with plugin 3d and zero_stage 2 is refused: ColossalAI 0.5.0 refuses "
+                "no_sync with ZeRO-2 and its accumulated gradient norm (used for clipping) disagrees with DDP (1.354 vs "
+                "0.999 on a tiny LLaMA); use zero_stage 1 (or plugin zero2) with accumulation, or accumulation_steps 1")
         if cfg.neftune_alpha > 0:
             raise TrainError(
                 "train.neftune_alpha: NEFTune is not supported with plugin 3d: shardformer replaces the embedding "

@@ -115,3 +115,52 @@ def check_bucket_order(trace: list[dict], bucket_sizes: Sequence[int]) -> None:
         buckets = sorted(first)
         for b1, b2 in zip(buckets, buckets[1:]):
             assert last[b1] < first[b2], f"epoch {epoch}: bucket {b1} still trained after bucket {b2} started"
+
+
+def run_torchrun(repo: str | Path, nproc: int, train_args: Sequence[str], extra_env: dict | None = None,
+                 timeout: float = 420):
+    """Run `python -m cpt.train` under torchrun on CPU (gloo) with the repository's src/ first on the path."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(repo) / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(extra_env or {})
+    return subprocess.run(torchrun_command(sys.executable, nproc, list(train_args)), env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=str(repo))
+
+
+def read_metrics(out_dir: str | Path) -> list[dict]:
+    return [json.loads(x) for x in (Path(out_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def final_tensors(out_dir: str | Path) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for f in sorted((Path(out_dir) / "final").glob("*.safetensors")):
+        tensors.update(load_file(f))
+    return tensors
+
+
+def assert_same_bits(a: dict, b: dict) -> None:
+    """Every tensor of `a` equals the one of `b` bit for bit (dtype included)."""
+    import torch
+
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    for k in a:
+        assert a[k].dtype == b[k].dtype, k
+        assert a[k].reshape(-1).view(torch.uint8).equal(b[k].reshape(-1).view(torch.uint8)), k
+
+
+def assert_curves_agree(run: list[dict], ref: list[dict], loss_rel: float, grad_norm_rel: float | None = None) -> None:
+    """Same steps, same token counts, losses (and gradient norms) within the relative tolerances at every step."""
+    assert [r["step"] for r in run] == [r["step"] for r in ref]
+    for a, b in zip(run, ref):
+        assert a["tokens"] == b["tokens"], (a["step"], a["tokens"], b["tokens"])
+        assert abs(a["loss"] - b["loss"]) <= loss_rel * abs(b["loss"]), (a["step"], a["loss"], b["loss"])
+        if grad_norm_rel is not None:
+            assert abs(a["grad_norm"] - b["grad_norm"]) <= grad_norm_rel * abs(b["grad_norm"]), (
+                a["step"], a["grad_norm"], b["grad_norm"])

@@ -103,14 +103,14 @@ def csv_with_header(f: Path, header: str, fits: Callable[[list[str]], bool], lay
 
 def csv_questions(bench: "Benchmark", f: Path, rows: list[list[str]], start: int, subject: str, part: str, *,
                   columns: int, question: int, answer: int, layout: str = "", id_col: int | None = None,
-                  exact: bool = True):
+                  fixed_width: bool = True):
     """A four-choice Question per CSV row: row[question] the text, the four cells after it choices A-D,
-    row[answer] the letter; rows have `columns` cells (at least, unless `exact`). The qid is
+    row[answer] the letter; rows have `columns` cells (at least that many unless `fixed_width`). The qid is
     <subject>/<part>/<row[id_col] or the line number>."""
     for i, where, row in csv_body(bench, f, rows, start):
-        if len(row) != columns if exact else len(row) < columns:
+        if len(row) != columns if fixed_width else len(row) < columns:
             what = f"{columns} columns" + (f" ({layout})" if layout else "")
-            raise EvalError(f"{where}: expected {what if exact else 'at least ' + what}, got {len(row)}")
+            raise EvalError(f"{where}: expected {what if fixed_width else 'at least ' + what}, got {len(row)}")
         qid = (row[id_col] if id_col is not None else "") or i
         yield Question(subject, row[question], row[question + 1:question + 5],
                        check_letter(row[answer], "ABCD", where), qid=f"{subject}/{part}/{qid}", source_line=where)

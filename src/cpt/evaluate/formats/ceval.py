@@ -30,7 +30,7 @@ def load_ceval(path: str | os.PathLike, split: str = "val", name: str = "ceval")
                             f"unlabelled); score split 'val' instead")
         a_col = header.index("answer")
         questions.extend(csv_questions(bench, f, rows[1:], 2, subject, part, columns=a_col + 1, question=1,
-                                       answer=a_col, id_col=0, exact=False))
+                                       answer=a_col, id_col=0, fixed_width=False))
     if not bench.num_questions:
         raise EvalError(f"{root / split}: no <subject>_{split}.csv files with questions")
     return bench
