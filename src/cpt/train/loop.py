@@ -297,6 +297,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     vocab = model.get_input_embeddings().num_embeddings
+    embed_params = model.get_input_embeddings().weight.numel()
 
     # ---- plugin, data ---------------------------------------------------------------------------------------
     plugin = pt.build(dev, vocab_size=vocab)
@@ -369,7 +370,10 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     metrics = MetricsLogger(output, enabled=(rank == 0 and not benchmark), tensorboard=cfg.tensorboard,
                             resume_step=step)
     seq_for_flops = benchmark["seq_len"] if benchmark else cfg.max_length
-    flops_per_token = model_flops_per_token(n_params, hf_config.num_hidden_layers, hf_config.hidden_size,
+    # the input embedding is a lookup, not a matmul: its rows count only when tied to the LM head
+    flops_per_token = model_flops_per_token(n_params - (0 if getattr(hf_config, "tie_word_embeddings", False)
+                                                        else embed_params),
+                                            hf_config.num_hidden_layers, hf_config.hidden_size,
                                             seq_for_flops, n_trainable / max(n_params, 1))
     peak = peak_flops_per_device(cfg.peak_tflops, device_name())
     bar = None
