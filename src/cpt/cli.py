@@ -1,58 +1,76 @@
 """`cpt <verb>`: every workflow step, usable without Snakemake.
 
 Sub-commands live next to their logic (each module exposes a click command named in COMMANDS); they are
-imported only when called, so `cpt --help` stays fast and a broken optional dependency of one verb does not
-break the others.
+imported only when called, so `cpt --help` stays fast (it lists each verb's one line from COMMANDS) and a broken
+optional dependency of one verb does not break the others.
+
+Verbs that read an experiment config share `config_options`: `--config FILE` (validated by cpt.config, with the
+schema's defaults), `--set KEY=VALUE` (one config key, parsed with the schema's types) and `--print-config` (the
+resolved settings the verb would run with, as YAML, then exit).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
 import click
 
-# verb -> "module:attribute" of a click.Command
-COMMANDS: dict[str, str] = {
-    "build-corpus": "cpt.corpus:cli_build_corpus",
-    "split-corpus": "cpt.corpus:cli_split_corpus",
-    "validate-records": "cpt.records:cli_validate",
-    "base-tokenizer": "cpt.tokenizer.cli:cli_base_tokenizer",
-    "select-pieces": "cpt.tokenizer.cli:cli_select_pieces",
-    "extend-tokenizer": "cpt.tokenizer.cli:cli_extend_tokenizer",
-    "compression": "cpt.tokenizer.cli:cli_compression",
-    "base-model": "cpt.modeling:cli_base_model",
-    "init-embeddings": "cpt.embeddings:cli_init_embeddings",
-    "prepare-pretrain": "cpt.dataset:cli_prepare_pretrain",
-    "prepare-sft": "cpt.dataset:cli_prepare_sft",
-    "train": "cpt.train.cli:cli_train",
-    "evaluate": "cpt.evaluate.cli:cli_evaluate",
-    "bpb": "cpt.evaluate.cli:cli_bpb",
-    "generate": "cpt.evaluate.cli:cli_generate",
-    "idioms-set": "cpt.evaluate.cli:cli_idioms",
-    "clean": "cpt.clean:cli_clean",
-    "report": "cpt.report:cli_report",
+# verb -> ("module:attribute" of a click.Command, what it does in one line)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build-corpus": ("cpt.corpus:cli_build_corpus", "raw corpus jsonl per category (+ idiom SFT data)"),
+    "split-corpus": ("cpt.corpus:cli_split_corpus", "seeded train / held-out split of each category"),
+    "validate-records": ("cpt.records:cli_validate", "check jsonl files against the pretraining or SFT schema"),
+    "clean": ("cpt.clean:cli_clean", "normalise, filter, deduplicate and score corpus jsonl; write a report"),
+    "base-tokenizer": ("cpt.tokenizer.cli:cli_base_tokenizer", "the LLaMA-2 tokenizer as a verified HF directory"),
+    "select-pieces": ("cpt.tokenizer.cli:cli_select_pieces", "candidate pieces -> filtered, ranked pieces.jsonl"),
+    "extend-tokenizer": ("cpt.tokenizer.cli:cli_extend_tokenizer", "append pieces and save the extended tokenizer"),
+    "compression": ("cpt.tokenizer.cli:cli_compression", "tokens per character, base vs extended tokenizer"),
+    "base-model": ("cpt.model.cli:cli_base_model", "a tiny seeded LLaMA, or a checked link to a local one"),
+    "init-embeddings": ("cpt.model.cli:cli_init_embeddings", "extend a LLaMA's embeddings to a new tokenizer"),
+    "prepare-pretrain": ("cpt.dataset.cli:cli_prepare_pretrain", "tokenize jsonl into ordered buckets of packed "
+                                                                 "sequences"),
+    "prepare-sft": ("cpt.dataset.cli:cli_prepare_sft", "tokenize conversations with a template (loss on replies)"),
+    "train": ("cpt.train.cli:cli_train", "train one stage with ColossalAI's Booster (resumable)"),
+    "evaluate": ("cpt.evaluate.cli:cli_evaluate", "score benchmarks by first-token logits"),
+    "bpb": ("cpt.evaluate.cli:cli_bpb", "bits per byte of a model on held-out text"),
+    "generate": ("cpt.evaluate.cli:cli_generate", "continue a prompt with a model directory"),
+    "idioms-set": ("cpt.evaluate.cli:cli_idioms", "build the Chinese idiom multiple-choice set"),
+    "report": ("cpt.report:cli_report", "tables, plots and summary.md of one experiment"),
 }
 
-
-def parse_pairs(items, option: str, expected: str = "KEY=VALUE") -> dict[str, str]:
-    """Repeated `--option KEY=VALUE` values -> dict; a value without '=' is a usage error naming the option."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise click.BadParameter(f"{item!r}: expected {expected}", param_hint=option)
-        key, value = item.split("=", 1)
-        out[key] = value
-    return out
+# verb -> the parameters naming what it writes: each is locked for the verb's run (a second writer gets one clear
+# error) and given umask modes afterwards (cpt.locks.writing). tests/unit/test_locks.py checks every verb.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "build-corpus": ("out", "sft_out"),
+    "split-corpus": ("out",),
+    "validate-records": (),
+    "clean": ("out_dir", "work_dirs"),
+    "base-tokenizer": ("out",),
+    "select-pieces": ("out_dir",),
+    "extend-tokenizer": ("out",),
+    "compression": ("out",),
+    "base-model": ("out_dir",),
+    "init-embeddings": ("out_dir",),
+    "prepare-pretrain": ("data_output_dirs", "cache_dir"),
+    "prepare-sft": ("data_output_dirs", "cache_dir"),
+    "train": ("output",),
+    "evaluate": ("out_dir",),
+    "bpb": ("out_path",),
+    "generate": (),
+    "idioms-set": ("out_dir",),
+    "report": ("out_dir",),
+}
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return list(COMMANDS)  # in recipe order
 
     def format_commands(self, ctx, formatter):
-        # list verbs without importing their modules (torch, transformers ... are slow to import)
-        rows = [(name, COMMANDS[name].split(":")[0]) for name in self.list_commands(ctx)]
+        # one line per verb without importing its module (torch, transformers ... are slow to import)
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands (see `cpt <verb> --help`)"):
             formatter.write_dl(rows)
 
@@ -60,30 +78,103 @@ class LazyGroup(click.Group):
         target = COMMANDS.get(name)
         if target is None:
             return None
-        module_name, attr = target.split(":")
+        module_name, attr = target[0].split(":")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
                 raise click.ClickException(f"`cpt {name}` is not available: module {module_name} is missing") from exc
             raise
-        return getattr(module, attr)
+        return _with_output_locks(name, getattr(module, attr))
+
+
+def output_paths(verb: str, params: dict) -> list[str]:
+    """The paths a verb writes, from its parsed parameters (cpt.cli.OUTPUTS)."""
+    paths = []
+    for key in OUTPUTS.get(verb, ()):
+        value = params.get(key)
+        if value is None:
+            continue
+        paths.extend(str(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    return paths
+
+
+def _with_output_locks(verb: str, command: click.Command) -> click.Command:
+    """Run the command's callback inside cpt.locks.writing(its outputs); done once per command object."""
+    if getattr(command, "_cpt_locked", False) or command.callback is None:
+        return command
+    callback = command.callback
+
+    @functools.wraps(callback)
+    def locked(*args, **kwargs):
+        from cpt.locks import writing
+
+        with writing(output_paths(verb, kwargs)):
+            return callback(*args, **kwargs)
+
+    command.callback = locked
+    command._cpt_locked = True
+    return command
+
+
+# ------------------------------------------------------------------------------------ shared config options
+def config_options(section: str, example: str, config_help: str = "", set_help: str = ""):
+    """--config / --set / --print-config for a verb whose settings are the config section `section` (click
+    parameters config_file, overrides, print_config)."""
+    def deco(f):
+        f = click.option("--print-config", "print_config", is_flag=True,
+                         help="Print the resolved settings (config + --set + schema defaults) as YAML and exit.")(f)
+        f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                         help=set_help or f"Override one config key, e.g. --set {example} (`{section}.` may be "
+                                          f"left out; the value is parsed with the schema's type). Keys and "
+                                          f"defaults: workflow/schemas/{section}.schema.yaml.")(f)
+        f = click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+                         help=config_help or "Experiment config YAML (validated, with the schema's defaults).")(f)
+        return f
+    return deco
+
+
+def resolve_config(config_file, overrides, section: str) -> dict | None:
+    """The experiment config of --config with --set applied, validated (None without --config)."""
+    from cpt.config import load
+
+    return load(config_file, overrides, prefix=section) if config_file else None
+
+
+def show_config(settings) -> None:
+    """--print-config: the resolved settings as YAML on stdout, then exit 0."""
+    import yaml
+
+    click.echo(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, default_flow_style=False), nl=False)
+    raise click.exceptions.Exit(0)
+
+
+def require(**options) -> None:
+    """Options that are required unless --print-config is given: {"--name": value}."""
+    missing = [name for name, value in options.items() if value in (None, "", ())]
+    if missing:
+        raise click.UsageError(f"Missing option{'s' if len(missing) > 1 else ''} {', '.join(missing)}.")
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cpt")
 def cli():
-    """Colossal-LLaMA-2 continual pre-training recipe (see README.md)."""
+    """Colossal-LLaMA-2 continual pre-training recipe: each workflow step as a verb (see README.md)."""
+
+
+EXIT_ERROR = 2  # every error of the library (CptError): one message naming file:line / config key / path
 
 
 def main(argv=None):
-    from cpt.errors import CptError
+    from cpt.errors import CptError, describe
 
     try:
         return cli.main(args=argv, prog_name="cpt", standalone_mode=False)
     except CptError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        click.echo(f"error: {describe(exc)}", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

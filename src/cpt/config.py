@@ -1,4 +1,5 @@
-"""Experiment config: schema validation (with defaults), the stage chain, and the results/<experiment>/ layout.
+"""Experiment config: validation against the schema (cpt.schema) with defaults, the cross-section rules, the stage
+chain, each step's section, and the results/<experiment>/ layout.
 
 The Snakefile validates with `snakemake.utils.validate` (same schema files); this module gives the same check to the
 CLI and the tests, with one error per problem that names the config key, and the cross-section checks a JSON schema
@@ -14,70 +15,9 @@ from typing import Any, Mapping
 import yaml
 
 from cpt.errors import ConfigError
+from cpt.schema import SCHEMA, apply_overrides, coerce, complete, error_lines, file_validator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 SPECIAL_SOURCES = ("base_model", "init")
-
-
-def _key_path(error) -> str:
-    parts = [str(p) for p in error.absolute_path]
-    if error.validator == "additionalProperties":
-        # the offending key is in the message: "Additional properties are not allowed ('x' was unexpected)"
-        import re
-
-        extra = re.findall(r"'([^']+)'", error.message.split("(")[-1])
-        return ".".join(parts + extra[:1]) if extra else ".".join(parts) or "<top level>"
-    if error.validator == "required":
-        import re
-
-        missing = re.findall(r"'([^']+)' is a required property", error.message)
-        return ".".join(parts + missing[:1])
-    return ".".join(parts) or "<top level>"
-
-
-def load_schema(schema_path: str | Path = SCHEMA) -> dict:
-    """The config schema with every `$ref: <file>` inlined (so defaults inside section files apply)."""
-    schema_path = Path(schema_path)
-
-    def inline(node, base: Path, doc: dict, top: bool):
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str):
-                rest = {k: v for k, v in node.items() if k != "$ref"}
-                if ref.startswith("#/"):  # a pointer into the current file
-                    target = doc
-                    for part in ref[2:].split("/"):
-                        target = target[part]
-                    return {**inline(target, base, doc, False), **inline(rest, base, doc, False)}
-                path = base / ref
-                sub = yaml.safe_load(path.read_text(encoding="utf-8"))
-                sub.pop("$schema", None)
-                return {**inline(sub, path.parent, sub, False), **inline(rest, base, doc, False)}
-            return {k: inline(v, base, doc, False) for k, v in node.items()
-                    if top or k not in ("$schema", "$defs")}
-        if isinstance(node, list):
-            return [inline(v, base, doc, False) for v in node]
-        return node
-
-    root = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
-    return inline(root, schema_path.parent, root, True)
-
-
-def _validator(schema_path: Path):
-    import jsonschema
-
-    schema = load_schema(schema_path)
-    cls = jsonschema.validators.validator_for(schema)
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if isinstance(sub, dict) and "default" in sub and name not in instance:
-                    instance[name] = copy.deepcopy(sub["default"])
-        yield from cls.VALIDATORS["properties"](validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(cls, {"properties": set_defaults})(schema)
 
 
 def validate(config: Mapping[str, Any], schema_path: str | Path = SCHEMA, source: str = "config") -> dict:
@@ -85,18 +25,17 @@ def validate(config: Mapping[str, Any], schema_path: str | Path = SCHEMA, source
 
     Raises ConfigError listing every problem as `<source>: key.path: message`.
     """
-    cfg = copy.deepcopy(dict(config))
-    validator = _validator(Path(schema_path))
+    validator = file_validator(Path(schema_path))
+    cfg = coerce(dict(config), validator.schema)  # a copy; numbers given as strings (Snakemake --config) converted
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = [f"{source}: config key {_key_path(e)}: {e.message}" for e in errors]
-        raise ConfigError("invalid config\n  " + "\n  ".join(lines))
+        raise ConfigError("invalid config\n  " + "\n  ".join(error_lines(errors, source)))
     check_semantics(cfg, source)
     return cfg
 
 
-def load(path: str | Path) -> dict:
-    """Read and validate a config file."""
+def load(path: str | Path, overrides=(), prefix: str = "") -> dict:
+    """Read and validate a config file; `overrides`: KEY=VALUE strings (see `apply_overrides`) applied first."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -104,6 +43,8 @@ def load(path: str | Path) -> dict:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a config file must be a mapping of sections")
+    if overrides:
+        data = apply_overrides(data, overrides, prefix)
     return validate(data, source=str(p))
 
 
@@ -133,6 +74,8 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
         for name in ds:
             if name not in stages:
                 problems.append(f"dataset.stages.{name}: no training stage of that name (train.stages)")
+    problems += _replay_problems(config, stages)
+    problems += _format_problems(config)
     from_stage = config.get("model", {}).get("init", {}).get("from_stage")
     if from_stage is not None and from_stage not in stages:
         problems.append(f"model.init.from_stage: {from_stage!r} is not a training stage")
@@ -141,6 +84,29 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
             problems.append(f"model.init.from_stage: stage {from_stage!r} already uses the extended tokenizer")
     if problems:
         raise ConfigError("invalid config\n  " + "\n  ".join(f"{source}: config key {p}" for p in problems))
+
+
+def _replay_problems(config: Mapping[str, Any], stages: list[str]) -> list[str]:
+    """dataset.stages.<s>.replay.from must name earlier training stages."""
+    problems = []
+    for name, entry in (config.get("dataset", {}).get("stages") or {}).items():
+        earlier = stages[:stages.index(name)] if name in stages else []
+        for src in replay_from(entry):
+            if src not in earlier:
+                problems.append(f"dataset.stages.{name}.replay.from: {src!r} is not an earlier training stage "
+                                f"(stages in order: {', '.join(stages)})")
+    return problems
+
+
+def _format_problems(config: Mapping[str, Any]) -> list[str]:
+    """evaluate.benchmarks.<name>.format must be a registered format (cpt.evaluate.formats: one module each)."""
+    benchmarks = (config.get("evaluate") or {}).get("benchmarks") or {}
+    if not benchmarks:
+        return []
+    from cpt.evaluate.formats import FORMATS
+
+    return [f"evaluate.benchmarks.{name}.format: {spec['format']!r} is not one of {', '.join(FORMATS)}"
+            for name, spec in benchmarks.items() if spec["format"] not in FORMATS]
 
 
 def check_local_paths(config: Mapping[str, Any], source: str = "config") -> None:
@@ -180,11 +146,27 @@ def stage_section(config: Mapping[str, Any], stage: str) -> dict:
     return merged
 
 
-def dataset_section(config: Mapping[str, Any], stage: str) -> dict:
-    """The dataset settings of one stage: the global dataset keys plus `stage` = dataset.stages.<stage>."""
+def category_languages(config: Mapping[str, Any]) -> dict[str, str]:
+    """category -> "zh" | "en": corpus.categories.<name>.lang (what every step that needs a language reads)."""
+    return {name: c["lang"] for name, c in config["corpus"]["categories"].items()}
+
+
+def dataset_stage(config: Mapping[str, Any], stage: str) -> dict:
+    """dataset.stages.<stage> with the schema's defaults (an entry written as null included)."""
+    return complete("dataset.stages.*", config["dataset"]["stages"].get(stage))
+
+
+def replay_from(stage_entry: Mapping[str, Any] | None) -> list[str]:
+    """The stages a dataset stage replays from (`replay.from`: one name or a list), in order."""
+    frm = ((stage_entry or {}).get("replay") or {}).get("from") or []
+    return [frm] if isinstance(frm, str) else list(frm)
+
+
+def dataset_config(config: Mapping[str, Any], stage: str) -> dict:
+    """What the dataset step of one stage is given: the `dataset:` section with only that stage in `stages`
+    (so a change to another stage's data does not rerun this one)."""
     ds = {k: copy.deepcopy(v) for k, v in config["dataset"].items() if k != "stages"}
-    ds["stage"] = copy.deepcopy(config["dataset"]["stages"][stage])
-    ds["name"] = stage
+    ds["stages"] = {stage: copy.deepcopy(config["dataset"]["stages"][stage])}
     return ds
 
 
@@ -195,53 +177,30 @@ def rule_resources(config: Mapping[str, Any], rule: str) -> dict:
 
 
 # -------------------------------------------------------------------------------------------------- the layout
+# The fixed paths of one experiment, relative to results/<experiment>/ (Layout.<name>)
+PATHS = {
+    "corpus_raw": "corpus/raw", "corpus_train": "corpus/train", "corpus_heldout": "corpus/heldout",
+    "corpus_sft": "corpus/sft", "clean": "clean",
+    "tokenizer_base": "tokenizer/base", "pieces": "tokenizer/pieces.jsonl", "tokenizer_extended": "tokenizer/extended",
+    "compression": "tokenizer/compression.json",
+    "model_base_check": "model/base_check.json",  # a user's local base model (read in place) matches the tokenizer
+    "model_init": "model/init",
+    "report": "report",
+}
+
+
 class Layout:
-    """Every path of one experiment (relative to the working directory), in one place."""
+    """Every path of one experiment (relative to the working directory), in one place: the fixed ones of PATHS
+    as attributes, and the per-stage ones as methods."""
 
     def __init__(self, config: Mapping[str, Any], root: str | Path = "results"):
         self.config = config
         self.root = Path(root) / config["experiment"]
 
-    def __getattr__(self, name):  # pragma: no cover - helpful message for typos in rules
-        raise AttributeError(f"Layout has no path {name!r}")
-
-    # corpus
-    @property
-    def corpus_raw(self) -> Path:
-        return self.root / "corpus" / "raw"
-
-    @property
-    def clean(self) -> Path:
-        return self.root / "clean"
-
-    @property
-    def corpus_train(self) -> Path:
-        return self.root / "corpus" / "train"
-
-    @property
-    def corpus_heldout(self) -> Path:
-        return self.root / "corpus" / "heldout"
-
-    @property
-    def corpus_sft(self) -> Path:
-        return self.root / "corpus" / "sft"
-
-    # tokenizer
-    @property
-    def tokenizer_base(self) -> Path:
-        return self.root / "tokenizer" / "base"
-
-    @property
-    def pieces(self) -> Path:
-        return self.root / "tokenizer" / "pieces.jsonl"
-
-    @property
-    def tokenizer_extended(self) -> Path:
-        return self.root / "tokenizer" / "extended"
-
-    @property
-    def compression(self) -> Path:
-        return self.root / "tokenizer" / "compression.json"
+    def __getattr__(self, name):
+        if name in PATHS:
+            return self.root / PATHS[name]
+        raise AttributeError(f"Layout has no path {name!r}")  # a typo in a rule file
 
     def tokenizer(self, kind: str) -> Path:
         return self.tokenizer_base if kind == "base" else self.tokenizer_extended
@@ -253,15 +212,6 @@ class Layout:
         if base.get("kind") == "local":
             return Path(base["path"])
         return self.root / "model" / "base"
-
-    @property
-    def model_base_check(self) -> Path:
-        """For a user's local base model (read in place): the record that it matches the base tokenizer."""
-        return self.root / "model" / "base_check.json"
-
-    @property
-    def model_init(self) -> Path:
-        return self.root / "model" / "init"
 
     # dataset / train / evaluate
     def dataset(self, stage: str) -> Path:
@@ -283,7 +233,3 @@ class Layout:
 
     def evaluate(self, point: str) -> Path:
         return self.root / "evaluate" / point
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"

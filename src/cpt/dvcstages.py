@@ -4,7 +4,9 @@
     python -m cpt.dvcstages --config config/colossal-llama-2-7b.yaml --wdir ../.. \\
         > dvc/colossal-llama-2-7b/dvc.yaml                                          # another experiment
 
-Snakemake stays the only description of how artifacts are made. Each DVC stage's `cmd` is
+Snakemake stays the only description of how artifacts are made. Deps of a stage: its inputs (outs of earlier
+stages, raw data), its rule files, the scripts of its rules and the library code they import (the closure of
+`cpt.*` imports, as top-level modules/packages of src/cpt), so a code change reruns exactly the stages using it. Each DVC stage's `cmd` is
 `snakemake --cores all --configfile <config> --allowed-rules <its rules> <its targets>`, where the targets and
 rules come from Snakemake itself (`snakemake --summary`) and are grouped by the results/<experiment>/<stage>
 folders of cpt.config.Layout. `--allowed-rules` keeps a DVC stage from re-running another stage's rules (DVC
@@ -17,9 +19,14 @@ evaluation results.
 from __future__ import annotations
 
 import argparse
+import ast
+import hashlib
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -101,8 +108,7 @@ def groups_for(config: Mapping) -> list[Group]:
     stages = cptconfig.stage_names(config)
     dataset_keys = [k for k in config.get("dataset", {}) if k != "stages"]
     for s in stages:
-        replay = ((config.get("dataset", {}).get("stages", {}).get(s) or {}).get("replay") or {}).get("from") or []
-        replay = [replay] if isinstance(replay, str) else list(replay)  # replayed data of earlier stages
+        replay = cptconfig.replay_from(config["dataset"]["stages"].get(s))  # replayed data of earlier stages
         groups.append(Group(f"dataset-{s}", [str(L.dataset(s))], deps=[corpus, tokenizer,
                                                                         *[str(L.dataset(r)) for r in replay]],
                             params=[f"dataset.{k}" for k in dataset_keys] + [f"dataset.stages.{s}"],
@@ -167,6 +173,81 @@ def _present(raw: Mapping, dotted: str) -> bool:
     return True
 
 
+_RULE = re.compile(r"^\s*rule\s+(\w+)\s*:", re.M)
+_SCRIPT = re.compile(r"^\s*script\s*:\s*(?:\n\s*)?[\"']([^\"']+)[\"']", re.M)
+
+
+def rule_scripts(root: Path = REPO_ROOT) -> dict[str, str]:
+    """rule name -> its script (path relative to the repository), from workflow/rules/*.smk."""
+    out = {}
+    for smk in sorted((root / "workflow" / "rules").glob("*.smk")):
+        text = smk.read_text(encoding="utf-8")
+        starts = [(m.start(), m.group(1)) for m in _RULE.finditer(text)] + [(len(text), None)]
+        for (a, name), (b, _) in zip(starts, starts[1:]):
+            m = _SCRIPT.search(text, a, b)
+            if m:
+                out[name] = os.path.normpath(os.path.join("workflow", "rules", m.group(1)))
+    return out
+
+
+def _module_file(module: str, src: Path) -> Path | None:
+    base = src.joinpath(*module.split("."))
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _imports(path: Path, src: Path) -> set[Path]:
+    """Files of the `cpt` modules a Python file imports (anywhere in it, lazy imports included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = ".".join(path.relative_to(src).with_suffix("").parts) if path.is_relative_to(src) else ""
+    if path.name == "__init__.py":
+        package = package.rsplit(".", 1)[0] if "." in package else package
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[:len(parts) - node.level + (1 if path.name == "__init__.py" else 0)] or parts[:1]
+                mod = ".".join([*parts, mod] if mod else parts)
+            names.add(mod)
+            names.update(f"{mod}.{a.name}" for a in node.names)
+    files = set()
+    for name in names:
+        if name == "cpt" or name.startswith("cpt."):
+            f = _module_file(name, src)
+            if f is not None:
+                files.add(f)
+    return files
+
+
+def code_deps(rules: Sequence[str], root: Path = REPO_ROOT) -> list[str]:
+    """Scripts of the rules and the library code they import: top-level modules / packages of src/cpt."""
+    scripts = rule_scripts(root)
+    src = root / "src"
+    todo = [root / scripts[r] for r in rules if r in scripts and (root / scripts[r]).is_file()]
+    seen: set[Path] = set()
+    units: set[str] = set()
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        todo.extend(_imports(f, src) - seen)
+        if not f.is_relative_to(src / "cpt") or f.relative_to(src / "cpt").parts == ("__init__.py",):
+            continue
+        rel = f.relative_to(src / "cpt")
+        unit = Path("src", "cpt", rel.parts[0])
+        if len(rel.parts) > 1 and str(unit) not in units:  # a package is a dep as a whole: so is all it runs
+            todo.extend(sorted((root / unit).rglob("*.py")))
+        units.add(str(unit))
+    return sorted({scripts[r] for r in rules if r in scripts}) + sorted(units)
+
+
 def dvc_yaml(groups: Sequence[Group], configfile: str, wdir: str | None = None, raw: Mapping | None = None) -> dict:
     """The dvc.yaml document. `raw` = the config file as written: DVC reads params from the file itself, so only
     keys present there can be params (values that come from schema defaults are code, not params)."""
@@ -178,13 +259,101 @@ def dvc_yaml(groups: Sequence[Group], configfile: str, wdir: str | None = None, 
         if wdir:
             stage["wdir"] = wdir
         rule_files = [f for f in g.rule_files if (REPO_ROOT / f).exists()]
-        stage["deps"] = [*g.deps, *rule_files]
+        stage["deps"] = [*g.deps, *rule_files, *code_deps(g.rules)]
         params = [p for p in g.params if raw is None or _present(raw, p)]
         if params:
             stage["params"] = [{configfile: params}]
         stage["outs"] = list(g.outs)
         stages[g.name] = stage
     return {"stages": stages}
+
+
+# ---- after `dvc pull` / `dvc checkout`: timestamps Snakemake can trust ----------------------------------------
+
+MARKER = Path(".snakemake", "cpt-dvc-checkout.json")
+TIMESTAMP = ".snakemake_timestamp"  # Snakemake's mtime carrier of a directory() output
+
+
+def _dvc_executable() -> str | None:
+    import shutil
+
+    return shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
+
+
+def _mtime_carriers(out: Path) -> list[Path]:
+    """What Snakemake reads the time of under a DVC out: the timestamp file of every directory output, and files
+    that are outputs themselves (not inside a directory output). Files inside directory outputs are left alone,
+    so DVC's hash cache of the big files stays valid."""
+    if out.is_file():
+        return [out]
+    carriers = []
+    for dirpath, dirnames, filenames in os.walk(out):
+        if TIMESTAMP in filenames:
+            carriers.append(Path(dirpath) / TIMESTAMP)
+            dirnames[:] = []  # everything below belongs to that directory output
+            continue
+        carriers.extend(Path(dirpath) / f for f in filenames)
+    return carriers
+
+
+def align_checkout_mtimes(root: str | os.PathLike = ".", force: bool = False, log=None) -> list[str]:
+    """Give the outputs that `dvc pull` / `dvc checkout` restored one common modification time.
+
+    DVC restores files in no particular order, so their times say nothing about the DAG, and Snakemake (whose
+    default rerun trigger compares input and output times) would plan the whole workflow again. Snakemake's own
+    bookkeeping (.snakemake/metadata) is empty in such a checkout, and DVC knows the content: for every DVC stage
+    that `dvc status` reports unchanged against dvc.lock, the times Snakemake reads are set to now. Stages DVC
+    reports changed keep their times (Snakemake decides). Runs once per dvc.lock (marker in .snakemake/), only
+    when Snakemake has no metadata yet (or with force=True); returns the outs aligned."""
+    root = Path(root)
+    lock = root / "dvc.lock"
+    if not lock.is_file() or not (root / ".dvc").is_dir():
+        return []
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    marker = root / MARKER
+    if not force:
+        try:
+            if json.loads(marker.read_text(encoding="utf-8")).get("dvc_lock_sha256") == digest:
+                return []
+        except (OSError, ValueError):
+            pass
+        metadata = root / ".snakemake" / "metadata"
+        if metadata.is_dir() and any(metadata.iterdir()):
+            return []  # Snakemake made (some of) these outputs here: its times are real
+    dvc = _dvc_executable()
+    if dvc is None:
+        return []
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    r = subprocess.run([dvc, "status", "--json"], cwd=root, capture_output=True, text=True, env=env,
+                       timeout=3600)
+    try:
+        changed = set(json.loads(r.stdout or "{}")) if r.returncode == 0 else None
+    except ValueError:
+        changed = None
+    if changed is None:
+        if log:
+            log(f"cpt.dvcstages: `dvc status` failed ({r.stderr.strip()[-300:]}); output times left as they are")
+        return []
+    stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+    now = time.time()
+    aligned = []
+    for name, st in stages.items():
+        if name in changed or f"dvc.yaml:{name}" in changed:
+            continue
+        for out in st.get("outs", []):
+            path = root / out["path"]
+            if not path.exists():
+                continue
+            for f in _mtime_carriers(path):
+                os.utime(f, (now, now), follow_symlinks=False)
+            aligned.append(out["path"])
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"dvc_lock_sha256": digest, "aligned": aligned, "time": now}, indent=2) + "\n",
+                      encoding="utf-8")
+    if log and aligned:
+        log(f"cpt.dvcstages: {len(aligned)} DVC-restored outputs match dvc.lock; their times were aligned so "
+            f"Snakemake does not rerun them (stages DVC reports changed: {sorted(changed) or 'none'})")
+    return aligned
 
 
 HEADER = """\
@@ -207,7 +376,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default="config/config.yaml", help="experiment config, relative to the repository")
     p.add_argument("--wdir", default=None, help="wdir of every stage, for a dvc.yaml outside the repository root")
     p.add_argument("--out", default=None, help="write here instead of stdout")
+    p.add_argument("--align-mtimes", action="store_true",
+                   help="after `dvc pull` into a working copy where Snakemake ran before: give the outputs DVC "
+                        "confirms one common time, so Snakemake does not rerun them (a fresh clone needs no flag)")
     a = p.parse_args(argv)
+    if a.align_mtimes:
+        aligned = align_checkout_mtimes(".", force=True, log=lambda m: print(m, file=sys.stderr))
+        print(f"{len(aligned)} outputs aligned", file=sys.stderr)
+        return 0
     text = render(a.config, a.wdir)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+# The exit status of a run that stopped at a checkpoint written on a signal (SIGTERM/SIGUSR1): sysexits' EX_TEMPFAIL,
+# "rerun to resume". The trainer exits with it, the torchrun wrapper and srun pass it on, the stage reports it.
+PREEMPTED_EXIT_CODE = 75
+
+
 class CptError(Exception):
     """Base class of every error this project raises on purpose."""
 
@@ -48,3 +53,18 @@ class TrainError(CptError):
 
 class EvalError(CptError):
     """A benchmark file or evaluation setting is malformed."""
+
+
+class OutputLockedError(CptError):
+    """Another process is writing the same output directory (or file). The message names it and the holder."""
+
+
+class CheckpointError(TrainError):
+    """A checkpoint is corrupt, incomplete, unsafe to load, or cannot be written (disk full ...)."""
+
+
+def describe(exc: BaseException) -> str:
+    """The message of an error plus its `add_note` hints, one per line (what the CLIs print)."""
+    lines = [str(exc)]
+    lines.extend(str(n) for n in getattr(exc, "__notes__", ()) or ())
+    return "\n".join(lines)

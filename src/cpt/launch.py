@@ -33,9 +33,9 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
 
+from cpt.schema import complete, default, parse_pairs, subschema
 from cpt.errors import ConfigError, TrainError
 
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "checkpointed on a signal, rerun to resume"
 DEFAULT_SIGNAL_SECONDS = 300
 PORT_BASE = 29500
 PORT_SPAN = 20000
@@ -149,7 +149,7 @@ class LaunchSpec:
     cpus_per_task: int | None = None      # CPUs of the one task per node (srun --cpus-per-task)
     gpus_per_node: int = 0                # srun --gres=gpu:N
     port: int | None = None               # rendezvous port; None = free port of the batch host / derived
-    rdzv_backend: str = "static"          # static (rank 0 hosts the store) or c10d
+    rdzv_backend: str = field(default_factory=lambda: default("launch.rdzv_backend"))  # static | c10d
     env: dict = field(default_factory=dict)   # e.g. NCCL_DEBUG, NCCL_SOCKET_IFNAME, NCCL_IB_DISABLE
     srun_args: list = field(default_factory=list)
     torchrun: list = field(default_factory=lambda: [sys.executable, "-m", "torch.distributed.run"])
@@ -158,8 +158,9 @@ class LaunchSpec:
     def __post_init__(self):
         if not isinstance(self.nproc_per_node, int) or self.nproc_per_node < 1:
             raise ConfigError(f"launch: nproc_per_node must be a positive integer, got {self.nproc_per_node!r}")
-        if self.rdzv_backend not in ("static", "c10d"):
-            raise ConfigError(f"launch.rdzv_backend: expected 'static' or 'c10d', got {self.rdzv_backend!r}")
+        backends = subschema("launch.rdzv_backend")["enum"]
+        if self.rdzv_backend not in backends:
+            raise ConfigError(f"launch.rdzv_backend: expected one of {backends}, got {self.rdzv_backend!r}")
         if self.port is not None and not (1024 <= int(self.port) <= 65535):
             raise ConfigError(f"launch.port: expected 1024..65535 or null, got {self.port!r}")
         for key, value in self.env.items():
@@ -307,10 +308,10 @@ def choose_port(spec: LaunchSpec, env: Mapping[str, str], hosts: Sequence[str],
     return derive_port(env.get("SLURM_JOB_ID", "0"))
 
 
-def plan_launch(env: Mapping[str, str], spec: LaunchSpec, program: Sequence[str], mode: str = "auto",
+def plan_launch(env: Mapping[str, str], spec: LaunchSpec, program: Sequence[str], mode: str | None = None,
                 run: Callable[[list[str]], str] | None = None, free: Callable[[], int] = free_port) -> LaunchPlan:
-    """Environment + launch settings + trainer command -> the argv to exec (and env to add)."""
-    mode = detect_mode(env, mode)
+    """Environment + launch settings + trainer command -> the argv to exec (and env to add); `mode`: launch.mode."""
+    mode = detect_mode(env, mode or default("launch.mode"))
     extra_env = {str(k): str(v) for k, v in spec.env.items()}
     if mode == "local":
         return LaunchPlan("local", local_argv(spec, program), extra_env, [socket.gethostname()], None)
@@ -327,9 +328,6 @@ def plan_launch(env: Mapping[str, str], spec: LaunchSpec, program: Sequence[str]
     return LaunchPlan("slurm", argv, extra_env, list(hosts), port)
 
 
-LAUNCH_KEYS = ("env", "port", "rdzv_backend", "srun_args", "mode")
-
-
 def launch_options(launch_cfg: Mapping | None) -> list[str]:
     """Config `launch:` section -> `python -m cpt.launch` options (the rule's shell joins them with shlex).
 
@@ -337,30 +335,24 @@ def launch_options(launch_cfg: Mapping | None) -> list[str]:
              srun_args: [--cpu-bind=none], mode: auto}
     Kept out of the rule's params on purpose: NCCL and rendezvous settings do not change results.
     """
-    cfg = dict(launch_cfg or {})
-    unknown = sorted(set(cfg) - set(LAUNCH_KEYS))
-    if unknown:
-        raise ConfigError(f"launch.{unknown[0]}: unknown launch setting; known: {', '.join(LAUNCH_KEYS)}")
+    cfg = complete("launch", launch_cfg)
+    defaults = default("launch")
     opts: list[str] = []
-    if cfg.get("mode", "auto") != "auto":
+    if cfg["mode"] != defaults["mode"]:
         opts += ["--mode", str(cfg["mode"])]
-    if cfg.get("port"):
+    if cfg["port"]:
         opts += ["--port", str(int(cfg["port"]))]
-    if cfg.get("rdzv_backend", "static") != "static":
+    if cfg["rdzv_backend"] != defaults["rdzv_backend"]:
         opts += ["--rdzv-backend", str(cfg["rdzv_backend"])]
-    env = cfg.get("env") or {}
-    if not isinstance(env, Mapping):
-        raise ConfigError(f"launch.env: expected a mapping of environment variables, got {env!r}")
-    for key, value in env.items():
+    for key, value in cfg["env"].items():
         opts += ["--env", f"{key}={value}"]
-    for arg in cfg.get("srun_args") or []:
+    for arg in cfg["srun_args"]:
         opts.append(f"--srun-arg={arg}")
-    # validate through the same checks the launcher applies
-    LaunchSpec(port=cfg.get("port"), rdzv_backend=cfg.get("rdzv_backend", "static"), env=dict(env))
+    LaunchSpec(port=cfg["port"], rdzv_backend=cfg["rdzv_backend"], env=dict(cfg["env"]))  # the env names
     return opts
 
 
-def stage_launcher(resources: Mapping | object, launch_cfg: Mapping | None = None, mode: str = "auto",
+def stage_launcher(resources: Mapping | object, launch_cfg: Mapping | None = None,
                    env: Mapping[str, str] | None = None, run: Callable[[list[str]], str] | None = None):
     """A `launcher(nproc, train_args) -> argv` for cpt.train.stage.run_stage, local or under SLURM.
 
@@ -370,20 +362,17 @@ def stage_launcher(resources: Mapping | object, launch_cfg: Mapping | None = Non
     Environment settings (launch.env, MASTER_ADDR/PORT) are put in front of the argv with `env`.
     """
     get = resources.get if isinstance(resources, Mapping) else (lambda k, d=None: getattr(resources, k, d))
-    opts = dict(launch_cfg or {})
-    unknown = sorted(set(opts) - set(LAUNCH_KEYS))
-    if unknown:
-        raise ConfigError(f"launch.{unknown[0]}: unknown launch setting; known: {', '.join(LAUNCH_KEYS)}")
+    opts = complete("launch", launch_cfg)
 
     def launcher(nproc: int, train_args: Sequence[str]) -> list[str]:
         spec = LaunchSpec(nproc_per_node=int(nproc), nodes=int(get("nodes", 1) or 1),
                           cpus_per_task=int(get("cpus_per_task", 0) or 0) or None,
-                          gpus_per_node=int(get("gpus_per_node", 0) or 0), port=opts.get("port"),
-                          rdzv_backend=opts.get("rdzv_backend", "static"), env=dict(opts.get("env") or {}),
-                          srun_args=list(opts.get("srun_args") or []),
+                          gpus_per_node=int(get("gpus_per_node", 0) or 0), port=opts["port"],
+                          rdzv_backend=opts["rdzv_backend"], env=dict(opts["env"]),
+                          srun_args=list(opts["srun_args"]),
                           torchrun=[sys.executable, "-m", "cpt.train.launch"])
         plan = plan_launch(os.environ if env is None else env, spec, ["--", *train_args],
-                           mode=opts.get("mode", mode), run=run)
+                           mode=opts["mode"], run=run)
         print(f"cpt.launch ({plan.mode}): {shlex.join(plan.argv)}", file=sys.stderr, flush=True)
         prefix = ["env", *[f"{k}={v}" for k, v in plan.env.items()]] if plan.env else []
         return [*prefix, *plan.argv]
@@ -400,16 +389,6 @@ def _run(argv: list[str]) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60).stdout
 
 
-def _parse_env(pairs: Sequence[str]) -> dict:
-    env = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"launch --env {pair!r}: expected KEY=VALUE")
-        key, value = pair.split("=", 1)
-        env[key] = value
-    return env
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m cpt.launch [--nproc-per-node G] [--nodes N] ... [--dry-run] -- PROGRAM..."""
     import argparse
@@ -420,20 +399,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = args.index("--")
     options, program = args[:split], args[split + 1:]
     p = argparse.ArgumentParser(prog="python -m cpt.launch", description=__doc__.split("\n")[0])
-    p.add_argument("--mode", default="auto", choices=["auto", "local", "slurm"])
+    p.add_argument("--mode", default=default("launch.mode"), choices=subschema("launch.mode")["enum"])
     p.add_argument("--nproc-per-node", type=int, default=1)
     p.add_argument("--nodes", type=int, default=None, help="expected nodes (checked against the allocation)")
     p.add_argument("--cpus-per-task", type=int, default=None)
     p.add_argument("--gpus-per-node", type=int, default=0)
     p.add_argument("--port", type=int, default=None)
-    p.add_argument("--rdzv-backend", default="static", choices=["static", "c10d"])
+    p.add_argument("--rdzv-backend", default=default("launch.rdzv_backend"),
+                   choices=subschema("launch.rdzv_backend")["enum"])
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="e.g. NCCL_DEBUG=WARN")
     p.add_argument("--srun-arg", action="append", default=[], help="extra srun option (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the plan as JSON, start nothing")
     ns = p.parse_args(options)
     spec = LaunchSpec(nproc_per_node=ns.nproc_per_node, nodes=ns.nodes, cpus_per_task=ns.cpus_per_task,
                       gpus_per_node=ns.gpus_per_node, port=ns.port, rdzv_backend=ns.rdzv_backend,
-                      env=_parse_env(ns.env), srun_args=ns.srun_arg)
+                      env=parse_pairs(ns.env, "launch --env"), srun_args=ns.srun_arg)
     plan = plan_launch(os.environ, spec, program, mode=ns.mode)
     if ns.dry_run:
         print(plan.to_json())

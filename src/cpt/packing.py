@@ -7,7 +7,7 @@ separately, so the mask boundary is exact (never a token that straddles source a
 Nothing is lost by packing: every token of every kept piece lands in exactly one sequence. The only tokens that
 do not reach the output are counted by reason (`PieceStats`): pieces whose labels are all -100 (nothing to learn,
 they would give a 0/0 = NaN loss) and, with overlong="truncate", the cut tails. Records are validated by
-cpt.records (same reason codes and file:line errors as every other stage); `dataset.bad_records: error | skip`
+cpt.records (same reason codes and file:line errors as every other stage); `dataset.on_bad_record: raise | skip`
 is its on_error raise | skip, and bad records are counted per cpt.records reason (`TokenizedBatch.records`).
 
 Packing is best-fit decreasing inside a bounded window of documents (memory stays flat), with a few open, least
@@ -28,8 +28,6 @@ from cpt.records import RecordStats, iter_lines
 
 IGNORE_INDEX = -100
 OVERLONG_MODES = ("split", "truncate", "drop")
-BAD_RECORD_MODES = ("error", "skip")
-ON_ERROR = {"error": "raise", "skip": "skip"}   # dataset.bad_records -> cpt.records on_error
 
 
 # --------------------------------------------------------------------------------------------- tokenization
@@ -80,7 +78,9 @@ class FastTokenizer:
 def load_tokenizer(tokenizer_dir) -> FastTokenizer:
     from pathlib import Path
 
-    d = Path(tokenizer_dir)
+    from cpt.consistency import require_tokenizer
+
+    d = require_tokenizer(tokenizer_dir)  # one short error for an empty / wrong directory
     if (d / "tokenizer.json").is_file():
         from tokenizers import Tokenizer
 
@@ -150,24 +150,17 @@ def _flatten(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return flat, offsets
 
 
-def on_error_of(bad_records: str) -> str:
-    """dataset.bad_records (error | skip) as cpt.records' on_error (raise | skip)."""
-    if bad_records not in BAD_RECORD_MODES:
-        raise ConfigError(f"dataset.bad_records: {bad_records!r} is not one of {BAD_RECORD_MODES}")
-    return ON_ERROR[bad_records]
-
-
 def add_bad_records_hint(err: RecordError) -> RecordError:
     """The validator's message stays as it is (same text in every stage); the traceback gets the config key."""
-    err.add_note("fix the record, or set dataset.bad_records: skip to count and skip such lines "
+    err.add_note("fix the record, or set dataset.on_bad_record: skip to count and skip such lines "
                  "(the manifest lists them per reason)")
     return err
 
 
 def tokenize_pretrain_lines(backend, bos_id: int, eos_id: int, lines: Sequence[bytes], path: str,
-                            first_line: int, bad_records: str = "error") -> TokenizedBatch:
-    """Validate (cpt.records) and tokenize a block of jsonl lines (line numbers first_line, first_line + 1, ...)."""
-    on_error = on_error_of(bad_records)
+                            first_line: int, on_error: str) -> TokenizedBatch:
+    """Validate (cpt.records) and tokenize a block of jsonl lines (line numbers first_line, first_line + 1, ...);
+    `on_error`: cpt.records' raise | skip (dataset.on_bad_record)."""
     stats = RecordStats()
     cats, sources, targets, line_nos = [], [], [], []
     try:
@@ -285,9 +278,8 @@ class BestFitPacker:
     of items in placement order; ties break on arrival order, so the result is deterministic.
     """
 
-    def __init__(self, max_length: int, window: int = 8192, carry: int = 64):
-        if max_length < 1:
-            raise ConfigError(f"dataset.max_length must be >= 1, got {max_length}")
+    def __init__(self, max_length: int, window: int, carry: int):
+        """`window`, `carry`: dataset.pack_window, dataset.pack_carry."""
         self.max_length = max_length
         self.window = max(1, int(window))
         self.carry = max(0, int(carry))
@@ -339,7 +331,7 @@ class BestFitPacker:
         return [b.items for b in all_bins if b.serial not in keep]
 
 
-def pack_lengths(lengths: Iterable[int], max_length: int, window: int = 8192, carry: int = 64) -> list[list[int]]:
+def pack_lengths(lengths: Iterable[int], max_length: int, window: int, carry: int) -> list[list[int]]:
     """Bins of item indices for the given lengths (convenience for tests and planning)."""
     packer = BestFitPacker(max_length, window, carry)
     out: list[list[int]] = []
@@ -357,8 +349,8 @@ def concat_bin(pieces: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndar
     return ids, labels, doc_lengths
 
 
-def iter_packed(pieces: Iterable[tuple[np.ndarray, np.ndarray]], max_length: int, window: int = 8192,
-                carry: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def iter_packed(pieces: Iterable[tuple[np.ndarray, np.ndarray]], max_length: int, window: int,
+                carry: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Stream (input_ids, labels, doc_lengths) sequences from a stream of (ids, labels) pieces."""
     packer = BestFitPacker(max_length, window, carry)
     for piece in pieces:

@@ -173,7 +173,9 @@ def _parse(raw: bytes) -> Any:
 
 
 def expand_paths(paths: Iterable[str | os.PathLike], pattern: str = "*.jsonl") -> list[Path]:
-    """Files as given; a directory stands for its `pattern` files (sorted, recursive); globs are expanded."""
+    """Files as given; a directory stands for its `pattern` files (sorted, recursive); globs are expanded. The one
+    place jsonl inputs are expanded (corpus paths, dataset inputs, cpt validate-records); a path that is neither a
+    file, a directory nor a matching glob is a RecordError (missing_file)."""
     out: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -187,9 +189,17 @@ def expand_paths(paths: Iterable[str | os.PathLike], pattern: str = "*.jsonl") -
             if not found:
                 raise RecordError(p, None, "empty_file", "glob matches no file")
             out.extend(found)
-        else:
+        elif p.is_file():
             out.append(p)
+        else:
+            raise RecordError(p, None, "missing_file", "no such file or directory")
     return out
+
+
+def category_files(directory: str | os.PathLike) -> dict[str, Path]:
+    """{category: <directory>/<category>.jsonl} of a corpus directory (raw/, train/, heldout/, a cleaned one): its
+    *.jsonl files, not recursive, sorted by name."""
+    return {p.stem: p for p in sorted(Path(directory).glob("*.jsonl")) if p.is_file()}
 
 
 def check_line(raw: bytes, path: str | os.PathLike, lineno: int, schema: str = "pretrain",
@@ -348,15 +358,13 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
 def cli_validate(files, schema, skip, as_json):
     """Validate jsonl FILES (or directories of *.jsonl) against the pretraining or SFT schema.
 
-    Prints record counts and skipped counts per reason; exits 1 if any line is bad.
+    Prints record counts and skipped counts per reason; exits 2 (the exit code of every input error of `cpt`) if
+    any line is bad: at the first one (its file:line), or with --skip after the counts.
     """
     stats = RecordStats()
-    try:
-        for _ in iter_records(files, schema=schema, on_error="skip" if skip else "raise", stats=stats):
-            pass
-    except RecordError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    # without --skip the first bad line raises RecordError: `cpt` prints it (with its hints) and exits 2
+    for _ in iter_records(files, schema=schema, on_error="skip" if skip else "raise", stats=stats):
+        pass
     if as_json:
         click.echo(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -367,4 +375,4 @@ def cli_validate(files, schema, skip, as_json):
         for msg in stats.examples:
             click.echo(f"  e.g. {msg}", err=True)
     if stats.num_skipped:
-        sys.exit(1)
+        sys.exit(2)

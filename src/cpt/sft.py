@@ -15,7 +15,7 @@ generation prompt ends with it, see `encode_prompt`). Turns (human + assistant p
 until the conversation fits max_length; if not even the first pair fits, the conversation is skipped and counted.
 
 Records are validated by cpt.records (SFT schema: same reason codes and file:line errors as every other stage);
-`dataset.bad_records: error | skip` is its on_error raise | skip.
+`dataset.on_bad_record: raise | skip` is its on_error.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from cpt.errors import ConfigError, RecordError, TokenizerError
-from cpt.packing import IGNORE_INDEX, add_bad_records_hint, encode_texts, on_error_of
+from cpt.packing import IGNORE_INDEX, add_bad_records_hint, encode_texts
 from cpt.records import RecordStats, iter_lines
 
 SYSTEM_PROMPT = ("A chat between a curious human and an artificial intelligence assistant. "
@@ -160,14 +160,13 @@ def conversation_of(rec: dict) -> tuple[list[tuple[str, str]], int]:
 
 
 def tokenize_sft_lines(encoder: SFTEncoder, lines: Sequence[bytes], path: str, first_line: int,
-                       default_category: str, bad_records: str = "error", records: RecordStats | None = None):
+                       default_category: str, on_error: str, records: RecordStats | None = None):
     """Validate (cpt.records, SFT schema) + encode a block of jsonl lines.
 
     Returns (categories, ids_list, labels_list, lines, stats): stats counts what the dataset does to valid
     conversations (trailing turns dropped, turns dropped to fit, first turn too long); record validation (lines,
     blank lines, bad records per cpt.records reason) is counted in `records`.
     """
-    on_error = on_error_of(bad_records)
     records = records if records is not None else RecordStats()
     stats: dict[str, int] = {}
 

@@ -29,13 +29,21 @@ def setup_logging(logfile: str | os.PathLike | None, level=logging.INFO):
     handlers = [logging.StreamHandler(sys.stderr)]
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(logfile, mode="w", encoding="utf-8"))
+        open(logfile, "w").close()  # a fresh log per run; then appends, so child processes can add lines
+        handlers.append(logging.FileHandler(logfile, mode="a", encoding="utf-8"))
+        os.environ["CPT_LOG_FILE"] = str(Path(logfile).resolve())  # the trainer's rank 0 appends its output
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers,
                         force=True)
 
 
 def run(snakemake, func):
-    """Run func(snakemake) with logging to the rule's log; exceptions are logged in full, then re-raised."""
+    """Run func(snakemake) with logging to the rule's log; exceptions are logged in full, then re-raised.
+
+    The rule's outputs are locked while it runs and get umask modes at the end (cpt.locks.writing), like the
+    outputs of every `cpt` verb."""
+    from cpt.errors import describe
+    from cpt.locks import writing
+
     logfile = snakemake.log[0] if len(snakemake.log) else None
     setup_logging(logfile)
     threads = int(getattr(snakemake, "threads", 1) or 1)
@@ -44,9 +52,10 @@ def run(snakemake, func):
     log = logging.getLogger(f"cpt.rule.{snakemake.rule}")
     t0 = time.time()
     try:
-        result = func(snakemake)
-    except Exception:
-        log.error("rule %s failed:\n%s", snakemake.rule, traceback.format_exc())
+        with writing([str(o) for o in snakemake.output]):
+            result = func(snakemake)
+    except Exception as exc:
+        log.error("rule %s failed: %s\n%s", snakemake.rule, describe(exc), traceback.format_exc())
         raise
     log.info("rule %s done in %.1f s", snakemake.rule, time.time() - t0)
     return result

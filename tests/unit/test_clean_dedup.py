@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 
 from cpt.clean.dedup import Deduplicator, exact_key, shingles, signatures
+from cpt.schema import default
+
+# the Deduplicator's settings as the workflow gives them (clean.dedup with the schema's defaults)
+DEDUP = {k: v for k, v in default("clean.dedup").items() if k != "ngram"}
 
 ZH = ("中国政府顺利恢复对香港行使主权，并按照“一国两制”、“港人治港”、高度自治的方针保持香港的繁荣稳定。中国共产党"
       "成功地召开了第十五次全国代表大会，高举邓小平理论伟大旗帜，总结百年历史，展望新的世纪，制定了中国跨世纪发展的"
@@ -53,7 +57,7 @@ def test_minhash_estimates_jaccard():
 
 
 def run(docs, **kw):
-    d = Deduplicator(num_perm=128, seed=1, threshold=kw.pop("threshold", 0.7), **kw)
+    d = Deduplicator(**{**DEDUP, "seed": 1, **kw})
     out = []
     for i, (cat, text, lang) in enumerate(docs):
         out.append(d.add(i, cat, i + 1, exact_key(text), sig(text, lang))[0])
@@ -87,4 +91,4 @@ def test_threshold_and_switches():
 
 def test_bad_scope():
     with pytest.raises(ValueError):
-        Deduplicator(scope="shard")
+        Deduplicator(**{**DEDUP, "seed": 1, "scope": "shard"})

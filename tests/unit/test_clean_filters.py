@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cpt.clean.filters import FILTER_ORDER, TextStats, first_failure
-from cpt.clean.pipeline import DEFAULTS
+from cpt.schema import default
 from cpt.clean.quality import score
 
 ZH_NEWS = ("１９９７年，是中国发展历史上非常重要的很不平凡的一年。中国人民决心继承邓小平同志的遗志，继续把建设有中国特色"
@@ -17,7 +17,7 @@ EN_TEXT = ("It was a bright cold day in April, and the clocks were striking thir
 
 
 def fails(text, lang, **override):
-    params = {**DEFAULTS["filters"][lang], **override}
+    params = {**default(f"clean.filters.{lang}"), **override}
     return first_failure(TextStats(text, lang), params)
 
 
@@ -104,7 +104,7 @@ def test_first_failing_filter_wins_in_documented_order():
 
 
 def test_quality_score_orders_clean_above_junk():
-    q = DEFAULTS["quality"]["zh"]
+    q = default("clean.quality.zh")
     good = score(TextStats(ZH_NEWS, "zh"), q)
     junk = score(TextStats("好好好好好好好好好好好好好好好好 123 ★★★ ###", "zh"), q)
     assert 0.0 <= junk < good - 0.2 and good <= 1.0
@@ -119,7 +119,7 @@ def test_quality_hook_is_called(monkeypatch):
     mod.calls = []
     mod.ppl = lambda text, language: mod.calls.append(language) or 0.0
     monkeypatch.setitem(sys.modules, "cpt_test_hook", mod)
-    q = {**DEFAULTS["quality"]["zh"], "hook": "cpt_test_hook:ppl", "hook_weight": 7.0}
-    plain = score(TextStats(ZH_NEWS, "zh"), DEFAULTS["quality"]["zh"])
+    q = {**default("clean.quality.zh"), "hook": "cpt_test_hook:ppl", "hook_weight": 7.0}
+    plain = score(TextStats(ZH_NEWS, "zh"), default("clean.quality.zh"))
     hooked = score(TextStats(ZH_NEWS, "zh"), q)
     assert mod.calls == ["zh"] and hooked < plain

@@ -6,6 +6,7 @@ import pytest
 
 from cpt.clean.normalize import (apply_width, fix_gbk_mojibake, fix_unicode, normalize_text, normalize_whitespace,
                                  strip_cjk_spaces, to_simplified)
+from cpt.schema import default
 
 ZH = "今天天气很好，我们去北京大学参观。"
 
@@ -76,8 +77,9 @@ def test_strip_cjk_spaces_only_between_cjk():
 
 
 def test_normalize_text_t2s_only_for_chinese_and_steps_optional():
-    params = {"unicode_fix": True, "whitespace": True, "width": "ascii_alnum", "t2s": True}
+    params = {**default("clean.normalize"), "unicode_fix": True, "whitespace": True, "width": "ascii_alnum",
+              "t2s": True}
     assert normalize_text(" 舉頭望明月 ", params, "zh") == "举头望明月"
     assert normalize_text(" 舉頭望明月 ", params, "en") == "舉頭望明月"
-    off = {"unicode_fix": False, "whitespace": False, "width": "none", "t2s": False}
+    off = {**params, "unicode_fix": False, "whitespace": False, "width": "none", "t2s": False}
     assert normalize_text(" 舉頭\u200b望明月１ ", off, "zh") == " 舉頭\u200b望明月１ "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cpt.clean import languages_from_config, prepare, finalize, run_clean
+from cpt.clean import prepare, finalize, run_clean
 from cpt.clean.pipeline import REASON_ORDER, quality_cut, resolve_section
 from cpt.errors import ConfigError, RecordError
 
@@ -174,24 +174,20 @@ def test_per_category_overrides(tmp_path):
     assert "舉頭望明月" in news
 
 
-def test_languages_from_config():
-    cfg = {"corpus": {"categories": {"news": {"lang": "zh"}, "bible": {"language": "en"}}},
-           "clean": {"languages": {"extra": "en"}, "categories": {"bible": {"language": "zh"}}}}
-    assert languages_from_config(cfg) == {"news": "zh", "bible": "zh", "extra": "en"}
-    assert languages_from_config({"corpus": {"categories": [{"name": "a", "language": "en"}]}}) == {"a": "en"}
-
-
 def test_cli_clean_writes_outputs_and_provenance(tmp_path):
     from click.testing import CliRunner
 
     from cpt.clean import cli_clean
 
     write_raw(tmp_path / "raw")
+    import yaml
+
+    demo = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "config.yaml").read_text())
+    demo["corpus"]["categories"] = {"news": {"lang": "zh", "paths": ["x"]}, "books": {"lang": "en", "paths": ["y"]}}
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("experiment: t\ncorpus:\n  categories:\n    news: {lang: zh}\n    books: {lang: en}\n"
-                   "clean:\n  workers: 1\n", encoding="utf-8")
+    cfg.write_text(yaml.safe_dump(demo), encoding="utf-8")
     res = CliRunner().invoke(cli_clean, ["--in-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path / "out"),
-                                         "--config", str(cfg), "--no-progress"])
+                                         "--config", str(cfg), "--set", "workers=1", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "records kept" in res.output
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())

@@ -1,4 +1,4 @@
-"""The clean section of the config schema agrees with cpt.clean.pipeline.DEFAULTS (the library's defaults)."""
+"""The clean section's defaults come from its schema (workflow/schemas/clean.schema.yaml) alone."""
 
 from __future__ import annotations
 
@@ -7,23 +7,22 @@ from pathlib import Path
 import yaml
 
 from cpt import config as cc
-from cpt.clean import languages_from_config, resolve_section
-from cpt.clean.pipeline import DEFAULTS
+from cpt import schema as sc
+from cpt.clean import resolve_section
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def schema_defaults(node):
-    if node.get("type") == "object" and "properties" in node and node.get("additionalProperties") is False:
-        return {k: schema_defaults(v) for k, v in node["properties"].items()}
-    return node.get("default")
-
-
-def test_schema_defaults_equal_library_defaults():
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "clean.schema.yaml").read_text(encoding="utf-8"))
-    got = schema_defaults(schema)
-    assert got.pop("enabled") is False
-    assert got == DEFAULTS
+def test_resolved_section_is_the_schema_defaults():
+    sec = resolve_section({})
+    assert sec == sc.default("clean")
+    assert sec["filters"]["zh"]["min_chars"] == 2 and sec["filters"]["en"]["min_chars"] == 10
+    assert sec["dedup"] == {"exact": True, "near": True, "scope": "global", "threshold": 0.7, "num_perm": 128,
+                            "bands": None, "rows": None, "ngram": {"zh": 5, "en": 3}}
+    # a given n-gram table replaces the default one; other keys are filled around what is given
+    sec = resolve_section({"filters": {"en": {"top_ngram": {"2": 0.5}, "min_chars": 3}}})
+    assert sec["filters"]["en"]["top_ngram"] == {"2": 0.5}
+    assert sec["filters"]["en"]["min_chars"] == 3 and sec["filters"]["en"]["max_chars"] == 500000
 
 
 def test_demo_config_validates_with_clean_enabled():
@@ -32,6 +31,7 @@ def test_demo_config_validates_with_clean_enabled():
     cfg["clean"]["categories"] = {"zh_classical": {"filters": {"lang_min_prob": None}}}
     full = cc.validate(cfg)
     sec = resolve_section(full["clean"])
-    assert sec["filters"]["zh"]["min_chars"] == DEFAULTS["filters"]["zh"]["min_chars"]
-    langs = languages_from_config(full)
+    assert sec == full["clean"]  # what the workflow validated is what the library runs with
+    assert sec["categories"]["zh_classical"] == {"filters": {"lang_min_prob": None}}  # overrides stay overrides
+    langs = cc.category_languages(full)
     assert set(langs) == set(full["corpus"]["categories"]) and set(langs.values()) == {"zh", "en"}

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from cpt import config as cc
+from cpt import schema as sc
 from cpt.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,9 +55,20 @@ def test_missing_section_named(demo):
         cc.validate(demo)
 
 
-def test_init_from_must_name_an_earlier_stage(demo):
-    demo["train"]["stages"]["injection"]["init_from"] = "replay"
-    with pytest.raises(ConfigError, match=r"train\.stages\.injection\.init_from: 'replay' is neither"):
+@pytest.mark.parametrize("where, value, match", [
+    (("train", "stages", "injection", "init_from"), "replay",
+     r"train\.stages\.injection\.init_from: 'replay' is neither"),
+    (("dataset", "stages", "base", "replay"), {"from": ["injection"], "share": 0.1},
+     r"dataset\.stages\.base\.replay\.from: 'injection' is not an earlier"),
+    (("evaluate", "benchmarks", "mmlu", "format"), "mmlu_v2",
+     r"evaluate\.benchmarks\.mmlu\.format: 'mmlu_v2' is not one of agieval"),
+])
+def test_cross_section_rules_name_the_key(demo, where, value, match):
+    node = demo
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    with pytest.raises(ConfigError, match=match):
         cc.validate(demo)
 
 
@@ -120,3 +132,67 @@ def test_locked_7b_dag_requests_64_gpus(tmp_path):
     assert train_jobs and all("nodes=8" in b and "gres=gpu:8" in b for b in train_jobs)
     for rule in ("model_base_check", "tokenizer_extended", "model_init", "evaluate", "report"):
         assert f"rule {rule}:" in text or f"localrule {rule}:" in text
+
+
+# ------------------------------------------------------------------------- one section: schema defaults, overrides
+def test_complete_fills_a_section_and_names_the_full_key():
+    sec = sc.complete("model.init", {"method": "mean"})
+    assert sec["method"] == "mean" and sec["report"]["seq_len"] == 256 and sec["seed"] == 1234
+    assert sc.complete("dataset.stages.*", None) == {"kind": "pretrain", "shuffle": True}
+    with pytest.raises(ConfigError, match=r"config key model\.init\.report\.seq_len: 1 is less than"):
+        sc.complete("model.init", {"report": {"seq_len": 1}})
+    with pytest.raises(ConfigError, match=r"config key dataset\.stages\.s\.categories\.a\.cap: Additional prop"):
+        sc.complete("dataset", {"stages": {"s": {"categories": {"a": {"cap": 1}}}}})  # inside a oneOf
+    with pytest.raises(ConfigError, match="not in the schema"):
+        sc.subschema("dataset.nope")
+    assert sc.default("dataset.max_length") == 4096 and sc.default("model.base")["tiny"]["hidden_size"] == 64
+
+
+def test_strings_get_the_schemas_types(demo):
+    """Snakemake's nested --config values arrive as strings (YAML BaseLoader); YAML 1.1 reads 1e-4 as a string."""
+    demo["dataset"]["max_length"] = "256"
+    demo["train"]["defaults"]["lr"] = "1e-4"
+    demo["model"]["init"]["pad_to_multiple_of"] = "null"
+    demo["evaluate"]["bpb"]["enabled"] = "false"
+    demo["dataset"]["stages"]["replay"]["replay"]["share"] = "0.25"
+    cfg = cc.validate(demo)
+    assert cfg["dataset"]["max_length"] == 256 and cfg["train"]["defaults"]["lr"] == 1e-4
+    assert cfg["model"]["init"]["pad_to_multiple_of"] is None and cfg["evaluate"]["bpb"]["enabled"] is False
+    assert cfg["dataset"]["stages"]["replay"]["replay"]["share"] == 0.25
+    assert sc.coerce({"experiment": "123"})["experiment"] == "123"  # a string key stays a string
+    demo["dataset"]["max_length"] = "lots"
+    with pytest.raises(ConfigError, match=r"dataset\.max_length: 'lots' is not of type 'integer'"):
+        cc.validate(demo)
+
+
+def test_overrides_use_the_schemas_types(demo):
+    out = sc.apply_overrides(demo, ["max_length=256", "dataset.num_bins=2", "train.defaults.lr=3e-4",
+                                    "dataset.stages.base.categories=[en_novel]"], prefix="dataset")
+    assert out["dataset"]["max_length"] == 256 and out["dataset"]["num_bins"] == 2
+    assert out["train"]["defaults"]["lr"] == 3e-4 and out["dataset"]["stages"]["base"]["categories"] == ["en_novel"]
+    assert demo["dataset"]["max_length"] == 512  # the input is not changed
+    sec = sc.apply_overrides({"lr": 1.0}, ["train.lr=1e-5", "warmup_steps=null"], prefix="train",
+                             schema_key="train.defaults")
+    assert sec == {"lr": 1e-5, "warmup_steps": None}
+    with pytest.raises(ConfigError, match=r"--set 'max_length': expected KEY=VALUE"):
+        sc.apply_overrides(demo, ["max_length"], prefix="dataset")
+    with pytest.raises(ConfigError, match="dataset.max_length is not a mapping"):
+        sc.apply_overrides(demo, ["dataset.max_length.x=1"])
+
+
+def test_parse_pairs_is_the_one_key_value_parser():
+    assert sc.parse_pairs(["a=1", "b=x=y", "a=2"], "--opt") == {"a": "2", "b": "x=y"}
+    assert sc.parse_pairs(["en=a.jsonl", "en=b.jsonl", "zh=c"], "--heldout", multi=True) == {
+        "en": ["a.jsonl", "b.jsonl"], "zh": ["c"]}
+    for bad in (["novalue"], ["=x"]):
+        with pytest.raises(ConfigError, match="--opt"):
+            sc.parse_pairs(bad, "--opt")
+
+
+def test_replay_from_and_dataset_config(demo):
+    cfg = cc.validate(demo)
+    assert cc.replay_from(cfg["dataset"]["stages"]["replay"]) == ["base", "injection"]
+    assert cc.replay_from({"replay": {"from": "base", "share": 0.1}}) == ["base"] and cc.replay_from(None) == []
+    ds = cc.dataset_config(cfg, "replay")
+    assert list(ds["stages"]) == ["replay"] and ds["max_length"] == cfg["dataset"]["max_length"]
+    assert cc.category_languages(cfg)["zh_news"] == "zh"

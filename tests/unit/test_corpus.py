@@ -10,8 +10,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from cpt.corpus import (DEFAULT_CATEGORIES, build_corpus, build_idiom_sft, cli_build_corpus, cli_split_corpus,
-                        heldout_mask, normalize_section, split_corpus)
+from cpt.schema import default
+from cpt.corpus import (build_corpus, build_idiom_sft, cli_build_corpus, cli_split_corpus, heldout_mask,
+                        normalize_section, split_corpus)
+
+DEFAULT_CATEGORIES = default("corpus.categories")
 from cpt.corpus.builders import gutenberg_novel, markdown_play_to_text, untag_line
 from cpt.errors import ConfigError, RecordError
 from cpt.records import read_records, write_jsonl
@@ -240,12 +243,14 @@ def test_idiom_sft(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
-def test_cli_build_and_split(tmp_path):
+def test_cli_build_and_split(tmp_path, repo_root):
     cfg = {"experiment": "t", "corpus": {"seed": 1, "categories": {
         "zh_idiom": {"lang": "zh", "builder": "idioms", "max_chars": 3000, "min_chars": 20},
         "en_novel": {"lang": "en", "builder": "gutenberg_novel", "max_chars": 20000}},
         "split": {"heldout_fraction": 0.2, "max_heldout": 5, "seed": 2},
         "sft": {"max_records": 50}}}
+    demo = yaml.safe_load((repo_root / "config" / "config.yaml").read_text(encoding="utf-8"))
+    cfg = {**demo, **cfg}  # an experiment config: the demo's other sections
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
     runner = CliRunner()
     res = runner.invoke(cli_build_corpus, ["--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "raw"),
@@ -270,15 +275,14 @@ def test_min_heldout_floor_for_small_categories():
     assert big == heldout_mask([f"t{i}" for i in range(5000)], 0.1, None, 1)
 
 
-def test_schema_defaults_match_library_defaults(repo_root):
-    schema = yaml.safe_load((repo_root / "workflow" / "schemas" / "corpus.schema.yaml").read_text(encoding="utf-8"))
-    assert schema["properties"]["categories"]["default"] == DEFAULT_CATEGORIES
+def test_schema_is_the_only_source_of_corpus_defaults(repo_root):
     from cpt.corpus.builders import BUILDERS
-    from cpt.corpus.sft import DEFAULT_SFT
-    from cpt.corpus.split import DEFAULT_SPLIT
+
+    schema = yaml.safe_load((repo_root / "workflow" / "schemas" / "corpus.schema.yaml").read_text(encoding="utf-8"))
     assert set(schema["properties"]["categories"]["additionalProperties"]["properties"]["builder"]["enum"]) == \
         set(BUILDERS)
-    assert {k: v["default"] for k, v in schema["properties"]["split"]["properties"].items()} == DEFAULT_SPLIT
-    assert {k: v["default"] for k, v in schema["properties"]["sft"]["properties"].items()} == DEFAULT_SFT
+    sec = normalize_section(None)  # no corpus section: the schema's demo categories
+    assert set(sec["categories"]) == set(schema["properties"]["categories"]["default"])
+    assert sec["categories"]["zh_news"]["kind"] == "builtin" and sec["split"]["heldout_fraction"] == 0.02
     config = yaml.safe_load((repo_root / "config" / "config.yaml").read_text(encoding="utf-8"))
-    assert config["corpus"]["categories"] == DEFAULT_CATEGORIES
+    assert config["corpus"]["categories"] == schema["properties"]["categories"]["default"]

@@ -12,8 +12,11 @@ import pytest
 from _dataset_support import build_tokenizer, random_corpus
 from click.testing import CliRunner
 
-from cpt.dataset import cli_prepare_pretrain, cli_prepare_sft, prepare_stage, select_stage, stage_settings, Corpus, \
-    tokenize_corpus
+from cpt.dataset.build import prepare_stage
+from cpt.dataset.cli import cli_prepare_pretrain, cli_prepare_sft
+from cpt.dataset.selection import select_stage
+from cpt.dataset.settings import stage_settings
+from cpt.dataset.tokenized import Corpus, tokenize_corpus
 from cpt.errors import ConfigError, RecordError
 from cpt.shards import load_buckets
 
@@ -179,8 +182,8 @@ def test_stage_config_caps_weights_and_replay(tokdir, corpus, tmp_path):
 @pytest.mark.parametrize("stage, key", [
     ({"categories": {"nope": {}}}, "dataset.stages.s.categories"),
     ({"categories": {"zh_news": {"weight": 1}, "en_book": {}}}, "weight to every category"),
-    ({"categories": {"zh_news": {"cap": 1}}}, "unknown keys"),
-    ({"replay": {"from": ["s"], "share": 0.2}}, "cannot replay itself"),
+    ({"categories": {"zh_news": {"cap": 1}}}, "categories.zh_news.cap: Additional properties"),
+    ({"replay": {"from": ["s"], "share": 0.2}}, "replay cycle s -> s"),
     ({"replay": {"from": ["zz"], "share": 0.2}}, "replay.from"),
     ({"replay": {"from": ["s"], "share": 1.0}}, "share"),
     ({"kind": "dpo"}, "kind"),
@@ -199,7 +202,7 @@ def test_bad_record_stops_with_file_and_line(tokdir, tmp_path):
     with pytest.raises(RecordError, match="c.jsonl:2"):
         prepare_stage([p.parent], tokdir, tmp_path / "o", _cfg(), "s", progress=False)
     cfg = _cfg()
-    cfg["bad_records"] = "skip"
+    cfg["on_bad_record"] = "skip"
     m = prepare_stage([p.parent], tokdir, tmp_path / "o", cfg, "s", progress=False)
     assert m["documents"]["records_skipped_at_tokenization"] == {"ill_typed": 1}   # cpt.records' reason
     assert m["record_validation"]["lines"] == 2 and m["record_validation"]["records"] == 1
@@ -210,7 +213,7 @@ def test_bad_record_stops_with_file_and_line(tokdir, tmp_path):
 
 def test_bad_records_across_blocks_and_files_counted_by_reason(tokdir, tmp_path):
     """Blocks of 2 lines: line numbers stay file lines; an empty file is cpt.records' empty_file; blank lines are
-    counted, not skipped; a cache tokenized with skip is not reused for bad_records: error."""
+    counted, not skipped; a cache tokenized with skip is not reused for on_bad_record: raise."""
     d = tmp_path / "in"
     d.mkdir()
     good = json.dumps({"source": "", "target": "ok", "category": "c"})
@@ -218,7 +221,7 @@ def test_bad_records_across_blocks_and_files_counted_by_reason(tokdir, tmp_path)
                                           "[1]", good]) + "\n")
     (d / "b.jsonl").write_text("\n")
     cfg = _cfg()
-    cfg.update(bad_records="skip", block_lines=2)
+    cfg.update(on_bad_record="skip", block_lines=2)
     cache = tmp_path / "cache"
     m = prepare_stage([d], tokdir, tmp_path / "o", cfg, "s", cache_dir=cache, progress=False)
     v = m["record_validation"]
@@ -228,13 +231,13 @@ def test_bad_records_across_blocks_and_files_counted_by_reason(tokdir, tmp_path)
     assert any("a.jsonl:5: empty_target" in x for x in v["examples"])
     assert any("a.jsonl:6: not_object" in x for x in v["examples"])
     assert m["documents"]["in_corpus"] == 4
-    cfg["bad_records"] = "error"
+    cfg["on_bad_record"] = "raise"
     with pytest.raises(RecordError, match="a.jsonl:5: empty_target"):
         prepare_stage([d], tokdir, tmp_path / "o2", cfg, "s", cache_dir=cache, progress=False)
     with pytest.raises(RecordError, match="a.jsonl:5: empty_target") as e:   # from a worker process, same error
         prepare_stage([d], tokdir, tmp_path / "o2", {**cfg, "num_workers": 2}, "s", progress=False)
     assert e.value.reason == "empty_target" and e.value.line == 5
-    assert any("dataset.bad_records: skip" in n for n in e.value.__notes__)
+    assert any("dataset.on_bad_record: skip" in n for n in e.value.__notes__)
     (d / "a.jsonl").write_text(good + "\n")
     with pytest.raises(RecordError, match="b.jsonl: empty_file"):
         prepare_stage([d], tokdir, tmp_path / "o3", cfg, "s", cache_dir=cache, progress=False)
@@ -288,14 +291,18 @@ def test_tokenizer_json_dir_gives_the_same_bytes(built, tokdir, corpus, tmp_path
 
 
 def test_replay_reads_what_the_earlier_stage_selected(tokdir, corpus, tmp_path):
-    from cpt.dataset import read_selection, run_rule
+    from cpt.config import dataset_config
+    from cpt.dataset.selection import read_selection
 
-    base = {"max_length": 128, "num_bins": 2, "seed": 3, "name": "base",
-            "stage": {"categories": {"en_book": {"max_tokens": 8000}, "zh_misc": {}}}}
-    mb = run_rule(base, [corpus[0]], tokdir, tmp_path / "base")
-    inj = {"max_length": 128, "num_bins": 2, "seed": 3, "name": "inj",
-           "stage": {"categories": ["zh_news"], "replay": {"from": ["base"], "share": 0.2}}}
-    mi = run_rule(inj, [corpus[0]], tokdir, tmp_path / "inj", replay_dirs={"base": tmp_path / "base"})
+    # the workflow's shape: the dataset section with only the built stage in `stages` (cpt.config.dataset_config)
+    full = {"dataset": {"max_length": 128, "num_bins": 2, "seed": 3, "stages": {
+        "base": {"categories": {"en_book": {"max_tokens": 8000}, "zh_misc": {}}},
+        "inj": {"categories": ["zh_news"], "replay": {"from": ["base"], "share": 0.2}}}}}
+    base, inj = dataset_config(full, "base"), dataset_config(full, "inj")
+    assert list(inj["stages"]) == ["inj"]
+    mb = prepare_stage([corpus[0]], tokdir, tmp_path / "base", base, "base", progress=False)
+    mi = prepare_stage([corpus[0]], tokdir, tmp_path / "inj", inj, "inj", progress=False,
+                       prior={"base": tmp_path / "base"})
     tokenize_corpus([corpus[0]], tokdir, tmp_path / "cache", progress=False)
     c = Corpus(tmp_path / "cache")
     base_rows = read_selection(tmp_path / "base", c, "base")
@@ -308,4 +315,33 @@ def test_replay_reads_what_the_earlier_stage_selected(tokdir, corpus, tmp_path):
     assert mb["selection"]["categories"]["en_book"]["tokens_selected"] <= 8000
     (tmp_path / "base" / "selection.arrow").unlink()
     with pytest.raises(Exception, match="selection.arrow"):
-        run_rule(inj, [corpus[0]], tokdir, tmp_path / "inj2", replay_dirs={"base": tmp_path / "base"})
+        prepare_stage([corpus[0]], tokdir, tmp_path / "inj2", inj, "inj", progress=False,
+                      prior={"base": tmp_path / "base"})
+    with pytest.raises(ConfigError, match="replay.from: 'base' is neither a stage"):
+        prepare_stage([corpus[0]], tokdir, tmp_path / "inj3", inj, "inj", progress=False)
+
+
+
+def test_all_records_skipped_is_an_error_naming_the_stage_and_the_counts(tokdir, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text('{"source": "", "target": " ", "category": "c"}\n[1]\n{"target": 3}\n')
+    cfg = _cfg()
+    cfg["bad_records"] = "skip"
+    from cpt.errors import DatasetError
+
+    with pytest.raises(DatasetError) as e:
+        prepare_stage([d], tokdir, tmp_path / "o", cfg, "s", progress=False)
+    msg = str(e.value)
+    assert "dataset stage 's'" in msg and "no sequence left" in msg
+    assert "empty_target 1" in msg and "not_object 1" in msg and "0 documents in the tokenized corpus" in msg
+    assert not (tmp_path / "o" / "manifest.json").exists()  # no manifest that training would accept
+
+
+def test_manifest_records_the_tokenizer_identity(tokdir, corpus, tmp_path):
+    from cpt.consistency import tokenizer_identity
+
+    m = prepare_stage([corpus[0]], tokdir, tmp_path / "o", _cfg(), "s", progress=False)
+    assert m["tokenizer_identity"] == tokenizer_identity(tokdir)
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["tokenizer_identity"]["vocab_size"] == \
+        m["vocab_size"]

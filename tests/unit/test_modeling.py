@@ -1,4 +1,4 @@
-"""cpt.modeling: the tiny seeded base model, a user's local LLaMA directory, and the model/tokenizer pairing check."""
+"""cpt.model.base: the tiny seeded base model, a user's local LLaMA directory, and the model/tokenizer pairing check."""
 
 from __future__ import annotations
 
@@ -11,20 +11,21 @@ from click.testing import CliRunner
 from sentencepiece import sentencepiece_model_pb2 as pb
 
 import _spm_fixtures as fx
-from cpt.errors import ModelError
-from cpt.modeling import (
-    build_base_model, check_model_tokenizer, cli_base_model, create_tiny_llama, read_layout, tokenizer_vocab_size,
+from cpt.errors import ConfigError, ModelError
+from cpt.model.base import (
+    build_base_model, check_model_tokenizer, create_tiny_llama,
 )
+from cpt.model.cli import cli_base_model
+from cpt.model.layout import read_layout
+from cpt.model.vocab import tokenizer_vocab_size
 
 TINY = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 64, "max_position_embeddings": 128}
 
 
 @pytest.fixture(scope="module")
-def toks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toks")
-    base, ext, new = fx.make_tokenizer_pair(root)
-    return base, ext
+def toks(tokenizer_pair):
+    return tokenizer_pair[:2]
 
 
 def test_tiny_model_has_tokenizer_vocab_and_opens_with_auto_classes(toks, tmp_path):
@@ -114,13 +115,14 @@ def test_local_model_with_other_pieces_same_size_is_rejected(toks, tmp_path):
 
 def test_local_kind_errors_name_the_config_key(toks, tmp_path):
     base, _ = toks
-    with pytest.raises(ModelError, match="model.base.path"):
+    # the schema's errors (cpt.config) name the key; a path that is not a directory is the model step's
+    with pytest.raises(ConfigError, match="config key model.base.path: 'path' is a required property"):
         build_base_model({"kind": "local"}, base, tmp_path / "o")
     with pytest.raises(ModelError, match="model.base.path"):
         build_base_model({"kind": "local", "path": str(tmp_path / "nope")}, base, tmp_path / "o")
-    with pytest.raises(ModelError, match="model.base.kind"):
+    with pytest.raises(ConfigError, match="config key model.base.kind: 'huge' is not one of"):
         build_base_model({"kind": "huge"}, base, tmp_path / "o")
-    with pytest.raises(ModelError, match="unknown key"):
+    with pytest.raises(ConfigError, match=r"model.base.tiny.num_layers: Additional properties"):
         create_tiny_llama(tmp_path / "o", base, {"num_layers": 2})
 
 
@@ -149,7 +151,7 @@ def test_cli_base_model(toks, tmp_path):
 
 
 def test_workflow_local_check_writes_facts(toks, tmp_path):
-    from cpt.modeling import write_base_check
+    from cpt.model.base import write_base_check
 
     base, ext = toks
     user = tmp_path / "user-llama"
@@ -160,5 +162,7 @@ def test_workflow_local_check_writes_facts(toks, tmp_path):
     assert rec["stage"] == "model/base" and rec["model"]["format"] == "safetensors"
     with pytest.raises(ModelError, match="does not match"):
         write_base_check({"kind": "local", "path": str(user)}, ext, tmp_path / "x.json")
-    with pytest.raises(ModelError, match="model.base.path"):
+    with pytest.raises(ConfigError, match="model.base.path"):
         write_base_check({"kind": "local", "path": None}, base, tmp_path / "x.json")
+    with pytest.raises(ModelError, match="model.base.path"):
+        write_base_check({"kind": "local", "path": str(tmp_path / "nope")}, base, tmp_path / "x.json")

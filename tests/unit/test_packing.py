@@ -34,7 +34,8 @@ def test_tokens_and_mask_are_exact(tok):
         {"source": "", "target": "中共中央总书记发表新年讲话", "category": "zh"},
         {"source": "标题：", "target": "I am a cat </s> <s> with special text", "category": "zh"},
     ]
-    b = tokenize_pretrain_lines(backend_tokenizer(tok), tok.bos_token_id, tok.eos_token_id, _lines(recs), "x.jsonl", 1)
+    b = tokenize_pretrain_lines(backend_tokenizer(tok), tok.bos_token_id, tok.eos_token_id, _lines(recs), "x.jsonl", 1,
+                                "raise")
     assert b.categories == ["en", "zh", "zh"]
     assert list(b.lines) == [1, 2, 3]
     for i, r in enumerate(recs):
@@ -65,35 +66,37 @@ def test_tokens_and_mask_are_exact(tok):
 ])
 def test_bad_records_error_or_counted_skip(tok, tmp_path, line, reason):
     """Every bad-record class: the same RecordError (reason, file:line, text) as cpt.records gives, or a skip
-    counted under that reason with dataset.bad_records: skip."""
+    counted under that reason with dataset.on_bad_record: skip."""
     good = _lines([{"source": "", "target": "fine", "category": "c"}])
     backend = backend_tokenizer(tok)
     with pytest.raises(RecordError) as e:
-        tokenize_pretrain_lines(backend, 1, 2, good + [line], "data/c.jsonl", 10)
+        tokenize_pretrain_lines(backend, 1, 2, good + [line], "data/c.jsonl", 10, "raise")
     assert e.value.reason == reason and e.value.line == 11 and "data/c.jsonl:11" in str(e.value)
-    assert any("dataset.bad_records: skip" in n for n in e.value.__notes__)
+    assert any("dataset.on_bad_record: skip" in n for n in e.value.__notes__)
     # the very same text as the project's validator
     f = tmp_path / "c.jsonl"
     f.write_bytes(b"\n" * 10 + line)
     with pytest.raises(RecordError) as v:
         list(iter_records(f))
     assert str(v.value).replace(str(f), "data/c.jsonl") == str(e.value) and v.value.reason == reason
-    b = tokenize_pretrain_lines(backend, 1, 2, good + [line, b"\n"], "data/c.jsonl", 10, bad_records="skip")
+    b = tokenize_pretrain_lines(backend, 1, 2, good + [line, b"\n"], "data/c.jsonl", 10, "skip")
     assert len(b) == 1 and b.lines.tolist() == [10]
     r = b.records
     assert dict(r.skipped) == {reason: 1} and r.blank_lines == 1 and r.records == 1 and r.lines == 3
     assert reason in REASONS and r.examples == [str(e.value)]
 
 
-def test_bad_records_mode_is_checked(tok):
-    with pytest.raises(ConfigError, match="dataset.bad_records"):
-        tokenize_pretrain_lines(backend_tokenizer(tok), 1, 2, [], "c.jsonl", 1, bad_records="ignore")
+def test_bad_record_mode_is_checked():
+    from cpt.schema import complete
+
+    with pytest.raises(ConfigError, match="dataset.on_bad_record: 'ignore' is not one of"):
+        complete("dataset", {"on_bad_record": "ignore"})
 
 
 def test_empty_source_is_fine_bom_and_blank_lines_are_not_records(tok):
     lines = [b"\xef\xbb\xbf" + _lines([{"source": "", "target": "a", "category": "c"}])[0], b"  \n",
              *_lines([{"source": "", "target": "b", "category": "c", "extra": 1}])]
-    b = tokenize_pretrain_lines(backend_tokenizer(tok), 1, 2, lines, "c.jsonl", 1)
+    b = tokenize_pretrain_lines(backend_tokenizer(tok), 1, 2, lines, "c.jsonl", 1, "raise")
     assert len(b) == 2 and b.lines.tolist() == [1, 3]
     assert b.records.blank_lines == 1 and b.records.num_skipped == 0
 
@@ -170,7 +173,7 @@ def test_packed_sequences_are_lossless_and_carry_doc_lengths():
 
 def test_packer_rejects_items_that_do_not_fit():
     with pytest.raises(ValueError):
-        BestFitPacker(10).add("x", 11)
+        BestFitPacker(10, 16, 0).add("x", 11)
 
 
 def test_tokenizer_json_is_read_without_transformers_and_agrees(tok, tmp_path):

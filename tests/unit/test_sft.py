@@ -125,9 +125,9 @@ def test_bad_conversations_error_or_counted_skip(tok, tmp_path, obj, reason):
     bad = obj if isinstance(obj, bytes) else _line(obj)
     e = SFTEncoder(tok, "llama2", 4096)
     with pytest.raises(RecordError) as err:
-        tokenize_sft_lines(e, [_line(GOOD), bad], "sft/chat.jsonl", 5, "chat")
+        tokenize_sft_lines(e, [_line(GOOD), bad], "sft/chat.jsonl", 5, "chat", "raise")
     assert err.value.line == 6 and "sft/chat.jsonl:6" in str(err.value) and err.value.reason == reason
-    assert any("dataset.bad_records: skip" in n for n in err.value.__notes__)
+    assert any("dataset.on_bad_record: skip" in n for n in err.value.__notes__)
     f = tmp_path / "chat.jsonl"
     f.write_bytes(b"\n" * 5 + bad + b"\n")
     with pytest.raises(RecordError) as v:
@@ -135,7 +135,7 @@ def test_bad_conversations_error_or_counted_skip(tok, tmp_path, obj, reason):
     assert str(v.value).replace(str(f), "sft/chat.jsonl") == str(err.value)
     records = RecordStats()
     cats, ids, labels, lines, stats = tokenize_sft_lines(e, [_line(GOOD), bad, b"\n"], "sft/chat.jsonl", 5, "chat",
-                                                         bad_records="skip", records=records)
+                                                         "skip", records=records)
     assert cats == ["chat"] and lines == [5] and stats == {}
     assert dict(records.skipped) == {reason: 1} and records.blank_lines == 1 and records.records == 1
     assert reason in REASONS
@@ -149,7 +149,7 @@ def test_counts_trailing_turns_shortened_and_too_long(tok):
     two = {"messages": GOOD["messages"] + [{"from": "human", "content": "more " * 30},
                                            {"from": "assistant", "content": "ok"}]}
     cats, ids, labels, lines, stats = tokenize_sft_lines(e, [_line(trailing), _line(long), _line(two)], "c.jsonl", 1,
-                                                         "chat")
+                                                         "chat", "raise")
     assert cats == ["qa", "chat"] and lines == [1, 3]
     assert stats == {"trailing_human_turn_dropped": 1, "skipped:first_turn_too_long": 1,
                      "turns_dropped_to_fit": 1, "conversations_shortened": 1}

@@ -84,11 +84,66 @@ def test_padding_slots_counted_and_spread():
         assert all(len(r) == 2 for r in step)
 
 
-def test_resume_with_other_world_size_is_refused():
+def run_elastic(sizes, micro, before, after, steps_before, accum_before=2, accum_after=2, seed=3, epochs=2):
+    """`before` ranks run `steps_before` optimizer steps, then `after` ranks resume from rank 0's state_dict."""
+    samplers = [BucketOrderedSampler(sizes, micro, before, r, seed, epochs) for r in range(before)]
+    events = []
+    for _ in range(steps_before):
+        first = samplers[0].state.micro_step
+        groups = [s.next_group(accum_before) for s in samplers]
+        events += [(e, first + j, r, g[j]) for r, (e, g) in enumerate(groups) for j in range(len(g))]
+    state = samplers[0].state_dict()
+    resumed = [BucketOrderedSampler(sizes, micro, after, r, seed, epochs) for r in range(after)]
+    for s in resumed:
+        s.load_state_dict(state)
+    assert resumed[0].resharded_from["num_replicas"] == before
+    steps_left = resumed[0].remaining_steps(accum_after)
+    n = 0
+    while not resumed[0].done():
+        first = resumed[0].state.micro_step
+        groups = [s.next_group(accum_after) for s in resumed]
+        assert len({g[0] for g in groups}) == 1 and len({len(g[1]) for g in groups}) == 1
+        events += [(e, first + j, r, g[j]) for r, (e, g) in enumerate(groups) for j in range(len(g))]
+        n += 1
+    assert n == steps_left  # remaining_steps predicts the resumed run's length exactly
+    return events, state
+
+
+@pytest.mark.parametrize("before,after,steps_before", [(2, 1, 3), (2, 4, 3), (2, 3, 1), (4, 2, 2), (2, 1, 9)])
+def test_elastic_resume_exactly_once_in_bucket_order(before, after, steps_before):
+    events, state = run_elastic(SIZES, 2, before, after, steps_before)
+    assert state["position"] > 0 or state["epoch"] > 0
+    for epoch in (0, 1):
+        ev = [e for e in events if e[0] == epoch]
+        real = sorted(s for e in ev for s in e[3] if s >= 0)
+        assert real == list(range(sum(SIZES))), f"epoch {epoch}: not exactly once"
+        per_step = {}
+        for _, m, _, slots in ev:
+            per_step.setdefault(m, set()).update(bucket_of(s if s >= 0 else -s - 1, SIZES) for s in slots)
+        assert all(len(b) == 1 for b in per_step.values())  # a micro step never mixes buckets
+        flat = [next(iter(per_step[m])) for m in sorted(per_step)]
+        assert flat == sorted(flat)  # buckets in order, across the change of world size
+
+
+def test_elastic_position_is_the_global_sample_count():
+    samplers = [BucketOrderedSampler([11, 7], 2, 2, r, seed=0) for r in range(2)]
+    for s in samplers:
+        s.next_group(2)  # 2 micro steps x 2 ranks x 2 = 8 samples of bucket 0
+    assert samplers[0].state_dict()["position"] == 8
+    one = BucketOrderedSampler([11, 7], 2, 1, 0, seed=0)
+    one.load_state_dict(samplers[0].state_dict())
+    _, group = one.next_group(1)
+    left = [int(x) for x in samplers[0].bucket_permutation(0, 0)[8:]]
+    assert group[0] == left[:2]  # continues with the 9th sample of the epoch's order of bucket 0
+    assert one.state.micro_step == 3  # micro steps keep counting from the old run's 2
+
+
+def test_resume_with_other_seed_or_data_is_refused():
     s = BucketOrderedSampler([10], 2, 2, 0, seed=0)
-    t = BucketOrderedSampler([10], 2, 1, 0, seed=0)
-    with pytest.raises(TrainError, match="num_replicas"):
-        t.load_state_dict(s.state_dict())
+    with pytest.raises(TrainError, match="seed"):
+        BucketOrderedSampler([10], 2, 1, 0, seed=1).load_state_dict(s.state_dict())
+    with pytest.raises(TrainError, match="bucket_sizes"):
+        BucketOrderedSampler([9], 2, 2, 0, seed=0).load_state_dict(s.state_dict())
 
 
 def test_dataset_reads_buckets_in_manifest_order_and_masks_padding(tmp_path):

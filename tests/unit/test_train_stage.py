@@ -60,5 +60,5 @@ def test_timestamps_do_not_change_the_key(tmp_path):
 
 def test_workflow_keys_are_not_trainer_settings(tmp_path):
     model, data, _ = make_dirs(tmp_path)
-    with pytest.raises(ConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match=r"train\.lrr: Additional properties"):
         stage.run_key({"init_from": "init", "lrr": 1}, model, data)

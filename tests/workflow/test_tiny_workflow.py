@@ -84,6 +84,31 @@ def test_training_loss_decreases_and_chain_is_followed(tiny_run):
     assert runs["replay"]["model"].endswith("train/injection/final")
 
 
+def test_training_progress_in_the_rule_log_and_artifacts_readable(tiny_run):
+    """Rank 0's progress lines reach the rule's log; warnings appear once (not once per rank); every artifact
+    has the mode the umask asks for (safetensors alone writes 0600)."""
+    import os
+    import stat
+
+    workdir, _, res = tiny_run
+    log = (workdir / "logs" / "tiny" / "train-base.log").read_text(encoding="utf-8")
+    steps = re.findall(r"train step (\d+)/(\d+) \([\d.]+%\) \| tokens [\d,]+ \| loss [\d.]+ \| lr \S+ \| "
+                       r"[\d,]+ tokens/s \| elapsed \d+:\d\d:\d\d \| ETA \S+", log)
+    assert steps and steps[-1][0] == steps[-1][1], log[-3000:]  # the last step is always reported
+    assert len(steps) == len(set(steps))  # rank 0 only
+    assert re.search(r"checkpoint \S+/checkpoints/step-\d{8} written in [\d.]+ s", log)
+    warnings = [line for line in log.splitlines() if "Warning:" in line]
+    assert len(warnings) == len(set(warnings)), warnings
+    mask = os.umask(0)
+    os.umask(mask)
+    for rel in ["model/base", "model/init", "train/base/final", "train/replay/final", "dataset/base"]:
+        for f in (res / rel).rglob("*"):
+            if f.is_file():
+                assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, (f, oct(f.stat().st_mode))
+    ckpt_files = [f for f in (res / "train" / "base" / "checkpoints").rglob("*.safetensors")]
+    assert ckpt_files and all(stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask for f in ckpt_files)
+
+
 def test_evaluation_and_report(tiny_run):
     workdir, cfg, res = tiny_run
     for point in ["base", "init", "replay"]:

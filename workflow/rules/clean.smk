@@ -17,7 +17,7 @@ if config["clean"]["enabled"]:
             category="|".join(CLEAN_CATEGORIES),
         params:
             section=config["clean"],
-            langs={name: c["lang"] for name, c in config["corpus"]["categories"].items()},
+            langs=cptconfig.category_languages(config),
         log:
             logfile("clean_prepare", "{category}"),
         threads: rule_threads("clean")

@@ -33,7 +33,7 @@ rule corpus_split:
         heldout=directory(str(L.corpus_heldout)),
     params:
         section=config["corpus"]["split"],
-        langs={name: c["lang"] for name, c in config["corpus"]["categories"].items()},
+        langs=cptconfig.category_languages(config),
     log:
         logfile("corpus_split"),
     threads: rule_threads("corpus")

@@ -1,21 +1,14 @@
 # dataset: per training stage, ordered buckets of packed sequences (+ manifest.json, selection.arrow).
-# Library: cpt.dataset (run_rule -> prepare_stage: tokenize, select, bin, bucket, pack, shuffle, write). Same step
+# Library: cpt.dataset.build (prepare_stage: tokenize, select, bin, bucket, pack, shuffle, write). Same step
 # without Snakemake: cpt prepare-pretrain / cpt prepare-sft --config config/config.yaml --stage <stage> ...
 
 
-def dataset_stage_cfg(stage):
-    return config["dataset"]["stages"].get(stage) or {}
-
-
 def dataset_inputs(wildcards):
-    st = dataset_stage_cfg(wildcards.stage)
-    rep = (st.get("replay") or {}).get("from") or []
-    rep = [rep] if isinstance(rep, str) else list(rep)
-    data = str(L.corpus_sft) if st.get("kind", "pretrain") == "sft" else str(L.corpus_train)
+    st = cptconfig.dataset_stage(config, wildcards.stage)
     return {
-        "data": data,
+        "data": str(L.corpus_sft) if st["kind"] == "sft" else str(L.corpus_train),
         "tokenizer": str(L.tokenizer(cptconfig.stage_tokenizer(config, wildcards.stage))),
-        "replay": [str(L.dataset(s)) for s in rep],
+        "replay": [str(L.dataset(s)) for s in cptconfig.replay_from(st)],
     }
 
 
@@ -25,10 +18,10 @@ rule dataset_stage:
     output:
         directory(str(L.root / "dataset" / "{stage}")),
     params:
-        section=lambda wildcards: cptconfig.dataset_section(config, wildcards.stage),
+        section=lambda wildcards: cptconfig.dataset_config(config, wildcards.stage),
         # sft stages read the training conversations only (corpus/sft/train.jsonl), not the held-out ones
         data_files=lambda wildcards: [str(L.corpus_sft / "train.jsonl")]
-        if dataset_stage_cfg(wildcards.stage).get("kind", "pretrain") == "sft" else [str(L.corpus_train)],
+        if cptconfig.dataset_stage(config, wildcards.stage)["kind"] == "sft" else [str(L.corpus_train)],
         replay_from=lambda wildcards: {Path(p).name: p for p in dataset_inputs(wildcards)["replay"]},
     wildcard_constraints:
         stage="|".join(STAGES) if STAGES else "^$",

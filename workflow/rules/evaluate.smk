@@ -46,7 +46,7 @@ rule evaluate:
     params:
         # the section without `points` (adding an evaluation point must not rerun the others)
         section={k: v for k, v in config["evaluate"].items() if k != "points"},
-        langs={name: c["lang"] for name, c in config["corpus"]["categories"].items()},
+        langs=cptconfig.category_languages(config),
     log:
         logfile("evaluate", "{point}"),
     threads: rule_threads("evaluate")

@@ -1,6 +1,6 @@
 # model: the base model (tiny seeded LLaMA, or the user's local LLaMA checked against the base tokenizer) and the
 # initialised model (embeddings extended to the extended tokenizer; only the embedding tensors change).
-# Library: cpt.modeling, cpt.embeddings. Same steps without Snakemake:
+# Library: cpt.model (base, init). Same steps without Snakemake:
 #   cpt base-model --tokenizer results/<exp>/tokenizer/base --out results/<exp>/model/base [--kind local --path DIR]
 #   cpt init-embeddings --source_model_and_tokenizer_path MODEL --target_tokenizer_path results/<exp>/tokenizer/extended
 #                       --target_model_path results/<exp>/model/init [--method ...] [--pad-to-multiple-of 64]
@@ -62,7 +62,7 @@ rule model_init:
         directory(str(L.model_init)),
     params:
         section=config["model"]["init"],
-        langs={name: c["lang"] for name, c in config["corpus"]["categories"].items()},
+        langs=cptconfig.category_languages(config),
     log:
         logfile("model_init"),
     threads: rule_threads("model")

@@ -6,10 +6,14 @@ REPORT_DIR = L.report
 
 rule report:
     input:
-        # the evaluation points come after every training stage, so everything the report reads exists by then;
-        # cpt.report reads the rest (compression.json, metrics.jsonl, manifests) from results/<experiment>/ and
-        # lists whatever is missing (e.g. no SFT stage) in summary.md
-        evaluations=[str(L.evaluate(p)) for p in EVAL_POINTS],
+        # everything cpt.report.collect reads, so the report reruns when any of it changes
+        compression=str(L.compression),
+        corpus=[str(L.corpus_raw), str(L.corpus_train), str(L.corpus_heldout)],
+        clean=[str(L.clean)] if config["clean"]["enabled"] else [],
+        datasets=[str(L.dataset(s)) for s in STAGES],  # <stage>/manifest.json
+        # train/<stage>/metrics.jsonl is written by the job that writes train/<stage>/final (its declared output)
+        training=[str(L.final(s)) for s in STAGES],
+        evaluations=[str(L.evaluate(p)) for p in EVAL_POINTS],  # <point>/benchmarks.json, bpb.json
     output:
         tokenizer=report(str(REPORT_DIR / "tokenizer.html"), caption="../report/tokenizer.rst", category="Tokenizer"),
         loss_steps=report(str(REPORT_DIR / "loss_by_step.png"), caption="../report/loss.rst", category="Training"),

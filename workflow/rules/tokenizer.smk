@@ -3,7 +3,7 @@
 # Library: cpt.tokenizer (build_base_tokenizer, select_pieces, build_extended_tokenizer, compression_report).
 # Same steps without Snakemake: cpt base-tokenizer | select-pieces | extend-tokenizer | compression (see --help).
 TOK_CANDIDATES = L.pieces.parent / "candidates.jsonl"
-TOK_LANGS = {name: c["lang"] for name, c in config["corpus"]["categories"].items()}
+TOK_LANGS = cptconfig.category_languages(config)
 
 
 rule tokenizer_base:

@@ -1,5 +1,6 @@
-from cpt.dataset import run_rule
+from cpt.dataset.build import prepare_stage
 from cpt.smk import plain, run
 
-run(snakemake, lambda s: run_rule(plain(s.params.section), plain(s.params.data_files), s.input.tokenizer,  # noqa: F821
-                                  s.output[0], replay_dirs=plain(s.params.replay_from)))
+run(snakemake, lambda s: prepare_stage(  # noqa: F821
+    plain(s.params.data_files), s.input.tokenizer, s.output[0], plain(s.params.section), s.wildcards.stage,
+    progress=False, prior=plain(s.params.replay_from)))

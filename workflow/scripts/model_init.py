@@ -1,4 +1,4 @@
-from cpt.embeddings import heldout_by_lang, run_init
+from cpt.model.init import heldout_by_lang, run_init
 from cpt.smk import plain, run
 
 run(snakemake, lambda s: run_init(  # noqa: F821

@@ -7,42 +7,18 @@ pipeline.py for the data flow and how the stage runs on a cluster. CLI: ``cpt cl
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
-from cpt.clean.pipeline import DEFAULTS, REASON_ORDER, finalize, prepare, resolve_section, run_clean
+from cpt.clean.pipeline import REASON_ORDER, finalize, prepare, run_clean
+from cpt.clean.settings import resolve_section
+from cpt.cli import config_options, resolve_config, show_config
+from cpt.config import category_languages
+from cpt.schema import parse_pairs
 from cpt.errors import ConfigError
+from cpt.records import category_files
 
-__all__ = ["DEFAULTS", "REASON_ORDER", "cli_clean", "finalize", "languages_from_config", "prepare",
-           "resolve_section", "run_clean"]
-
-
-def languages_from_config(config: dict) -> dict[str, str]:
-    """category -> language from an experiment config: `corpus.categories.<name>.lang` (or `.language`; a
-    mapping, or a list of {name, lang}), then `clean.languages`, then `clean.categories.<name>.language`."""
-    out: dict[str, str] = {}
-    cats = (config.get("corpus") or {}).get("categories") or {}
-    items = cats.items() if isinstance(cats, dict) else ((c.get("name"), c) for c in cats if isinstance(c, dict))
-    for name, spec in items:
-        if isinstance(spec, dict) and name and (spec.get("lang") or spec.get("language")):
-            out[name] = spec.get("lang") or spec["language"]
-    clean = config.get("clean") or {}
-    out.update(clean.get("languages") or {})
-    for name, spec in (clean.get("categories") or {}).items():
-        if isinstance(spec, dict) and spec.get("language"):
-            out[name] = spec["language"]
-    return out
-
-
-def _pairs(values, option: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        name, sep, rest = v.partition("=")
-        if not sep or not name or not rest:
-            raise click.BadParameter(f"{v!r}: expected NAME=VALUE", param_hint=option)
-        out[name] = rest
-    return out
+__all__ = ["REASON_ORDER", "cli_clean", "finalize", "prepare", "resolve_section", "run_clean"]
 
 
 @click.command("clean")
@@ -50,8 +26,8 @@ def _pairs(values, option: str) -> dict[str, str]:
 @click.option("--in-dir", type=click.Path(file_okay=False, exists=True),
               help="every <category>.jsonl in this directory (corpus/raw)")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="results/<exp>/clean")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
-              help="experiment config (YAML): its `clean` section and the category languages")
+@config_options("clean", "dedup.threshold=0.8", config_help="Experiment config: its `clean` section and the "
+                "category languages (corpus.categories.<name>.lang); validated, with the schema's defaults.")
 @click.option("--language", "langs", multiple=True, metavar="CATEGORY=zh|en", help="language of a category")
 @click.option("--workers", type=int, default=None, help="processes (default: clean.workers; 0 = all cores)")
 @click.option("--step", type=click.Choice(["all", "prepare", "finalize"]), default="all", show_default=True,
@@ -60,23 +36,23 @@ def _pairs(values, option: str) -> dict[str, str]:
               help="work files: where --step prepare writes, where --step finalize reads (repeatable)")
 @click.option("--category", "only", multiple=True, help="finalize: categories to include (default: all in work dir)")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
-def cli_clean(inputs, in_dir, out_dir, config_file, langs, workers, step, work_dirs, only, no_progress):
+def cli_clean(inputs, in_dir, out_dir, config_file, overrides, print_config, langs, workers, step, work_dirs,
+              only, no_progress):
     """Clean raw corpus jsonl: normalise, filter, deduplicate, score; write <category>.jsonl + report."""
-    import yaml
-
+    from cpt.schema import apply_overrides
     from cpt.provenance import write_provenance
 
     t0 = time.time()
-    config = {}
-    if config_file:
-        with open(config_file, encoding="utf-8") as f:
-            config = yaml.safe_load(f) or {}
-    section = config.get("clean") or {}
-    languages = {**languages_from_config(config), **_pairs(langs, "--language")}
-    paths = _pairs(inputs, "--input")
+    config = resolve_config(config_file, overrides, "clean") or apply_overrides({}, overrides, "clean")
+    section = resolve_section(config.get("clean"))
+    if print_config:
+        show_config(section)
+    languages = {**(category_languages(config) if config_file else {}),
+                 **parse_pairs(langs, "--language", "CATEGORY=zh|en")}
+    paths = parse_pairs(inputs, "--input", "CATEGORY=PATH")
     if in_dir:
-        for p in sorted(Path(in_dir).glob("*.jsonl")):
-            paths.setdefault(p.stem, str(p))
+        for category, p in category_files(in_dir).items():
+            paths.setdefault(category, str(p))
     if step in ("all", "prepare") and not paths:
         raise ConfigError("cpt clean: no inputs; give --input CATEGORY=PATH or --in-dir")
     if step != "all" and not work_dirs:

@@ -71,8 +71,8 @@ class Cluster:
 class Deduplicator:
     """Online exact + near dedup over documents visited in a fixed order (see module docstring)."""
 
-    def __init__(self, exact: bool = True, near: bool = True, threshold: float = 0.8, num_perm: int = 128,
-                 seed: int = 0, scope: str = "global", bands: int | None = None, rows: int | None = None):
+    def __init__(self, *, exact: bool, near: bool, threshold: float, num_perm: int, seed: int, scope: str,
+                 bands: int | None = None, rows: int | None = None):
         if scope not in ("global", "category"):
             raise ValueError(f"dedup scope must be 'global' or 'category', got {scope!r}")
         self.exact, self.near, self.threshold = exact, near, threshold

@@ -229,7 +229,7 @@ def check_mojibake(s: TextStats, p: dict) -> str | None:
     limit = _get(p, "max_replacement_ratio")
     if limit is not None and s.text.count("\ufffd") > limit * max(s.chars, 1):
         return "mojibake"
-    if p.get("ftfy_badness", True):
+    if p["ftfy_badness"]:
         from ftfy.badness import is_bad
 
         if is_bad(s.text):

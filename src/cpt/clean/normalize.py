@@ -133,18 +133,19 @@ def strip_cjk_spaces(text: str) -> str:
 
 
 def normalize_text(text: str, params: dict, language: str) -> str:
-    """Apply the configured steps (see module docstring) to one text. `params` is `clean.normalize`."""
+    """Apply the configured steps (see module docstring) to one text. `params` is `clean.normalize`, completed
+    with the schema's defaults (cpt.clean.settings)."""
     if not text:
         return text
-    if params.get("unicode_fix", True):
+    if params["unicode_fix"]:
         text = fix_unicode(text)
-    if params.get("whitespace", True):
+    if params["whitespace"]:
         text = normalize_whitespace(text)
-    text = apply_width(text, params.get("width", "ascii_alnum"))
-    if language == "zh" and params.get("t2s", True):
-        text = to_simplified(text, params.get("opencc_config", "t2s"))
-    if params.get("strip_cjk_spaces", False):
+    text = apply_width(text, params["width"])
+    if language == "zh" and params["t2s"]:
+        text = to_simplified(text, params["opencc_config"])
+    if params["strip_cjk_spaces"]:
         text = strip_cjk_spaces(text)
-    if params.get("whitespace", True) and params.get("width", "ascii_alnum") in ("ascii_all", "nfkc"):
+    if params["whitespace"] and params["width"] in ("ascii_all", "nfkc"):
         text = normalize_whitespace(text)  # the width step may have produced new spaces
     return text

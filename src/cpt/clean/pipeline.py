@@ -32,7 +32,6 @@ SLURM already give per-shard jobs, reruns on changed config, logs and provenance
 
 from __future__ import annotations
 
-import copy
 import json
 import multiprocessing
 import os
@@ -47,7 +46,9 @@ import orjson
 from cpt.clean import dedup as dd
 from cpt.clean import filters as fl
 from cpt.clean import quality as ql
-from cpt.clean.normalize import WIDTH_POLICIES, normalize_text
+from cpt.clean.normalize import normalize_text
+from cpt.clean.report import report_markdown, score_summary
+from cpt.clean.settings import category_language, category_params, resolve_section
 from cpt import records as rec_io
 from cpt.errors import ConfigError, CptError
 
@@ -57,124 +58,7 @@ REASON_ORDER = (
     + tuple(r for f in fl.FILTER_ORDER for r in fl.FILTER_REASONS[f])
     + ("low_quality", "exact_duplicate", "near_duplicate")
 )
-LANGUAGES = ("zh", "en")
 EXAMPLE_CHARS = 300
-
-_BOILER_EN = ["lorem ipsum", "cookie policy", "use cookies", "privacy policy", "terms of use", "terms of service",
-              "all rights reserved", "javascript is disabled", "enable javascript", "click here", "subscribe to our",
-              "sign up for our newsletter", "log in to reply"]
-_BOILER_ZH = ["版权所有", "未经授权", "未经许可", "点击这里", "扫描二维码", "扫码关注", "关注我们", "免责声明",
-              "转载请注明", "责任编辑", "返回顶部", "cookie", "javascript"]
-
-_WEIGHTS = {"length": 1.0, "script": 1.0, "clean_chars": 1.0, "unique_lines": 1.0, "unique_ngrams": 1.0,
-            "end_punct": 0.5, "language": 1.0}
-
-DEFAULTS: dict = {
-    "seed": 1234,
-    "workers": 0,  # 0 = all cores (os.cpu_count()); 1 = in-process, no pool
-    "chunk_size": 500,
-    "on_bad_record": "raise",  # raise (RecordError naming file:line) | skip (count as invalid_record)
-    "examples_per_reason": 3,
-    "keep_work": False,
-    "languages": {},  # category -> zh|en, when the caller does not pass them
-    "normalize": {"unicode_fix": True, "whitespace": True, "width": "ascii_alnum", "t2s": True,
-                  "opencc_config": "t2s", "strip_cjk_spaces": False},
-    "filters": {
-        "zh": {"min_chars": 2, "max_chars": 200000, "max_replacement_ratio": 0.001, "ftfy_badness": True,
-               "min_script_ratio": 0.3, "max_digit_ratio": 0.4, "max_symbol_ratio": 0.2,
-               "min_lines": 4, "dup_line_min_chars": 0, "max_dup_line_ratio": 0.4, "max_dup_line_char_ratio": 0.4,
-               "ngram_min_units": 100, "top_ngram": {"2": 0.35, "3": 0.3, "4": 0.3}, "dup_ngram": {"10": 0.75},
-               "boilerplate_markers": _BOILER_ZH, "max_boilerplate_line_ratio": 0.3,
-               "lang_min_prob": 0.3, "lang_min_chars": 10},
-        "en": {"min_chars": 10, "max_chars": 500000, "max_replacement_ratio": 0.001, "ftfy_badness": True,
-               "min_script_ratio": 0.5, "max_digit_ratio": 0.4, "max_symbol_ratio": 0.15,
-               "min_lines": 4, "dup_line_min_chars": 20, "max_dup_line_ratio": 0.3, "max_dup_line_char_ratio": 0.2,
-               "ngram_min_units": 50, "top_ngram": {"2": 0.2, "3": 0.18, "4": 0.16},
-               "dup_ngram": {"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10},
-               "boilerplate_markers": _BOILER_EN, "max_boilerplate_line_ratio": 0.3,
-               "lang_min_prob": 0.3, "lang_min_chars": 20},
-    },
-    "quality": {
-        "zh": {"weights": dict(_WEIGHTS), "length_ref": 200, "script_ref": 0.6, "min_score": 0.3,
-               "top_fraction": None, "hook": None, "hook_weight": 1.0},
-        "en": {"weights": dict(_WEIGHTS), "length_ref": 500, "script_ref": 0.6, "min_score": 0.3,
-               "top_fraction": None, "hook": None, "hook_weight": 1.0},
-    },
-    "dedup": {"exact": True, "near": True, "scope": "global", "threshold": 0.7, "num_perm": 128,
-              "bands": None, "rows": None, "ngram": {"zh": 5, "en": 3}},
-    "categories": {},  # name -> {language?, normalize?, filters?, quality?} deep-merged over the defaults
-}
-
-
-def deep_merge(base: Mapping, over: Mapping | None) -> dict:
-    out = copy.deepcopy(dict(base))
-    for k, v in (over or {}).items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) and not _is_ngram_table(k):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _is_ngram_table(key: str) -> bool:
-    # an n-gram threshold table given in config replaces the default table (so n values can be removed)
-    return key in ("top_ngram", "dup_ngram", "boilerplate_markers")
-
-
-def resolve_section(section: Mapping | None) -> dict:
-    """The `clean` config section merged over DEFAULTS, with its values checked."""
-    sec = deep_merge(DEFAULTS, section or {})
-    if sec["on_bad_record"] not in ("raise", "skip"):
-        raise ConfigError(f"clean.on_bad_record: {sec['on_bad_record']!r}; use 'raise' or 'skip'")
-    if sec["normalize"].get("width") not in WIDTH_POLICIES:
-        raise ConfigError(f"clean.normalize.width: {sec['normalize'].get('width')!r}; one of {WIDTH_POLICIES}")
-    d = sec["dedup"]
-    if d["scope"] not in ("global", "category"):
-        raise ConfigError(f"clean.dedup.scope: {d['scope']!r}; use 'global' or 'category'")
-    if not 0 < float(d["threshold"]) <= 1:
-        raise ConfigError(f"clean.dedup.threshold: {d['threshold']!r}; a Jaccard similarity in (0, 1]")
-    if d["near"]:
-        from datasketch import MinHashLSH
-
-        try:
-            MinHashLSH(threshold=float(d["threshold"]), num_perm=int(d["num_perm"]),
-                       params=(d["bands"], d["rows"]) if d["bands"] and d["rows"] else None)
-        except ValueError as exc:
-            raise ConfigError(f"clean.dedup: threshold {d['threshold']} / num_perm {d['num_perm']} / bands "
-                              f"{d['bands']} / rows {d['rows']} give no usable LSH ({exc}); lower the threshold "
-                              f"or raise num_perm") from None
-    for lang in LANGUAGES:
-        tf = sec["quality"][lang].get("top_fraction")
-        if tf is not None and not 0 < float(tf) <= 1:
-            raise ConfigError(f"clean.quality.{lang}.top_fraction: {tf!r}; a fraction in (0, 1] or null")
-    return sec
-
-
-def category_params(sec: dict, category: str, language: str) -> dict:
-    """Effective normalize/filters/quality parameters of one category (language defaults + overrides)."""
-    if language not in LANGUAGES:
-        raise ConfigError(f"language of category {category!r} is {language!r}; use one of {LANGUAGES}")
-    over = sec["categories"].get(category) or {}
-    return {
-        "language": language,
-        "normalize": deep_merge(sec["normalize"], over.get("normalize")),
-        "filters": deep_merge(sec["filters"][language], over.get("filters")),
-        "quality": deep_merge(sec["quality"][language], over.get("quality")),
-        "ngram": int(sec["dedup"]["ngram"][language]),
-        "num_perm": int(sec["dedup"]["num_perm"]),
-        "seed": int(sec["seed"]),
-        "near": bool(sec["dedup"]["near"]),
-    }
-
-
-def category_language(sec: dict, category: str, languages: Mapping[str, str] | None) -> str:
-    lang = (languages or {}).get(category) or (sec["categories"].get(category) or {}).get("language") \
-        or sec["languages"].get(category)
-    if not lang:
-        raise ConfigError(f"no language for category {category!r}: set corpus.categories.{category}.language "
-                          f"(or clean.languages.{category}) to zh or en")
-    return lang
-
 
 # ----------------------------------------------------------------------------------------------- records
 
@@ -393,7 +277,7 @@ def finalize(work_dir: str | os.PathLike | Iterable[str | os.PathLike], out_dir:
         q = category_params(sec, c, meta["language"])["quality"]  # the current config decides the cut
         scores = [s for _, _, s in docs]
         keep_q = quality_cut(scores, q.get("min_score"), q.get("top_fraction"))
-        quality[c] = _score_summary(scores, q)
+        quality[c] = score_summary(scores, q)
         dec = []
         for i, (line, key, _) in enumerate(tqdm(docs, desc=f"dedup {c}", unit="doc", disable=not progress)):
             if not keep_q[i]:
@@ -447,55 +331,6 @@ def finalize(work_dir: str | os.PathLike | Iterable[str | os.PathLike], out_dir:
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     return report
-
-
-def _score_summary(scores: list[float], q: dict) -> dict:
-    base = {"min_score": q.get("min_score"), "top_fraction": q.get("top_fraction"), "hook": q.get("hook")}
-    if not scores:
-        return {**base, "n": 0}
-    a = np.asarray(scores, dtype=np.float64)
-    pct = np.percentile(a, [10, 50, 90])
-    return {**base, "n": int(a.size), "mean": round(float(a.mean()), 4), "min": round(float(a.min()), 4),
-            "p10": round(float(pct[0]), 4), "p50": round(float(pct[1]), 4), "p90": round(float(pct[2]), 4)}
-
-
-def report_markdown(report: dict) -> str:
-    """report.md: per-category table, drop reasons, duplicate clusters, examples (for the HTML report)."""
-    cats = report["categories"]
-    reasons = [r for r in report["reasons_order"] if r in report["totals"]["dropped"]]
-    lines = ["# Corpus cleaning report", "",
-             "Every input record is kept or counted under exactly one reason (the first that applies, in this "
-             "order: " + ", ".join(report["reasons_order"]) + ").", "",
-             "| category | lang | input | kept | kept % | " + " | ".join(reasons) + " |",
-             "|---|---|---:|---:|---:|" + "---:|" * len(reasons)]
-    for c, r in cats.items():
-        lines.append(f"| {c} | {r['language']} | {r['input']} | {r['kept']} | {100 * r['kept_fraction']:.1f} | "
-                     + " | ".join(str(r["dropped"].get(x, 0)) for x in reasons) + " |")
-    t = report["totals"]
-    pct = 100 * t["kept"] / t["input"] if t["input"] else 0.0
-    lines.append(f"| **total** | | {t['input']} | {t['kept']} | {pct:.1f} | "
-                 + " | ".join(str(t["dropped"].get(x, 0)) for x in reasons) + " |")
-    lines += ["", "## Quality scores (documents that passed the filters)", "",
-              "| category | n | mean | p10 | p50 | p90 | min_score | top_fraction |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for c, r in cats.items():
-        q = r["quality"]
-        lines.append(f"| {c} | {q['n']} | {q.get('mean', '')} | {q.get('p10', '')} | {q.get('p50', '')} | "
-                     f"{q.get('p90', '')} | {q['min_score']} | {q['top_fraction']} |")
-    du = report["duplicates"]
-    lines += ["", "## Duplicates", "",
-              f"{du['clusters']} clusters; {du['exact_duplicates']} exact and {du['near_duplicates']} near "
-              f"duplicates dropped ({du['cross_category_duplicates']} across categories).", ""]
-    for cl in du["largest"]:
-        rep = cl["representative"]
-        members = ", ".join(f"{m['category']}:{m['line']} ({m['kind']}, {m['similarity']})" for m in cl["members"])
-        lines.append(f"- {rep['category']}:{rep['line']} x{cl['size']}: {members}")
-    lines += ["", "## Examples of dropped text", ""]
-    for c, r in cats.items():
-        for reason, exs in r["examples"].items():
-            for ex in exs:
-                text = ex["text"].replace("\n", " ⏎ ").replace("|", "\\|")
-                lines.append(f"- `{c}` line {ex['line']} — **{reason}**: {text}")
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------- one call

@@ -78,7 +78,7 @@ def score(stats: TextStats, params: dict) -> float:
     wsum = sum(weights.get(k, 1) for k in feats)
     if params.get("hook"):
         value = float(load_hook(params["hook"])(stats.text, stats.language))
-        hw = params.get("hook_weight", 1.0)
+        hw = params["hook_weight"]
         total += hw * min(1.0, max(0.0, value))
         wsum += hw
     return round(total / wsum, 6) if wsum else 1.0

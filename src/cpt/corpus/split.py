@@ -17,26 +17,18 @@ from pathlib import Path
 import orjson
 
 from cpt.corpus.build import seeded_hash
+from cpt.schema import complete
 from cpt.errors import ConfigError
-from cpt.records import RecordStats, iter_records, write_jsonl
+from cpt.records import RecordStats, category_files, iter_records, write_jsonl
 
-DEFAULT_SPLIT = {"heldout_fraction": 0.02, "max_heldout": 200, "min_heldout": 5, "seed": 1234, "on_bad_record": "raise"}
 TWO64 = float(1 << 64)
 
 
 def normalize_split(section: dict | None) -> dict:
-    sec = {**DEFAULT_SPLIT, **(section or {})}
-    f = sec["heldout_fraction"]
-    if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1:
-        raise ConfigError(f"corpus.split.heldout_fraction: a number in [0, 1), got {f!r}")
-    m = sec["max_heldout"]
-    if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 0):
-        raise ConfigError(f"corpus.split.max_heldout: a non-negative integer or null, got {m!r}")
-    n = sec["min_heldout"]
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0 or (m is not None and n > m):
-        raise ConfigError(f"corpus.split.min_heldout: a non-negative integer not above max_heldout, got {n!r}")
-    if sec["on_bad_record"] not in ("raise", "skip"):
-        raise ConfigError(f"corpus.split.on_bad_record: 'raise' or 'skip', got {sec['on_bad_record']!r}")
+    """corpus.split completed with the schema's defaults."""
+    sec = complete("corpus.split", section)
+    if sec["max_heldout"] is not None and sec["min_heldout"] > sec["max_heldout"]:
+        raise ConfigError(f"corpus.split.min_heldout: {sec['min_heldout']} is above max_heldout {sec['max_heldout']}")
     return sec
 
 
@@ -87,7 +79,7 @@ def split_corpus(in_dir: str | Path, out_dir: str | Path | None, section: dict |
         raise ValueError("give out_dir, or both train_dir and heldout_dir")
     dirs = {"train": Path(train_dir) if train_dir else Path(out_dir) / "train",
             "heldout": Path(heldout_dir) if heldout_dir else Path(out_dir) / "heldout"}
-    files = sorted(p for p in in_dir.glob("*.jsonl") if p.is_file())
+    files = list(category_files(in_dir).values())
     if not files:
         raise ConfigError(f"{in_dir}: no <category>.jsonl file to split (expected the corpus raw/ or a cleaned dir)")
     langs = {**_input_langs(in_dir), **(langs or {})}

@@ -23,7 +23,8 @@ from typing import Iterable, Mapping
 import torch
 
 from cpt.errors import EvalError, RecordError
-from cpt.records import iter_json_objects
+from cpt.packing import IGNORE_INDEX
+from cpt.records import category_files, iter_json_objects
 
 LN2 = math.log(2.0)
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -113,16 +114,16 @@ def window_nll(model, batch: list[list[int]], pad_id: int, chunk: int = 512) -> 
     ids, mask = ids.to(device), mask.to(device)
     hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
     targets = ids[:, 1:].clone()
-    targets[mask[:, 1:] == 0] = -100
+    targets[mask[:, 1:] == 0] = IGNORE_INDEX
     flat_h = hidden.reshape(-1, hidden.shape[-1])
     flat_t = targets.reshape(-1)
     losses = torch.zeros(flat_t.shape[0], dtype=torch.float64, device=device)
     for s in range(0, flat_t.shape[0], chunk):
         t = flat_t[s:s + chunk]
-        if (t != -100).any():
+        if (t != IGNORE_INDEX).any():
             logits = head(flat_h[s:s + chunk]).float()
             losses[s:s + chunk] = torch.nn.functional.cross_entropy(
-                logits, t, ignore_index=-100, reduction="none").double()
+                logits, t, ignore_index=IGNORE_INDEX, reduction="none").double()
     return losses.view(len(batch), -1).sum(-1).tolist()
 
 
@@ -164,14 +165,13 @@ def heldout_bpb(model, tokenizer, heldout_dir: str | os.PathLike, languages: Map
 
     t0 = time.time()
     root = Path(heldout_dir)
-    files = sorted(root.glob("*.jsonl"))
+    files = category_files(root)
     if not files:
         raise EvalError(f"{root}: no <category>.jsonl held-out files")
     languages = dict(languages or {})
     by_lang: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
     lang_source = {}
-    for f in files:
-        cat = f.name[: -len(".jsonl")]
+    for cat, f in files.items():
         texts = list(read_texts(f))
         if cat in languages:
             lang, lang_source[cat] = languages[cat], "config"

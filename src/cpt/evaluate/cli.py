@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
-from cpt.cli import parse_pairs
+from cpt.schema import parse_pairs
 from cpt.errors import ConfigError
 
 

@@ -28,6 +28,9 @@ def load_model(model_dir: str | os.PathLike, device: str = "auto", dtype: str = 
         torch_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
+    from cpt.consistency import require_tokenizer
+
+    require_tokenizer(path, "model directory with tokenizer files")
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # noqa: BLE001 - report which directory lacks what

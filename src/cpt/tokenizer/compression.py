@@ -30,13 +30,18 @@ def measure(encode, texts: Sequence[str]) -> dict:
 
 
 def compression_table(tokenizers: Mapping[str, Any], texts: Mapping[str, Sequence[str]]) -> dict:
-    """tokenizers: name -> sentencepiece processor (or anything with .encode(list, out_type=int) and
-    .get_piece_size()); texts: language -> samples. Returns {"rows": [...], "ratios": {lang: {name: x}}}."""
+    """tokenizers: name -> a cpt.tokenizer.family object, or a sentencepiece processor (anything with
+    .encode(list, out_type=int) and .get_piece_size()); texts: language -> samples. Returns {"rows": [...], "ratios": {lang: {name: x}}}."""
+    from cpt.tokenizer.family import TokenizerFamily
+
     rows = []
     for name, sp in tokenizers.items():
+        if isinstance(sp, TokenizerFamily):
+            size, encode = len(sp), (lambda xs, sp=sp: sp.encode(list(xs)))
+        else:
+            size, encode = sp.get_piece_size(), (lambda xs, sp=sp: sp.encode(list(xs), out_type=int))
         for lang, samples in texts.items():
-            rows.append({"tokenizer": name, "language": lang, "vocab_size": sp.get_piece_size(),
-                         **measure(lambda xs: sp.encode(list(xs), out_type=int), samples)})
+            rows.append({"tokenizer": name, "language": lang, "vocab_size": size, **measure(encode, samples)})
     ratios: dict[str, dict] = {}
     names = list(tokenizers)
     for lang in texts:
@@ -74,8 +79,8 @@ def compression_report(section: Mapping[str, Any], base_dir: str | os.PathLike, 
     held-out corpus jsonl (or .txt) files; each record (line) is one sample.
     """
     from cpt.provenance import write_provenance
+    from cpt.tokenizer.family import model_file, open_tokenizer
     from cpt.tokenizer.pieces import read_texts
-    from cpt.tokenizer.spm import processor
 
     t0 = time.time()
     cfg = dict(section.get("compression") or {})
@@ -91,8 +96,7 @@ def compression_report(section: Mapping[str, Any], base_dir: str | os.PathLike, 
             texts[lang] = samples
     if "zh" not in texts or not texts["zh"]:
         raise TokenizerError("compression: no held-out Chinese text given (corpus heldout files of zh categories)")
-    sps = {"base": processor(Path(base_dir) / "tokenizer.model"),
-           "extended": processor(Path(extended_dir) / "tokenizer.model")}
+    sps = {"base": open_tokenizer(base_dir), "extended": open_tokenizer(extended_dir)}
     table = compression_table(sps, texts)
     max_ratio = cfg.get("max_zh_ratio", 0.55)
     zh_ratio = table["ratios"]["zh"]["extended"]
@@ -104,7 +108,7 @@ def compression_report(section: Mapping[str, Any], base_dir: str | os.PathLike, 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     out.with_suffix(".md").write_text(to_markdown(table), encoding="utf-8")
-    inputs = {"base": Path(base_dir) / "tokenizer.model", "extended": Path(extended_dir) / "tokenizer.model"}
+    inputs = {"base": model_file(base_dir), "extended": model_file(extended_dir)}
     inputs.update({f"zh_{i}": f for i, f in enumerate(zh_files)})
     inputs.update({f"en_{i}": f for i, f in enumerate(en_files)})
     write_provenance(out.parent, "tokenizer_compression", dict(section), inputs=inputs, started=t0,

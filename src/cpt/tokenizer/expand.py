@@ -51,6 +51,8 @@ from cpt.tokenizer.spm import (NORMAL, SPIECE, USER_DEFINED, ModelProto, bpe_seg
 
 log = logging.getLogger(__name__)
 
+# expansion options every family's extend() takes (config tokenizer.expansion)
+EXTEND_OPTIONS = ("score", "unreachable", "max_repair_pieces", "max_rounds", "max_intermediate_pieces")
 WITNESS_CHARS = ("\U000F0000", "\U000F1234", "\U00100000", "\ue000", "\uf8ff")
 SCORE_MODES = ("ranked", "zero")
 
@@ -324,24 +326,22 @@ def build_extended_tokenizer(section: Mapping[str, Any], base_dir: str | os.Path
     """
     from cpt.provenance import write_provenance
     from cpt.tokenizer.base import AGREEMENT_SAMPLE
-    from cpt.tokenizer.hf import check_agreement, save_hf_tokenizer
+    from cpt.tokenizer.family import model_file, open_tokenizer
     from cpt.tokenizer.pieces import read_pieces_jsonl, read_texts
 
     t0 = time.time()
     cfg = dict(section.get("expansion") or {})
-    base = load_proto(Path(base_dir) / "tokenizer.model")
+    base = open_tokenizer(base_dir)
     pieces = read_pieces_jsonl(pieces_path)
     reserve: list[str] = []
     if candidates_path and Path(candidates_path).is_file():
         with open(candidates_path, encoding="utf-8") as f:
             reserve = [r["piece"] for r in map(json.loads, f) if not r.get("selected")]
-    proto, report = extend(base, pieces, reserve, section.get("vocab_size"), score=cfg.get("score", "ranked"),
-                           unreachable=cfg.get("unreachable", "repair"),
-                           max_repair_pieces=cfg.get("max_repair_pieces", 2), max_rounds=cfg.get("max_rounds", 20))
-    base_sp, ext_sp = processor(base), processor(proto)
+    options = {k: cfg[k] for k in EXTEND_OPTIONS if k in cfg}
+    ext, report = base.extend(pieces, reserve, section.get("vocab_size"), **options)
     english = _english_lines(english_files, int(cfg.get("english_lines", 5000)), cfg)
-    report["english"] = english_check(base_sp, ext_sp, english)
-    out = save_hf_tokenizer(proto, out_dir)
+    report["english"] = base.english_check(ext, english)
+    out = ext.save(out_dir)
     n = int(cfg.get("agreement_lines", 300))
     zh = []
     if zh_files:
@@ -352,12 +352,12 @@ def build_extended_tokenizer(section: Mapping[str, Any], base_dir: str | os.Path
     sample = list(AGREEMENT_SAMPLE) + zh[:n] + english[:n]
     # score: zero (the reference) ties all new pieces; HF's fast BPE then breaks ties by merge rank, not leftmost
     # position, and disagrees with sentencepiece (measured, 69,104 pieces: 161 of 317 texts). Allowed only on request.
-    report["agreement"] = check_agreement(out, ext_sp, sample, what="extended tokenizer",
-                                          raise_on_mismatch=cfg.get("require_fast_agreement", True))
+    report["agreement"] = ext.check_agreement(out, sample, what="extended tokenizer",
+                                              raise_on_mismatch=cfg.get("require_fast_agreement", True))
     report["wall_seconds"] = round(time.time() - t0, 2)
     (Path(out) / "expansion.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
-    inputs = {"base": Path(base_dir) / "tokenizer.model", "pieces": pieces_path}
+    inputs = {"base": model_file(base_dir), "pieces": pieces_path}
     if candidates_path:
         inputs["candidates"] = candidates_path
     for i, f in enumerate(english_files):

@@ -23,7 +23,10 @@ from typing import Iterable, Sequence
 from cpt.errors import TokenizerError
 from cpt.tokenizer.spm import ModelProto, save_proto
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
+# the files of a Hugging Face tokenizer directory (written here; copied with a tokenizer, never from a model dir)
+TOKENIZER_FILES = (
+    "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "added_tokens.json",
+)
 
 
 def _token(content: str) -> dict:
@@ -126,9 +129,13 @@ def check_agreement(path: str | os.PathLike, sp, texts: Iterable[str], what: str
     return report
 
 
-def copy_tokenizer_files(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+def copy_tokenizer_files(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:
+    """Copy the TOKENIZER_FILES that `src` has into `dst` (overwriting); returns the names copied."""
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
+    copied = []
     for name in TOKENIZER_FILES:
-        if Path(src, name).exists():
+        if Path(src, name).is_file():
             shutil.copy2(Path(src, name), dst / name)
+            copied.append(name)
+    return copied

@@ -319,8 +319,10 @@ def select_pieces(section: Mapping[str, Any], base_dir: str | os.PathLike, out_d
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    base = load_proto(Path(base_dir) / "tokenizer.model")
-    base_size = len(base.pieces)
+    from cpt.tokenizer.family import model_file, open_tokenizer
+
+    base = open_tokenizer(base_dir)
+    base_size = len(base)
     cfg = dict(section.get("candidates") or {})
     target = section.get("vocab_size")
     sources = cfg.get("sources") or [{"kind": "train"}]
@@ -328,7 +330,7 @@ def select_pieces(section: Mapping[str, Any], base_dir: str | os.PathLike, out_d
     if section.get("pieces_file"):  # the user brings the list (reference format): only structural filters apply
         sources = [{"kind": "jsonl", "name": "pieces_file", "path": section["pieces_file"]}]
         charset = cfg.get("charset", "any")
-    filt = CandidateFilter((p.piece for p in base.pieces), charset=charset,
+    filt = CandidateFilter(base.base_strings(), charset=charset,
                            strip_prefix=cfg.get("strip_prefix", True), max_chars=cfg.get("max_piece_chars", 16),
                            min_chars=cfg.get("min_piece_chars", 1))
     reserve_factor = float(cfg.get("reserve", 0.1))
@@ -371,7 +373,7 @@ def select_pieces(section: Mapping[str, Any], base_dir: str | os.PathLike, out_d
     (out / "candidates.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     from cpt.provenance import write_provenance
 
-    inputs = {"base": Path(base_dir) / "tokenizer.model"}
+    inputs = {"base": model_file(base_dir)}
     inputs.update({f"train_{i}": f for i, f in enumerate(train_files)})
     write_provenance(out, "tokenizer_pieces", dict(section), inputs=inputs, started=t0,
                      filename="pieces.provenance.json", extra={"report": report})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cpt.errors import CptError
+from cpt.errors import CptError, describe
 
 
 def _rank_prefix() -> str:
@@ -19,22 +19,38 @@ def _rank_prefix() -> str:
     return f"[rank {os.environ.get('RANK', '0')}]"
 
 
-def run(config, model, dataset, output, overrides=(), benchmark_seq_len=None, benchmark_steps=None,
-        progress=True) -> int:
-    """Library entry point (what the workflow script calls inside each torchrun worker). Returns the exit code."""
-    import torch.distributed as dist
+def _output_lock(output):
+    """Rank 0 holds the lock on the stage directory (cpt.locks; a no-op when a parent process holds it)."""
+    import contextlib
+    import os
 
-    from cpt.provenance import write_provenance
-    from cpt.train.config import load_config, parse_overrides
-    from cpt.train.loop import train
+    from cpt.locks import writing
+
+    return writing([output]) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+
+
+def run(config, model, dataset, output, overrides=(), benchmark_seq_len=None, benchmark_steps=None,
+        progress=True, stage=None) -> int:
+    """Library entry point (what the workflow script calls inside each torchrun worker). Returns the exit code."""
+    from cpt.train.config import load_config
 
     t0 = time.time()
-    cfg = load_config(config, parse_overrides(overrides))
+    cfg = load_config(config, overrides, stage)
     benchmark = None
     if benchmark_seq_len:
         benchmark = {"seq_len": int(benchmark_seq_len), "steps": int(benchmark_steps or 10)}
     elif dataset is None:
         raise click.UsageError("--dataset is required (or --benchmark-seq-len for random data)")
+    with _output_lock(output):
+        return _run(cfg, model, dataset, output, benchmark, progress, t0)
+
+
+def _run(cfg, model, dataset, output, benchmark, progress, t0) -> int:
+    import torch.distributed as dist
+
+    from cpt.provenance import write_provenance
+    from cpt.train.loop import train
+
     result = train(cfg, model, dataset, output, benchmark=benchmark, progress=progress)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0 and benchmark:
@@ -64,26 +80,44 @@ def run(config, model, dataset, output, overrides=(), benchmark_seq_len=None, be
 
 @click.command("train")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
-              help="JSON/YAML file holding the stage's training section")
-@click.option("--model", required=True, type=click.Path(file_okay=False), help="HF model dir to start from")
+              help="JSON/YAML file holding the stage's training section (the workflow's train_config.json), or an "
+                   "experiment config with --stage")
+@click.option("--stage", default=None, help="with an experiment --config: the stage (train.defaults + "
+                                           "train.stages.<stage>, as the workflow merges them)")
+@click.option("--model", type=click.Path(file_okay=False), default=None, help="HF model dir to start from. Required.")
 @click.option("--dataset", type=click.Path(file_okay=False), default=None,
               help="the stage's bucketed dataset dir (manifest.json + bucket-NNNNN/)")
-@click.option("--output", required=True, type=click.Path(file_okay=False),
-              help="stage output dir: final/, checkpoints/, metrics.jsonl, tensorboard/")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a training key")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="stage output dir: final/, checkpoints/, metrics.jsonl, tensorboard/. Required.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override one training key, e.g. --set lr=3e-4 (`train.` may be left out; the value is parsed "
+                   "with the schema's type). The keys, their meaning and defaults: workflow/schemas/"
+                   "train.schema.yaml ($defs.settings, defaults); --print-config shows them all with their values.")
+@click.option("--print-config", "print_config", is_flag=True,
+              help="Print the resolved training settings (config + --set + schema defaults) as YAML and exit.")
 @click.option("--benchmark-seq-len", type=int, default=None, help="benchmark mode: random tokens of this length")
 @click.option("--benchmark-steps", type=int, default=10, show_default=True)
 @click.option("--no-progress", is_flag=True, help="no progress bar")
-def cli_train(config, model, dataset, output, overrides, benchmark_seq_len, benchmark_steps, no_progress):
+def cli_train(config, stage, model, dataset, output, overrides, print_config, benchmark_seq_len, benchmark_steps,
+              no_progress):
     """Train one stage (ColossalAI Booster). Rerunning the same command resumes from the latest checkpoint;
     SIGTERM/SIGUSR1 save a checkpoint and exit with code 75."""
+    from cpt.cli import require, show_config
+    from cpt.train.progress import setup_rank_output
+
+    setup_rank_output()
     try:
+        if print_config:
+            from cpt.train.config import load_config
+
+            show_config(load_config(config, overrides, stage).to_dict())
+        require(**{"--model": model, "--output": output})
         code = run(config, model, dataset, output, overrides, benchmark_seq_len, benchmark_steps,
-                   progress=not no_progress)
+                   progress=not no_progress, stage=stage)
     except CptError as exc:
-        click.echo(f"{_rank_prefix()} error: {exc}", err=True)
+        click.echo(f"{_rank_prefix()} error: {describe(exc)}", err=True)
         sys.exit(2)
-    except click.ClickException:
+    except (click.ClickException, click.exceptions.Exit):
         raise
     except Exception:
         click.echo(f"{_rank_prefix()} unexpected error:\n{traceback.format_exc()}", err=True)

@@ -1,72 +1,104 @@
-"""The `train:` stage section: defaults, loading (JSON/YAML), key=value overrides, validation."""
+"""The `train:` stage section as a TrainConfig: loading (JSON/YAML or an experiment config), --set overrides,
+validation; keys, types and defaults are the train schema's (workflow/schemas/train.schema.yaml)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
+from cpt.schema import apply_overrides, complete, default, subschema
 from cpt.errors import ConfigError
 
-PLUGINS = ("ddp", "zero2", "zero2_cpu", "gemini", "gemini_auto", "3d")
-PRECISIONS = ("bf16", "fp16", "fp32")
-SP_MODES = ("split_gather", "ring", "all_to_all", "ring_attn")
-INIT_MODES = ("weights", "checkpoint")
+_D = default("train.defaults")  # the schema is the one place a training key's default is written
+_L = default("train.defaults.lora")  # ... and of a LoRA stage's settings (train.lora)
+PLUGINS = tuple(subschema("train.stages.*.plugin")["enum"])
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """`train.lora`: a parameter-efficient stage (cpt.train.lora); defaults from the train schema."""
+
+    rank: int = _L["rank"]
+    alpha: float = float(_L["alpha"])  # the update is scaled by alpha / rank
+    dropout: float = float(_L["dropout"])
+    target_modules: tuple = tuple(_L["target_modules"])
+    train_embeddings: str = _L["train_embeddings"]  # none | new_rows (rows >= base_vocab_size) | all
+    base_vocab_size: int | None = _L["base_vocab_size"]  # None: config.json cpt_base_vocab_size of the model
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LoraSettings":
+        return cls(**{**d, "alpha": float(d["alpha"]), "dropout": float(d["dropout"]),
+                      "target_modules": tuple(d["target_modules"])})
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
 
 
 @dataclass
 class TrainConfig:
+    """One stage's training settings (config key train.defaults merged with train.stages.<stage>); the defaults
+    are the train schema's (workflow/schemas/train.schema.yaml)."""
+
     # parallelism
-    plugin: str = "zero2"
-    tp: int = 1
-    pp: int = 1
-    sp: int = 1
-    sp_mode: str = "split_gather"
-    zero_stage: int = 0            # 3d only
-    pp_microbatch_size: int = 1    # 3d only, pp > 1
+    plugin: str = _D["plugin"]
+    tp: int = _D["tp"]
+    pp: int = _D["pp"]
+    sp: int = _D["sp"]
+    sp_mode: str = _D["sp_mode"]
+    zero_stage: int = _D["zero_stage"]  # 3d only
+    pp_microbatch_size: int = _D["pp_microbatch_size"]  # 3d only, pp > 1
     # numerics
-    precision: str = "bf16"
+    precision: str = _D["precision"]
     # optimiser + schedule
-    lr: float = 1e-4
-    min_lr_ratio: float = 0.1      # cosine floor = min_lr_ratio * lr
-    weight_decay: float = 0.01
-    decay_norms_and_biases: bool = False
-    betas: tuple = (0.9, 0.95)
-    eps: float = 1e-8
-    warmup_steps: int | None = 100  # wins over warmup_ratio when set
-    warmup_ratio: float = 0.025
-    grad_clip: float = 1.0         # 0 = no clipping
+    lr: float = _D["lr"]
+    min_lr_ratio: float = _D["min_lr_ratio"]  # cosine floor = min_lr_ratio * lr
+    weight_decay: float = _D["weight_decay"]
+    decay_norms_and_biases: bool = _D["decay_norms_and_biases"]
+    betas: tuple = tuple(_D["betas"])
+    eps: float = _D["eps"]
+    warmup_steps: int | None = _D["warmup_steps"]  # wins over warmup_ratio when set
+    warmup_ratio: float = _D["warmup_ratio"]
+    grad_clip: float = _D["grad_clip"]  # 0 = no clipping
     # batch
-    micro_batch_size: int = 8      # sequences per device per micro step
-    accumulation_steps: int = 1
-    epochs: int = 1
-    max_steps: int | None = None   # stop after this many optimizer steps (the schedule still spans max_steps)
-    max_length: int = 4096
+    micro_batch_size: int = _D["micro_batch_size"]  # sequences per device per micro step
+    accumulation_steps: int = _D["accumulation_steps"]
+    epochs: int = _D["epochs"]
+    # stop after this many optimizer steps (the schedule still spans max_steps)
+    max_steps: int | None = _D["max_steps"]
+    max_length: int | None = _D["max_length"]  # None: the dataset's (its manifest.json max_length)
     # model
-    grad_checkpointing: bool = False
-    flash_attention: bool = True   # flash_attention_2 when installed (GPU), else SDPA
-    freeze_non_embeds: bool = False
-    neftune_alpha: float = 0.0     # > 0 enables NEFTune (SFT)
+    grad_checkpointing: bool = _D["grad_checkpointing"]
+    flash_attention: bool = _D["flash_attention"]  # flash_attention_2 when installed (GPU), else SDPA
+    freeze_non_embeds: bool = _D["freeze_non_embeds"]
+    neftune_alpha: float = _D["neftune_alpha"]  # > 0 enables NEFTune (SFT)
     # data
-    use_doc_lengths: bool = False  # position_ids restart at every document boundary
-    cross_document_attention: bool = True  # False: a token attends only within its own document
-    seed: int = 42
+    use_doc_lengths: bool = _D["use_doc_lengths"]  # position_ids restart at every document boundary
+    # False: a token attends only within its own document
+    cross_document_attention: bool = _D["cross_document_attention"]
+    seed: int = _D["seed"]
     # stage chaining: "weights" = load --model weights, fresh optimizer (the default, explicit);
     # "checkpoint" = additionally load optimizer+scheduler from init_checkpoint (same plugin/world size)
-    init: str = "weights"
-    init_checkpoint: str | None = None
+    init: str = _D["init"]
+    init_checkpoint: str | None = _D["init_checkpoint"]
     # checkpoints + logging
-    save_interval: int = 400
-    keep_last: int = 2
-    log_interval: int = 1
-    tensorboard: bool = True
-    peak_tflops: float | None = None  # per device; None = look up from the GPU name, no MFU on CPU
-    dist_timeout_s: int = 1800
-    trace_samples: bool = False       # audit: trace/rank-NNNNN.jsonl = which samples each rank trained at each step
+    save_interval: int = _D["save_interval"]
+    keep_last: int = _D["keep_last"]
+    log_interval: int = _D["log_interval"]
+    progress_interval: int = _D["progress_interval"]  # a progress line (step, tokens, loss, lr, tokens/s, ETA)
+    tensorboard: bool = _D["tensorboard"]
+    peak_tflops: float | None = _D["peak_tflops"]  # per device; None = look up from the GPU name, no MFU on CPU
+    dist_timeout_s: int = _D["dist_timeout_s"]
+    # audit: trace/rank-NNNNN.jsonl = which samples each rank trained at each step
+    trace_samples: bool = _D["trace_samples"]
+    # parameter-efficient stage (LoRA adapters + chosen embedding rows); None = full-parameter training
+    lora: LoraSettings | None = _D["lora"]
 
     @property
     def global_batch_per_dp(self) -> int:
@@ -75,10 +107,8 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["lora"] = self.lora.to_dict() if self.lora is not None else None
         return d
-
-
-_FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
 def _check(cond: bool, key: str, msg: str):
@@ -86,65 +116,23 @@ def _check(cond: bool, key: str, msg: str):
         raise ConfigError(f"train.{key}: {msg}")
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    if key == "betas":
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise ConfigError(f"train.betas: expected a list of two floats, got {value!r}")
-        return tuple(float(v) for v in value)
-    if value is None:
-        return None
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"train.{key}: expected true/false, got {value!r}")
-        return value
-    if isinstance(default, int) and not isinstance(default, bool) or key in ("warmup_steps", "max_steps"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"train.{key}: expected an integer, got {value!r}")
-        return int(value)
-    if isinstance(default, float) or key == "peak_tflops":
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"train.{key}: expected a number, got {value!r}")
-        return float(value)
-    return value
-
-
 def from_mapping(section: Mapping[str, Any] | None) -> TrainConfig:
-    """Build and validate a TrainConfig; unknown keys are errors (typos must not pass silently)."""
-    section = dict(section or {})
-    unknown = sorted(set(section) - set(_FIELDS))
-    if unknown:
-        raise ConfigError(f"train: unknown key(s) {unknown}; known keys: {sorted(_FIELDS)}")
-    defaults = TrainConfig()
-    kwargs = {k: _coerce(k, v, getattr(defaults, k)) for k, v in section.items()}
-    cfg = TrainConfig(**kwargs)
+    """A TrainConfig from a training section: validated against the train schema (unknown keys, types and ranges
+    are errors naming the key; numbers given as strings are converted), the schema's defaults filled in, then the
+    rules that involve several keys (`validate`)."""
+    s = complete("train.defaults", section, label="train")
+    s.pop("init_from", None)
+    s["betas"] = tuple(s["betas"])
+    s["lora"] = LoraSettings.from_dict(s["lora"]) if s.get("lora") is not None else None
+    cfg = TrainConfig(**s)
     validate(cfg)
     return cfg
 
 
 def validate(cfg: TrainConfig) -> None:
-    _check(cfg.plugin in PLUGINS, "plugin", f"{cfg.plugin!r} is not one of {PLUGINS}")
-    _check(cfg.precision in PRECISIONS, "precision", f"{cfg.precision!r} is not one of {PRECISIONS}")
-    _check(cfg.sp_mode in SP_MODES, "sp_mode", f"{cfg.sp_mode!r} is not one of {SP_MODES}")
-    _check(cfg.init in INIT_MODES, "init", f"{cfg.init!r} is not one of {INIT_MODES}")
+    """The rules the schema cannot express (they involve several keys)."""
     if cfg.init == "checkpoint":
         _check(bool(cfg.init_checkpoint), "init_checkpoint", "required when train.init is 'checkpoint'")
-    for key in ("tp", "pp", "sp", "pp_microbatch_size", "micro_batch_size", "accumulation_steps", "epochs",
-                "save_interval", "keep_last", "log_interval", "max_length"):
-        _check(getattr(cfg, key) >= 1, key, f"must be >= 1, got {getattr(cfg, key)}")
-    _check(cfg.zero_stage in (0, 1, 2), "zero_stage", f"must be 0, 1 or 2, got {cfg.zero_stage}")
-    _check(cfg.lr > 0, "lr", f"must be > 0, got {cfg.lr}")
-    _check(0 <= cfg.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {cfg.min_lr_ratio}")
-    _check(cfg.weight_decay >= 0, "weight_decay", "must be >= 0")
-    _check(cfg.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables clipping)")
-    _check(cfg.neftune_alpha >= 0, "neftune_alpha", "must be >= 0 (0 disables NEFTune)")
-    _check(cfg.warmup_steps is None or cfg.warmup_steps >= 0, "warmup_steps", "must be >= 0 or null")
-    _check(0 <= cfg.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-    _check(cfg.max_steps is None or cfg.max_steps >= 1, "max_steps", "must be >= 1 or null")
     if cfg.plugin != "3d":
         for key in ("tp", "pp", "sp"):
             _check(getattr(cfg, key) == 1, key, f"only the '3d' plugin supports {key} > 1 (plugin is {cfg.plugin!r})")
@@ -156,13 +144,22 @@ def validate(cfg: TrainConfig) -> None:
                f"with pp={cfg.pp} a micro batch must hold at least pp pipeline micro-batches (1F1B schedule): "
                f"micro_batch_size >= pp x pp_microbatch_size = {cfg.pp * cfg.pp_microbatch_size}, got "
                f"{cfg.micro_batch_size}")
+    if cfg.lora is not None:
+        _check(not cfg.freeze_non_embeds, "freeze_non_embeds",
+               "cannot be combined with train.lora (a LoRA stage trains the adapters; choose the embeddings it also "
+               "trains with train.lora.train_embeddings)")
+        _check(cfg.init != "checkpoint", "init",
+               "'checkpoint' cannot be combined with train.lora (the earlier stage's optimizer state covers other "
+               "parameters); use init: weights")
     if not cfg.cross_document_attention:
         _check(cfg.use_doc_lengths, "cross_document_attention",
                "false needs train.use_doc_lengths: true (document boundaries come from doc_lengths)")
 
 
-def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Read a JSON/YAML file holding the stage's training section, apply overrides, validate."""
+def load_config(path: str | Path | None, overrides: Sequence[str] = (), stage: str | None = None) -> TrainConfig:
+    """The TrainConfig of a JSON/YAML file holding a stage's training section (what the workflow writes as
+    train_config.json), or of an experiment config with `stage`; `overrides`: KEY=VALUE strings (--set), parsed
+    with the schema's types."""
     section: dict = {}
     if path is not None:
         p = Path(path)
@@ -177,19 +174,28 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
             section = {}
         if not isinstance(section, dict):
             raise ConfigError(f"{p}: expected a mapping of training keys, got {type(section).__name__}")
-    section.update(overrides or {})
+        if "experiment" in section:  # a whole experiment config: the stage's section, as the workflow merges it
+            from cpt.config import load, stage_names, stage_section
+
+            config = load(p)
+            if stage not in config["train"]["stages"]:
+                raise ConfigError(f"{p}: give --stage, one of {', '.join(stage_names(config))}")
+            section = stage_section(config, stage)
+            section.pop("name")
+        elif stage is not None:
+            raise ConfigError(f"{p}: --stage needs an experiment config (this file holds one training section)")
+    section = apply_overrides(section, overrides, prefix="train", schema_key="train.defaults")
     return from_mapping(section)
 
 
-def parse_overrides(items) -> dict:
-    """['lr=3e-4', 'plugin=ddp'] -> {'lr': 0.0003, 'plugin': 'ddp'} (values parsed as YAML scalars)."""
-    out = {}
-    for item in items or ():
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        if key.startswith("train."):
-            key = key[len("train."):]
-        out[key] = yaml.safe_load(value)
-    return out
+def with_dataset_max_length(cfg: TrainConfig, manifest: Mapping[str, Any], dataset_dir) -> TrainConfig:
+    """train.max_length follows the dataset: null takes manifest.json's max_length (dataset.max_length when the
+    stage was built); a value that differs from it is an error naming both keys."""
+    built = manifest.get("max_length")
+    if cfg.max_length is None:
+        return dataclasses.replace(cfg, max_length=int(built)) if built is not None else cfg
+    if built is not None and int(built) != cfg.max_length:
+        raise ConfigError(f"train.max_length is {cfg.max_length} but {dataset_dir}/manifest.json was built with "
+                          f"dataset.max_length {built}; leave train.max_length unset (it follows the dataset) or "
+                          f"set both to the same value")
+    return cfg

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from cpt.errors import DatasetError, TrainError
-
-IGNORE_INDEX = -100
+from cpt.packing import IGNORE_INDEX  # labels with no loss: the dataset format's
 
 
 class BucketedDataset:
@@ -113,10 +112,32 @@ class SamplerState:
         return {"epoch": self.epoch, "micro_step": self.micro_step}
 
 
+def consumed_position(bucket_sizes: Sequence[int], slots_per_micro_step: int, micro_step: int) -> int:
+    """Samples of an epoch's bucket order consumed after `micro_step` micro steps of `slots_per_micro_step`
+    slots each (a micro step never spans two buckets; a bucket's last one may be part padding)."""
+    position = 0
+    for n in bucket_sizes:
+        if n == 0:
+            continue
+        steps = -(-n // slots_per_micro_step)
+        if micro_step >= steps:
+            micro_step -= steps
+            position += n
+            continue
+        return position + min(micro_step * slots_per_micro_step, n)
+    return position
+
+
 class BucketOrderedSampler:
     """Deterministic, distributed, resumable schedule of micro batches that never mixes bucket order.
 
     plan(epoch)[m][r] = the micro batch (a list of slots) of rank r at micro step m.
+
+    Elastic resume: the order of an epoch is a property of the data (seed, epoch, bucket), not of the world size;
+    a state written with other num_replicas / micro_batch_size resumes at the same *global sample position*
+    (samples of the epoch's bucket order already consumed): the rest of that epoch is laid out for this run's
+    ranks, later epochs as usual, so every sample is still trained exactly once per epoch, in bucket order.
+    Micro steps keep counting from where the old run stopped.
     """
 
     def __init__(self, bucket_sizes: Sequence[int], micro_batch_size: int, num_replicas: int, rank: int,
@@ -134,6 +155,8 @@ class BucketOrderedSampler:
         self.epochs = epochs
         self.state = SamplerState()
         self._plans: dict[int, list] = {}
+        self._resumed: tuple[int, int, int] | None = None  # (epoch, micro steps done, samples done) when elastic
+        self.resharded_from: dict | None = None
 
     @property
     def slots_per_micro_step(self) -> int:
@@ -149,22 +172,32 @@ class BucketOrderedSampler:
         rng = np.random.default_rng([self.seed, epoch, bucket])
         return self.offsets[bucket] + rng.permutation(self.bucket_sizes[bucket])
 
-    def plan(self, epoch: int) -> list[list[list[int]]]:
-        if epoch in self._plans:
-            return self._plans[epoch]
+    def _layout(self, epoch: int, start: int = 0) -> list[list[list[int]]]:
+        """Micro steps of `epoch` from global sample position `start` on."""
         steps = []
         unit = self.slots_per_micro_step
         for b, n in enumerate(self.bucket_sizes):
-            if n == 0:
+            first = int(min(max(start - self.offsets[b], 0), n))
+            if n - first <= 0:
                 continue
-            perm = self.bucket_permutation(epoch, b)
-            pad = (-n) % unit
+            perm = self.bucket_permutation(epoch, b)[first:]
+            pad = (-len(perm)) % unit
             # padding slots repeat samples of this bucket (labels masked), encoded as -(index + 1)
-            slots = np.concatenate([perm, -(perm[np.arange(pad) % n] + 1)]).tolist()
-            for start in range(0, len(slots), unit):
-                chunk = slots[start:start + unit]
+            slots = np.concatenate([perm, -(perm[np.arange(pad) % len(perm)] + 1)]).tolist()
+            for i in range(0, len(slots), unit):
+                chunk = slots[i:i + unit]
                 # rank r takes positions r, r + R, r + 2R ... so padding spreads over ranks
                 steps.append([chunk[r::self.replicas] for r in range(self.replicas)])
+        return steps
+
+    def plan(self, epoch: int) -> list[list[list[int]] | None]:
+        if epoch in self._plans:
+            return self._plans[epoch]
+        if self._resumed is not None and self._resumed[0] == epoch:
+            _, done_steps, done_samples = self._resumed
+            steps = [None] * done_steps + self._layout(epoch, done_samples)  # None: run by the earlier world
+        else:
+            steps = self._layout(epoch)
         self._plans = {epoch: steps}
         return steps
 
@@ -180,6 +213,26 @@ class BucketOrderedSampler:
 
     def done(self) -> bool:
         return self.state.epoch >= self.epochs
+
+    def remaining_steps(self, accumulation_steps: int) -> int:
+        """Optimizer steps left from the current state to the end of the last epoch (a step never spans epochs)."""
+        if self.done():
+            return 0
+        per_epoch = -(-self.micro_steps_per_epoch() // accumulation_steps)
+        left_here = len(self.plan(self.state.epoch)) - self.state.micro_step
+        return -(-left_here // accumulation_steps) + (self.epochs - self.state.epoch - 1) * per_epoch
+
+    def position(self) -> int:
+        """Samples of the current epoch's bucket order consumed so far (the same on every rank)."""
+        if self.done():
+            return 0
+        plan = self.plan(self.state.epoch)
+        start, pos = 0, 0
+        if self._resumed is not None and self._resumed[0] == self.state.epoch:
+            start, pos = self._resumed[1], self._resumed[2]
+        for step in plan[start:self.state.micro_step]:
+            pos += sum(1 for slots in step for s in slots if s >= 0)
+        return pos
 
     def next_group(self, accumulation_steps: int) -> tuple[int, list[list[int]]]:
         """The micro batches of this rank for the next optimizer step (up to `accumulation_steps` micro steps;
@@ -199,17 +252,34 @@ class BucketOrderedSampler:
         self.state = self._previous
 
     def state_dict(self) -> dict:
-        return {**self.state.to_dict(), "seed": self.seed, "bucket_sizes": self.bucket_sizes,
-                "micro_batch_size": self.micro, "num_replicas": self.replicas}
+        return {**self.state.to_dict(), "position": self.position(), "seed": self.seed,
+                "bucket_sizes": self.bucket_sizes, "micro_batch_size": self.micro, "num_replicas": self.replicas}
 
     def load_state_dict(self, state: dict) -> None:
-        for key, mine in (("seed", self.seed), ("bucket_sizes", self.bucket_sizes),
-                          ("micro_batch_size", self.micro), ("num_replicas", self.replicas)):
+        """Resume from a state_dict; one written with another num_replicas / micro_batch_size resumes at the
+        same global sample position (see the class doc). The data order itself (seed, buckets) must match."""
+        for key, mine in (("seed", self.seed), ("bucket_sizes", self.bucket_sizes)):
             if key in state and state[key] != mine:
                 raise TrainError(
                     f"checkpoint sampler has {key}={state[key]!r} but this run has {mine!r}; resume needs the same "
-                    f"dataset, seed, micro_batch_size and data-parallel size (or start a fresh output directory)")
-        self.state = SamplerState(int(state["epoch"]), int(state["micro_step"]))
+                    f"dataset and seed (or start a fresh output directory)")
+        epoch, micro_step = int(state["epoch"]), int(state["micro_step"])
+        old = (int(state.get("micro_batch_size", self.micro)), int(state.get("num_replicas", self.replicas)))
+        self._plans = {}
+        self._resumed = None
+        self.resharded_from = None
+        if old == (self.micro, self.replicas):
+            self.state = SamplerState(epoch, micro_step)
+            return
+        position = state.get("position")
+        if position is None:
+            position = consumed_position(self.bucket_sizes, old[0] * old[1], micro_step)
+        self._resumed = (epoch, micro_step, int(position))
+        self.resharded_from = {"micro_batch_size": old[0], "num_replicas": old[1], "epoch": epoch,
+                               "micro_step": micro_step, "position": int(position)}
+        self.state = SamplerState(epoch, micro_step)
+        if epoch < self.epochs and micro_step >= len(self.plan(epoch)):  # the old run had finished this epoch
+            self.state = SamplerState(epoch + 1, 0)
 
 
 def segment_ids_from_doc_lengths(doc_lengths: Sequence[int], length: int) -> list[int]:

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_PREEMPTED = 75
+from cpt.errors import PREEMPTED_EXIT_CODE
 
 
 def _output_dir(train_args: list[str]) -> Path | None:
@@ -67,7 +67,7 @@ def launch(torchrun_args: list[str], train_args: list[str]) -> int:
     if rc != 0 and preempted_since(_output_dir(train_args), started):
         print(f"cpt.train.launch: preempted (signal {requested[:1]}); checkpoint saved; rerun to resume",
               file=sys.stderr)
-        return EXIT_PREEMPTED
+        return PREEMPTED_EXIT_CODE
     return rc
 
 

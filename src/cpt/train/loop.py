@@ -22,19 +22,21 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from cpt.errors import TrainError
+from cpt.consistency import check_dataset_model
+from cpt.errors import PREEMPTED_EXIT_CODE, CheckpointError, TrainError
 from cpt.train import checkpoint as ckpt
-from cpt.train.config import TrainConfig
+from cpt.train import lora
+from cpt.train.config import TrainConfig, with_dataset_max_length
 from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
 from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_token, peak_flops_per_device
 from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
 from cpt.train.plugins import PluginTraits, traits
+from cpt.train.progress import ProgressLog
 
-EXIT_PREEMPTED = 75
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # keys that may change between a checkpoint and its resume without breaking exactness
 RESUME_MUTABLE_KEYS = {"trace_samples", "max_steps", "save_interval", "keep_last", "log_interval", "tensorboard", "peak_tflops",
-                       "dist_timeout_s", "init", "init_checkpoint"}
+                       "dist_timeout_s", "init", "init_checkpoint", "progress_interval"}
 # fault injection for tests of crash recovery: SIGKILL this process (rank 0) right after this optimizer step
 FAULT_ENV = "CPT_TRAIN_FAULT_SIGKILL_AFTER_STEP"
 
@@ -117,12 +119,12 @@ def attention_that_ran(model, plugin) -> str:
     shard_config = getattr(plugin, "shard_config", None)
     if shard_config is not None and getattr(shard_config, "enable_flash_attention", False):
         return "colossalai_coloattention"
-    inner = model.unwrap() if hasattr(model, "unwrap") else model
+    inner = model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
     return str(getattr(inner.config, "_attn_implementation", "unknown"))
 
 
 def gradient_checkpointing_active(model) -> bool:
-    inner = model.unwrap() if hasattr(model, "unwrap") else model
+    inner = model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
     return any(getattr(m, "gradient_checkpointing", False) for m in inner.modules())
 
 
@@ -210,11 +212,6 @@ def _all_reduce_max(values: list[float], dev) -> list[float]:
     return t.tolist()
 
 
-def _config_mismatch(saved: dict, current: dict) -> list[str]:
-    keys = (set(saved) | set(current)) - RESUME_MUTABLE_KEYS
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
-
-
 def params_digest(model) -> str:
     """sha256 over the bytes of every parameter (name order) of this rank's (full) model copy."""
     import hashlib
@@ -241,17 +238,21 @@ def check_ranks_agree(model, plugin_traits: PluginTraits) -> str | None:
 class SampleTrace:
     """Per-rank jsonl of the samples trained at each step (train.trace_samples), truncated on resume."""
 
-    def __init__(self, out_dir: Path, rank: int, enabled: bool, resume_step: int):
+    def __init__(self, out_dir: Path, rank: int, enabled: bool, resume_step: int, world: int = 1):
         self.enabled = enabled
         self.path = out_dir / "trace" / f"rank-{rank:05d}.jsonl"
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        keep = []
-        if self.path.exists():
-            keep = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
-                    if ln.strip() and json.loads(ln)["step"] <= resume_step]
-        self.path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+        paths = [self.path]
+        if rank == 0:  # ranks of an earlier, larger world (elastic resume) are truncated by rank 0
+            paths += [p for p in self.path.parent.glob("rank-*.jsonl") if int(p.stem.split("-")[1]) >= world]
+        for path in paths:
+            keep = []
+            if path.exists():
+                keep = [ln for ln in path.read_text(encoding="utf-8").splitlines()
+                        if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
 
     def log(self, step: int, epoch: int, micro_step: int, rows: list[dict]):
         if self.enabled:
@@ -293,14 +294,18 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         model.config.use_cache = False
     if cfg.freeze_non_embeds:
         freeze_non_embeddings(model)
+    vocab = model.get_input_embeddings().num_embeddings
+    plugin = pt.build(dev, vocab_size=vocab)
+    booster = Booster(plugin=plugin, mixed_precision=pt.booster_mixed_precision(dev))
+    lora_stage = None
+    if cfg.lora is not None:  # adapters (booster.enable_lora) + the configured embedding rows; cpt.train.lora
+        model, lora_stage = lora.enable(booster, model, cfg, pt, hf_config, model_dir)
     neftune = NEFTune(cfg.neftune_alpha).attach(model.get_input_embeddings()) if cfg.neftune_alpha > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    vocab = model.get_input_embeddings().num_embeddings
     embed_params = model.get_input_embeddings().weight.numel()
 
-    # ---- plugin, data ---------------------------------------------------------------------------------------
-    plugin = pt.build(dev, vocab_size=vocab)
+    # ---- data -----------------------------------------------------------------------------------------------
     layout = pt.layout(plugin, world, rank)
     dp_size, dp_rank = layout.dp_size, layout.dp_rank
     if benchmark:
@@ -308,12 +313,27 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         data = RandomTokenDataset(n, benchmark["seq_len"], vocab, seed=cfg.seed)
     else:
         data = BucketedDataset(dataset_dir)
+        # the dataset's tokenizer must be the model's (vocabulary digest, sizes): one error before any step
+        check_dataset_model(dataset_dir, getattr(data, "manifest", None) or {}, model_dir)
+        cfg = with_dataset_max_length(cfg, data.manifest, dataset_dir)
     if cfg.use_doc_lengths and not data.has_doc_lengths:
         raise TrainError("train.use_doc_lengths is true but the dataset has no doc_lengths column")
+
+    # ---- resume point: the newest intact checkpoint (verified; corrupt newer ones set aside) -------------------
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if rank == 0 else (lambda text: None)
+    found = None if benchmark else ckpt.find_resume_checkpoint(ckpt_root, log=say)
+    resume = None
+    if found is not None:
+        resume = ckpt.plan_resume(found, cfg.to_dict(), world, dp_size, pt.resume.reshard, cfg.plugin,
+                                  RESUME_MUTABLE_KEYS)
+    accum = resume.accumulation_steps if resume else cfg.accumulation_steps
     sampler = BucketOrderedSampler(data.bucket_sizes, cfg.micro_batch_size, dp_size, dp_rank, cfg.seed, cfg.epochs)
     micro_per_epoch = sampler.micro_steps_per_epoch()
-    steps_per_epoch = math.ceil(micro_per_epoch / cfg.accumulation_steps)
-    total_steps = cfg.epochs * steps_per_epoch
+    step, tokens_seen = 0, 0
+    if resume is not None:
+        sampler.load_state_dict(resume.state["sampler"])
+        step, tokens_seen = int(resume.state["step"]), int(resume.state["tokens"])
+    total_steps = step + sampler.remaining_steps(accum)
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     train_dtype = pt.train_dtype
@@ -325,7 +345,6 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     # ---- optimiser, booster ---------------------------------------------------------------------------------
     optimizer = build_optimizer(model, cfg, dev)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
-    booster = Booster(plugin=plugin, mixed_precision=pt.booster_mixed_precision(dev))
     model, optimizer, _, _, scheduler = booster.boost(model, optimizer, lr_scheduler=scheduler)
     local_params = sum(p.numel() for p in model.parameters())
     trainer_info = {
@@ -345,26 +364,19 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     pp_micro_batches = cfg.micro_batch_size // cfg.pp_microbatch_size if pipeline else 1
 
     # ---- resume / stage start -------------------------------------------------------------------------------
-    step, tokens_seen = 0, 0
-    latest = None if benchmark else ckpt.latest_checkpoint(ckpt_root)
-    if latest is not None:
-        saved = json.loads((latest / ckpt.STATE).read_text(encoding="utf-8"))
-        bad = _config_mismatch(saved.get("config", {}), cfg.to_dict())
-        if bad:
-            raise TrainError(f"{latest}: checkpoint was written with different train.{bad}; an exact resume needs "
-                             f"the same settings (or use a fresh --output)")
-        if saved.get("world_size") != world and not pt.resume.reshard:
-            raise TrainError(f"{latest}: written by {saved.get('world_size')} processes, this run has {world}; "
-                             f"resume with the same number of processes")
-        state = ckpt.load_checkpoint(booster, model, optimizer, scheduler, latest)
-        sampler.load_state_dict(state["sampler"])
-        step, tokens_seen = int(state["step"]), int(state["tokens"])
-        if rank == 0:
-            print(f"resumed from {latest} at step {step}", file=sys.stderr, flush=True)
+    if resume is not None:
+        ckpt.load_checkpoint(booster, model, optimizer, scheduler, resume.path, load_rng=not resume.elastic)
+        if resume.elastic:
+            ckpt.reseed(cfg.seed, rank, step)
+        say(f"resumed from {resume.path} at step {step} of {total_steps}" + (f"; {resume.note}" if resume.note
+                                                                             else ""))
     elif cfg.init == "checkpoint" and not benchmark:
         src = Path(cfg.init_checkpoint)
         if not (src / ckpt.STATE).is_file():
             raise TrainError(f"train.init_checkpoint: {src} is not a checkpoint directory (no {ckpt.STATE})")
+        problems = ckpt.verify_checkpoint(src)
+        if problems:
+            raise CheckpointError(f"train.init_checkpoint: {src} is corrupt ({'; '.join(problems[:5])})")
         ckpt.load_checkpoint(booster, model, optimizer, None, src, load_rng=False)
 
     metrics = MetricsLogger(output, enabled=(rank == 0 and not benchmark), tensorboard=cfg.tensorboard,
@@ -376,6 +388,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                                             hf_config.num_hidden_layers, hf_config.hidden_size,
                                             seq_for_flops, n_trainable / max(n_params, 1))
     peak = peak_flops_per_device(cfg.peak_tflops, device_name())
+    progress_log = ProgressLog(rank == 0, total_steps, step, tokens_seen, cfg.progress_interval)
     bar = None
     if rank == 0 and progress:
         from tqdm import tqdm
@@ -385,11 +398,12 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     def run_state(stopped: bool = False) -> dict:
         return {"step": step, "tokens": tokens_seen, "epoch": sampler.state.epoch, "sampler": sampler.state_dict(),
                 "world_size": world, "dp_size": dp_size, "total_steps": total_steps, "config": cfg.to_dict(),
+                "accumulation_steps": accum, "global_batch": cfg.micro_batch_size * dp_size * accum,
                 "plugin": cfg.plugin, "preempted": stopped,
                 "padding_slots_per_epoch": sampler.padding_slots_per_epoch(),
                 "micro_steps_per_epoch": micro_per_epoch}
 
-    trace = SampleTrace(output, rank, cfg.trace_samples and not benchmark, step)
+    trace = SampleTrace(output, rank, cfg.trace_samples and not benchmark, step, world)
     fault_step = int(os.environ.get(FAULT_ENV, "0") or 0)
     last_saved = step
     history = []
@@ -398,7 +412,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     try:
         while step < total_steps:
             first_micro = sampler.state.micro_step
-            epoch, group = sampler.next_group(cfg.accumulation_steps)
+            epoch, group = sampler.next_group(accum)
             t0 = time.perf_counter()
             batches, real_tokens, label_tokens, traced = [], 0, 0, []
             for j, slots in enumerate(group):
@@ -418,7 +432,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             g_label, g_real = g_label / layout.data_replicas, g_real / layout.data_replicas
             if g_stop > 0:
                 sampler.rewind_group()
-                exit_code = EXIT_PREEMPTED
+                exit_code = PREEMPTED_EXIT_CODE
                 break
             for micro_step, rows in traced:
                 trace.log(step + 1, epoch, micro_step, rows)
@@ -478,38 +492,48 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             history.append(record)
             if step % cfg.log_interval == 0 or step == total_steps:
                 metrics.log(record)
+            progress_log.step(record)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tps:,.0f}")
             if not benchmark and (step % cfg.save_interval == 0 or step == total_steps):
-                ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(),
-                                     cfg.keep_last)
+                t_save = time.perf_counter()
+                saved_dir = ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(),
+                                                 cfg.keep_last)
+                progress_log.checkpoint(saved_dir, time.perf_counter() - t_save)
                 last_saved = step
             if fault_step and step == fault_step and rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
-        if exit_code == EXIT_PREEMPTED:
+        if exit_code == PREEMPTED_EXIT_CODE:
+            resume_point = None
             if step != last_saved:
-                ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(True),
-                                     cfg.keep_last)
+                resume_point = ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step,
+                                                    run_state(True), cfg.keep_last)
             elif rank == 0:
-                # the signal came right after a periodic save: that checkpoint is the resume point; mark it, so
-                # the launcher reports "preempted" (75) instead of torchrun's failure code
-                latest = ckpt.latest_checkpoint(ckpt_root)
-                if latest is not None:
-                    state_file = latest / ckpt.STATE
-                    saved = json.loads(state_file.read_text(encoding="utf-8"))
-                    saved["preempted"] = True
-                    ckpt.write_text_atomic(state_file, json.dumps(saved, indent=2, sort_keys=True) + "\n")
-            if rank == 0:
-                print(f"preempted by signal {preempt.signum}: checkpoint at step {step} saved; rerun the same "
-                      f"command to resume", file=sys.stderr, flush=True)
-            return RunResult(EXIT_PREEMPTED, step, tokens_seen, None, history)
+                # the signal came right after a periodic save (or the resume): that checkpoint is the resume
+                # point; mark it, so the launcher reports "preempted" (75) instead of torchrun's failure code
+                resume_point = ckpt.latest_checkpoint(ckpt_root)
+                if resume_point is not None:
+                    ckpt.mark_preempted(resume_point)
+            if resume_point is not None:
+                say(f"preempted by signal {preempt.signum}: checkpoint {resume_point.name} (step {step}) saved; "
+                    f"rerun the same command to resume")
+            else:
+                say(f"preempted by signal {preempt.signum} before the first step: nothing to save, no checkpoint "
+                    f"written; rerun the same command to start")
+            return RunResult(PREEMPTED_EXIT_CODE, step, tokens_seen, None, history)
         final = None
         (peak_mem,) = _all_reduce_max([peak_memory_bytes(dev)], dev)
         if rank == 0:
             update_run_json(output, {"peak_memory_bytes_max_rank": int(peak_mem), "steps": step})
         digest = check_ranks_agree(model, pt)
-        if not benchmark:
+        memory = lora.footprint(model, optimizer, dev if dev == "cpu" else torch.cuda.current_device())
+        if rank == 0:  # trainable parameters, optimizer-state bytes; the LoRA settings that ran
+            update_run_json(output, {**memory, "lora": lora_stage.facts() if lora_stage else None})
+        if not benchmark and lora_stage is not None:  # merged plain HF model + the adapter beside it
+            ckpt.check_finite(model, f"final model {output / 'final'}")  # (export_final checks its own)
+            final = lora_stage.export(model, hf_config, model_dir, output, train_dtype)
+        elif not benchmark:
             final = ckpt.export_final(booster, model, model.unwrap().config if hasattr(model, "unwrap")
                                       else hf_config, model_dir, output / "final", train_dtype)
         return RunResult(0, step, tokens_seen, final, history, digest, sampler.padding_slots_per_epoch())

@@ -184,6 +184,9 @@ class DDPTraits(PluginTraits):
     clips_in_plugin = False
     accumulate_without_sync = True
     lora = True
+    # the optimizer checkpoint holds the full (replicated) state: any world size loads it
+    # (tests/distributed/test_elastic_resume.py)
+    resume = ResumeTraits(reshard=True)
 
     def autocast(self, device_type: str):
         if self.cfg.precision == "bf16":
@@ -204,6 +207,9 @@ class Zero2Traits(PluginTraits):
     cpu_precisions = ("bf16", "fp16", "fp32")
     lora = True
     offload = False
+    # the checkpoint holds gathered (unsharded) optimizer states; loading splits them for the current world
+    # (LowLevelZeroCheckpointIO.load_sharded_optimizer; tests/distributed/test_elastic_resume.py)
+    resume = ResumeTraits(reshard=True)
 
     def kwargs(self, device_type: str = "cuda") -> dict:
         cfg = self.cfg

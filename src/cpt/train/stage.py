@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from cpt.errors import TrainError
+from cpt.errors import PREEMPTED_EXIT_CODE, TrainError
 from cpt.provenance import config_hash
 from cpt.train.config import from_mapping
 
 log = logging.getLogger(__name__)
 WORKFLOW_KEYS = ("init_from", "name")  # stage-chaining keys of the workflow, not trainer settings
-PREEMPTED = 75
 
 
 def trainer_section(section: Mapping[str, Any]) -> dict:
@@ -81,8 +80,16 @@ def local_launch_argv(nproc: int, train_args: list[str]) -> list[str]:
 
 def run_stage(section: Mapping[str, Any], model: str | os.PathLike, dataset: str | os.PathLike,
               output: str | os.PathLike, nproc: int = 1, launcher=None) -> None:
-    """Train one stage into <output>/final; resumes a stopped run of the same key; raises TrainError on failure."""
+    """Train one stage into <output>/final; resumes a stopped run of the same key; raises TrainError on failure.
+    The stage directory stays locked (cpt.locks) for the whole run; the trainer processes inherit the lock."""
+    from cpt.locks import writing
+
     out = Path(output)
+    with writing([out]):
+        _run_stage(section, model, dataset, out, nproc, launcher)
+
+
+def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None:
     out.mkdir(parents=True, exist_ok=True)
     key = run_key(section, model, dataset)
     set_aside_stale(out, key)
@@ -97,7 +104,7 @@ def run_stage(section: Mapping[str, Any], model: str | os.PathLike, dataset: str
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     code = subprocess.call(argv, env=env)
-    if code == PREEMPTED:
+    if code == PREEMPTED_EXIT_CODE:
         raise TrainError(f"{out}: preempted after a checkpoint; rerun the workflow to resume from it")
     if code != 0:
         raise TrainError(f"{out}: training exited with code {code}; see the log above (rerun resumes from the "

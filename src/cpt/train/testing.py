@@ -10,7 +10,8 @@ import numpy as np
 
 
 def make_tiny_model(out_dir: str | Path, vocab_size: int = 512, hidden: int = 32, layers: int = 2, heads: int = 4,
-                    intermediate: int | None = None, max_positions: int = 512, seed: int = 0, dtype=None) -> Path:
+                    intermediate: int | None = None, max_positions: int = 512, seed: int = 0,
+                    tied: bool = False, dtype=None) -> Path:
     """A randomly initialised LlamaForCausalLM saved as a HF directory (safetensors; fp32 unless `dtype`)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -19,7 +20,7 @@ def make_tiny_model(out_dir: str | Path, vocab_size: int = 512, hidden: int = 32
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate or hidden * 2,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                       max_position_embeddings=max_positions, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                      tie_word_embeddings=False)
+                      tie_word_embeddings=tied)
     model = LlamaForCausalLM(cfg)
     if dtype is not None:
         model = model.to(dtype)
