@@ -161,10 +161,10 @@ EOF
   if [ "$DRY" = 1 ]; then
     step real-model 5 "$PY" - "${real_cmd[@]:1}" <<'EOF'
 import sys
-from cpt.train.config import from_mapping, parse_overrides
+from cpt.train.config import load_config
 from cpt.train.plugins import plugin_spec
 args = sys.argv[1:]
-cfg = from_mapping(parse_overrides(args[i + 1] for i, a in enumerate(args) if a == "--set"))
+cfg = load_config(None, [args[i + 1] for i, a in enumerate(args) if a == "--set"])
 print("ok:", *plugin_spec(cfg, "cuda"))
 print("+ python", *args)
 EOF

@@ -88,11 +88,10 @@ def train_settings(a) -> list[str]:
 
 def dry_run(a, cmd: list[str]) -> int:
     """Validate what the run would do, without building or starting anything."""
-    from cpt.train.config import from_mapping, parse_overrides
+    from cpt.train.config import load_config
     from cpt.train.plugins import plugin_spec
 
-    overrides = parse_overrides(cmd[i + 1] for i, x in enumerate(cmd) if x == "--set")
-    cfg = from_mapping(overrides)
+    cfg = load_config(None, [cmd[i + 1] for i, x in enumerate(cmd) if x == "--set"])
     name, kwargs = plugin_spec(cfg, "cuda", vocab_size=a.vocab)
     if a.model and not a.make_model and not (Path(a.model) / "config.json").is_file():
         print(f"note: --model {a.model} does not exist yet (an earlier step builds it)", file=sys.stderr)
