@@ -364,8 +364,17 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     pp_micro_batches = cfg.micro_batch_size // cfg.pp_microbatch_size if pipeline else 1
 
     # ---- resume / stage start -------------------------------------------------------------------------------
+    def save_masters(directory: Path) -> None:
+        pt.save_master_weights(model, optimizer, directory, rank)
+
+    def load_masters(directory: Path) -> None:
+        note = pt.load_master_weights(model, optimizer, directory, rank)
+        if note:
+            print(f"[rank {rank}] {directory}: {note}", file=sys.stderr, flush=True)
+
     if resume is not None:
-        ckpt.load_checkpoint(booster, model, optimizer, scheduler, resume.path, load_rng=not resume.elastic)
+        ckpt.load_checkpoint(booster, model, optimizer, scheduler, resume.path, load_rng=not resume.elastic,
+                             extra_load=load_masters)
         if resume.elastic:
             ckpt.reseed(cfg.seed, rank, step)
         say(f"resumed from {resume.path} at step {step} of {total_steps}" + (f"; {resume.note}" if resume.note
@@ -377,7 +386,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         problems = ckpt.verify_checkpoint(src)
         if problems:
             raise CheckpointError(f"train.init_checkpoint: {src} is corrupt ({'; '.join(problems[:5])})")
-        ckpt.load_checkpoint(booster, model, optimizer, None, src, load_rng=False)
+        ckpt.load_checkpoint(booster, model, optimizer, None, src, load_rng=False, extra_load=load_masters)
 
     metrics = MetricsLogger(output, enabled=(rank == 0 and not benchmark), tensorboard=cfg.tensorboard,
                             resume_step=step)
@@ -499,7 +508,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             if not benchmark and (step % cfg.save_interval == 0 or step == total_steps):
                 t_save = time.perf_counter()
                 saved_dir = ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(),
-                                                 cfg.keep_last)
+                                                 cfg.keep_last, extra_save=save_masters)
                 progress_log.checkpoint(saved_dir, time.perf_counter() - t_save)
                 last_saved = step
             if fault_step and step == fault_step and rank == 0:
@@ -508,7 +517,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             resume_point = None
             if step != last_saved:
                 resume_point = ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step,
-                                                    run_state(True), cfg.keep_last)
+                                                    run_state(True), cfg.keep_last, extra_save=save_masters)
             elif rank == 0:
                 # the signal came right after a periodic save (or the resume): that checkpoint is the resume
                 # point; mark it, so the launcher reports "preempted" (75) instead of torchrun's failure code
