@@ -374,7 +374,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
 
     if resume is not None:
         ckpt.load_checkpoint(booster, model, optimizer, scheduler, resume.path, load_rng=not resume.elastic,
-                             extra_load=load_masters)
+                             extra_load=None if resume.elastic else load_masters)  # elastic: masters re-derived
         if resume.elastic:
             ckpt.reseed(cfg.seed, rank, step)
         say(f"resumed from {resume.path} at step {step} of {total_steps}" + (f"; {resume.note}" if resume.note
