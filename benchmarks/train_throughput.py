@@ -142,7 +142,7 @@ def main(argv=None):
                   tokens_per_s_per_device=result["tokens_per_s_median"] / result["world_size"],
                   attention=trainer.get("attention"), grad_checkpointing=trainer.get("gradient_checkpointing"),
                   peak_memory_bytes=trainer.get("peak_memory_bytes_max_rank"), device_name=trainer.get("device_name"),
-                  params_total=trainer.get("params_total"))
+                  params_total=trainer.get("params_model_total"))
     print(HEADER)
     print(row(result))
     if a.json_out:

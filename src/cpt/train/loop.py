@@ -353,7 +353,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         "attention": attention_that_ran(model, plugin), "flash_attention_requested": cfg.flash_attention,
         "flash_attention_fallback_reason": no_flash_reason if attn != "flash_attention_2" else None,
         "gradient_checkpointing": gradient_checkpointing_active(model), "lazy_init": pt.lazy_init,
-        "load_dtype": str(pt.load_dtype).removeprefix("torch."), "params_total": n_params,
+        "load_dtype": str(pt.load_dtype).removeprefix("torch."), "params_model_total": n_params,
         "params_rank0_after_boost": local_params,
     }
     if rank == 0:
