@@ -327,7 +327,7 @@ def test_all_records_skipped_is_an_error_naming_the_stage_and_the_counts(tokdir,
     d.mkdir()
     (d / "a.jsonl").write_text('{"source": "", "target": " ", "category": "c"}\n[1]\n{"target": 3}\n')
     cfg = _cfg()
-    cfg["bad_records"] = "skip"
+    cfg["on_bad_record"] = "skip"
     from cpt.errors import DatasetError
 
     with pytest.raises(DatasetError) as e:

@@ -171,7 +171,7 @@ def test_race_two_prepare_pretrain_writers(tmp_path):
     def cmd(out):
         return [sys.executable, "-m", "cpt.cli", "prepare-pretrain", "--data_input_dirs", str(tmp_path / "in"),
                 "--tokenizer_dir", str(tok), "--data_output_dirs", str(out), "--max_length", "256",
-                "--num_spliced_dataset_bins", "2", "--bad_records", "skip", "--no_progress"]
+                "--num_spliced_dataset_bins", "2", "--on_bad_record", "skip", "--no_progress"]
 
     out = tmp_path / "out"
     first = subprocess.Popen(cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
