@@ -1,11 +1,18 @@
-"""Training throughput (tokens/s) and MFU of `cpt.train` for a model shape and plugin, on random tokens.
+"""Training throughput (tokens/s, tokens/s/GPU), MFU and peak memory of `cpt.train` for a model shape and plugin,
+on random tokens.
 
     PYTHONPATH=src .venv/bin/python benchmarks/train_throughput.py --plugin ddp --nproc 2 \
         --vocab 32000 --hidden 128 --layers 4 --seq-len 512 --micro-batch 8 --steps 6 --json-out bench.json
 
-Builds a random LLaMA of the shape in a temp dir, runs the real trainer (`--benchmark-seq-len`, like the
-reference train.py --benchmark) under torchrun, prints a table and writes JSON. MFU needs a known GPU or
---peak-tflops.
+Builds a random LLaMA of the shape in a temp dir (or uses `--model DIR`; `--make-model DIR` builds one and keeps
+it, so several runs share it), runs the real trainer (`--benchmark-seq-len`, like the reference train.py
+--benchmark) under torchrun, prints a table and writes JSON (including the attention implementation that ran,
+gradient checkpointing, and the peak memory of the busiest rank, from the stage's run.json). MFU needs a known
+GPU or --peak-tflops.
+
+`--dry-run` builds nothing and runs nothing: it validates the training settings (TrainConfig) and the plugin
+arguments for a CUDA device (what a GPU run would construct) and prints the command line it would run.
+`merge FILE... --json-out OUT` combines several results into one JSON and prints them as one table.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -23,48 +31,139 @@ sys.path.insert(0, str(REPO / "src"))
 
 from cpt.train.testing import make_tiny_model, torchrun_command  # noqa: E402
 
+HEADER = (f"{'label':28} {'plugin':7} {'prec':5} {'gc':3} {'attention':24} {'procs':5} {'V/h/L':16} "
+          f"{'seq x mb':9} {'tok/s/GPU':>10} {'MFU':>7} {'peak GiB':>9}")
 
-def main(argv=None):
+
+def row(r: dict) -> str:
+    mfu = f"{r['mfu_median']:.2%}" if r.get("mfu_median") is not None else "n/a"
+    peak = f"{r['peak_memory_bytes'] / 2**30:.1f}" if r.get("peak_memory_bytes") else "n/a"
+    gc = "on" if r.get("grad_checkpointing") else "off"
+    shape = f"{r['vocab']}/{r['hidden']}/{r['layers']}"
+    seq = f"{r['seq_len']}x{r['micro_batch_size']}"
+    return (f"{r.get('label', ''):28} {r['plugin']:7} {r['precision']:5} {gc:3} {str(r.get('attention')):24} "
+            f"{r['world_size']:<5} {shape:16} {seq:9} {r['tokens_per_s_per_device']:>10,.0f} {mfu:>7} {peak:>9}")
+
+
+def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--label", default="")
     ap.add_argument("--plugin", default="ddp")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--intermediate", type=int, default=None, help="MLP width (default 2 x hidden; 7B: 11008)")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--micro-batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--grad-checkpointing", action="store_true")
+    ap.add_argument("--flash-attention", choices=("on", "off"), default="off",
+                    help="train.flash_attention (flash_attention_2 when installed on a GPU, else SDPA)")
+    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="any further training key")
     ap.add_argument("--peak-tflops", type=float, default=None)
+    ap.add_argument("--model", default=None, help="use this HF model dir instead of building one")
+    ap.add_argument("--make-model", default=None, help="build the model of the shape here, keep it, and use it")
+    ap.add_argument("--model-dtype", choices=("fp32", "bf16"), default="fp32", help="dtype of the built model files")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds before the run is stopped")
     ap.add_argument("--json-out", default=None)
-    a = ap.parse_args(argv)
+    ap.add_argument("--dry-run", action="store_true")
+    return ap.parse_args(argv)
+
+
+def train_settings(a) -> list[str]:
+    sets = {"plugin": a.plugin, "precision": a.precision, "micro_batch_size": a.micro_batch, "max_length": a.seq_len,
+            "grad_checkpointing": "true" if a.grad_checkpointing else "false",
+            "flash_attention": "true" if a.flash_attention == "on" else "false", "tensorboard": "false"}
+    if a.peak_tflops:
+        sets["peak_tflops"] = a.peak_tflops
+    out = [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
+    for item in a.extra:
+        out += ["--set", item]
+    return out
+
+
+def dry_run(a, cmd: list[str]) -> int:
+    """Validate what the run would do, without building or starting anything."""
+    from cpt.train.config import load_config
+    from cpt.train.plugins import plugin_spec
+
+    cfg = load_config(None, [cmd[i + 1] for i, x in enumerate(cmd) if x == "--set"])
+    name, kwargs = plugin_spec(cfg, "cuda", vocab_size=a.vocab)
+    if a.model and not a.make_model and not (Path(a.model) / "config.json").is_file():
+        print(f"note: --model {a.model} does not exist yet (an earlier step builds it)", file=sys.stderr)
+    print(f"ok: {name}({', '.join(f'{k}={v!r}' for k, v in sorted(kwargs.items()))})")
+    print("+ " + shlex.join(cmd))
+    return 0
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "merge":
+        return merge(argv[1:])
+    a = parse(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        model = make_tiny_model(Path(tmp) / "model", vocab_size=a.vocab, hidden=a.hidden, layers=a.layers,
-                                heads=a.heads, max_positions=max(a.seq_len, 512))
-        train_args = ["--model", str(model), "--output", str(Path(tmp) / "out"), "--benchmark-seq-len",
-                      str(a.seq_len), "--benchmark-steps", str(a.steps), "--no-progress",
-                      "--set", f"plugin={a.plugin}", "--set", f"precision={a.precision}",
-                      "--set", f"micro_batch_size={a.micro_batch}", "--set", f"max_length={a.seq_len}",
-                      "--set", f"grad_checkpointing={'true' if a.grad_checkpointing else 'false'}"]
-        if a.peak_tflops:
-            train_args += ["--set", f"peak_tflops={a.peak_tflops}"]
-        env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        model = Path(a.make_model or a.model or Path(tmp) / "model")
+        out = Path(tmp) / "out"
+        train_args = ["--model", str(model), "--output", str(out), "--benchmark-seq-len", str(a.seq_len),
+                      "--benchmark-steps", str(a.steps), "--no-progress", *train_settings(a)]
         cmd = (torchrun_command(sys.executable, a.nproc, train_args) if a.nproc > 1
                else [sys.executable, "-m", "cpt.train", *train_args])
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if a.dry_run:
+            from cpt.errors import CptError
+
+            try:
+                return dry_run(a, cmd)
+            except CptError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        if a.make_model or not a.model:
+            import torch
+
+            make_tiny_model(model, vocab_size=a.vocab, hidden=a.hidden, layers=a.layers, heads=a.heads,
+                            intermediate=a.intermediate, max_positions=max(a.seq_len, 512),
+                            dtype=torch.bfloat16 if a.model_dtype == "bf16" else torch.float32)
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        try:
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
+        except subprocess.TimeoutExpired:
+            print(f"timed out after {a.timeout} s: {shlex.join(cmd)}", file=sys.stderr)
+            return 124
         if r.returncode != 0:
             sys.stderr.write(r.stderr[-5000:])
             return r.returncode
-        result = json.loads((Path(tmp) / "out" / "benchmark.json").read_text())
-    result.update(vocab=a.vocab, hidden=a.hidden, layers=a.layers)
-    print(f"{'plugin':8} {'prec':5} {'procs':5} {'shape (V/h/L)':16} {'seq x mb':9} {'tokens/s':>10} {'MFU':>7}")
-    mfu = f"{result['mfu_median']:.2%}" if result.get("mfu_median") is not None else "n/a"
-    print(f"{a.plugin:8} {a.precision:5} {a.nproc:<5} {f'{a.vocab}/{a.hidden}/{a.layers}':16} "
-          f"{f'{a.seq_len}x{a.micro_batch}':9} {result['tokens_per_s_median']:>10,.0f} {mfu:>7}")
+        result = json.loads((out / "benchmark.json").read_text())
+        trainer = json.loads((out / "run.json").read_text()).get("trainer", {})
+    result.update(label=a.label, vocab=a.vocab, hidden=a.hidden, layers=a.layers,
+                  intermediate=a.intermediate or 2 * a.hidden, heads=a.heads,
+                  tokens_per_s_per_device=result["tokens_per_s_median"] / result["world_size"],
+                  attention=trainer.get("attention"), grad_checkpointing=trainer.get("gradient_checkpointing"),
+                  peak_memory_bytes=trainer.get("peak_memory_bytes_max_rank"), device_name=trainer.get("device_name"),
+                  params_total=trainer.get("params_model_total"))
+    print(HEADER)
+    print(row(result))
     if a.json_out:
+        Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def merge(argv) -> int:
+    ap = argparse.ArgumentParser(prog="train_throughput.py merge")
+    ap.add_argument("files", nargs="*")
+    ap.add_argument("--json-out", required=True)
+    ap.add_argument("--extra-json", default=None, help="a JSON object merged in at the top level (device, steps)")
+    a = ap.parse_args(argv)
+    runs = [json.loads(Path(f).read_text()) for f in a.files if Path(f).is_file()]
+    doc = json.loads(Path(a.extra_json).read_text()) if a.extra_json and Path(a.extra_json).is_file() else {}
+    doc["runs"] = runs
+    Path(a.json_out).write_text(json.dumps(doc, indent=2) + "\n")
+    print(HEADER)
+    for r in runs:
+        print(row(r))
     return 0
 
 

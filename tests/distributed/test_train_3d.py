@@ -95,7 +95,7 @@ def test_tp2_pp2_sp_split_gather_with_document_masks_matches_ddp(tp_pp_sp_run, d
     assert_curves_agree(m, ddp_ref_doc, FP32_LOSS, FP32_GRAD_NORM)
     info = trainer_info(out)
     # lazy init + tp x pp: rank 0 holds about a quarter of the parameters, never the whole model
-    assert info["lazy_init"] and info["params_rank0_after_boost"] < 0.5 * info["params_total"]
+    assert info["lazy_init"] and info["params_rank0_after_boost"] < 0.5 * info["params_model_total"]
     assert info["attention"] == "sdpa" and info["flash_attention_fallback_reason"]
     from transformers import AutoModelForCausalLM
 

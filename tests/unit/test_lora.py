@@ -39,7 +39,7 @@ def adapted(model, settings: LoraSettings, seed=1):
 
 # ------------------------------------------------------------------------------------------------ settings
 def test_schema_defaults_are_the_settings_defaults():
-    from cpt.config import complete
+    from cpt.schema import complete
 
     assert complete("train.defaults.lora", {}) == LoraSettings().to_dict()
 
@@ -77,7 +77,8 @@ def test_bad_lora_settings_name_the_key(section, key):
 
 
 def test_experiment_config_with_a_lora_stage_validates():
-    from cpt.config import REPO_ROOT, stage_section, validate
+    from cpt.config import stage_section, validate
+    from cpt.schema import REPO_ROOT
 
     import yaml
 

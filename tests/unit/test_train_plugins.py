@@ -152,3 +152,35 @@ def test_lora_trait_matches_colossalai(name):
 
     t = TRAITS[name]
     assert getattr(plugins, t.colossal_class).support_lora(object()) is t.lora
+
+
+def test_master_weights_round_trip_and_layout_mismatch_is_reported(tmp_path):
+    import torch
+
+    from cpt.train.plugins import master_weights, traits
+
+    model = torch.nn.Linear(3, 2)
+
+    class ZeroLike:  # LowLevelZero keys its fp32 masters by id(working param)
+        def __init__(self):
+            self.working_to_master_param = {id(p): p.detach().float().clone() + 0.125 for p in model.parameters()}
+
+    opt = ZeroLike()
+    t = traits(from_mapping({"plugin": "zero2", "precision": "bf16"}))
+    assert t.keeps_master_weights and not traits(from_mapping({"plugin": "ddp", "precision": "bf16"})).keeps_master_weights
+    t.save_master_weights(model, opt, tmp_path, rank=1)
+    saved = [m.clone() for m in master_weights(model, opt)]
+    for m in master_weights(model, opt):
+        m.zero_()
+    assert t.load_master_weights(model, opt, tmp_path, rank=1) is None
+    assert all(a.equal(b) for a, b in zip(master_weights(model, opt), saved))
+    assert "missing" in t.load_master_weights(model, opt, tmp_path, rank=0)
+
+    class AmpLike:  # ColossalAI's mixed-precision optimizers key them by the parameter itself
+        working_to_master_map = {p: p.detach().float().clone() for p in torch.nn.Linear(4, 2).parameters()}
+
+    other = torch.nn.Linear(4, 2)
+    amp = AmpLike()
+    amp.working_to_master_map = {p: p.detach().float().clone() for p in other.parameters()}
+    assert len(master_weights(other, amp)) == 2
+    assert "does not fit" in t.load_master_weights(other, amp, tmp_path, rank=1)

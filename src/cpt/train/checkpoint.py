@@ -357,8 +357,10 @@ def find_resume_checkpoint(root: str | Path, log=print) -> Path | None:
 # ---- save / load ---------------------------------------------------------------------------------------------
 
 def save_checkpoint(booster, model, optimizer, scheduler, root: str | Path, step: int, state: dict,
-                    keep_last: int) -> Path:
-    """Collective: write step-<step>/ (atomic: temp dir, manifest, rename), move `latest`, keep the last k."""
+                    keep_last: int, extra_save=None) -> Path:
+    """Collective: write step-<step>/ (atomic: temp dir, manifest, rename), move `latest`, keep the last k.
+    `extra_save(dir)`: every rank writes its plugin-specific files (the fp32 master weights of ZeRO/AMP
+    optimizers, cpt.train.plugins) into the checkpoint before the manifest is made."""
     root = Path(root)
     rank = _rank()
     name = step_dir_name(step)
@@ -383,6 +385,8 @@ def save_checkpoint(booster, model, optimizer, scheduler, root: str | Path, step
         booster.save_model(model, str(tmp / "model"), shard=True, use_safetensors=True)
         booster.save_optimizer(optimizer, str(tmp / "optimizer"), shard=True)
         write_json_atomic(tmp / rng_file(rank), rng_state())
+        if extra_save is not None:
+            extra_save(tmp)
         if rank == 0:
             write_json_atomic(tmp / SCHEDULER, scheduler.state_dict())
             write_json_atomic(tmp / STATE, state)
@@ -460,14 +464,18 @@ def read_state(path: str | Path) -> dict:
     return read_json(Path(path) / STATE, "training state")
 
 
-def load_checkpoint(booster, model, optimizer, scheduler, path: str | Path, load_rng: bool = True) -> dict:
+def load_checkpoint(booster, model, optimizer, scheduler, path: str | Path, load_rng: bool = True,
+                    extra_load=None) -> dict:
     """Collective: restores model, optimizer, scheduler (and this rank's RNG when load_rng); returns state.json.
-    The checkpoint must have passed verify_checkpoint (find_resume_checkpoint does that)."""
+    The checkpoint must have passed verify_checkpoint (find_resume_checkpoint does that). `extra_load(dir)` runs
+    after the optimizer is loaded (plugin-specific files written by save_checkpoint's extra_save)."""
     path = Path(path)
     state = read_state(path)
     _load_part(path, "model", lambda: booster.load_model(model, str(path / "model")))
     if optimizer is not None:
         _load_part(path, "optimizer", lambda: booster.load_optimizer(optimizer, str(path / "optimizer")))
+        if extra_load is not None:
+            _load_part(path, "master weights", lambda: extra_load(path))
     if scheduler is not None:
         scheduler.load_state_dict(read_json(path / SCHEDULER, "scheduler state"))
     if load_rng:

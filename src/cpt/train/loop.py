@@ -303,6 +303,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     neftune = NEFTune(cfg.neftune_alpha).attach(model.get_input_embeddings()) if cfg.neftune_alpha > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    embed_params = model.get_input_embeddings().weight.numel()
 
     # ---- data -----------------------------------------------------------------------------------------------
     layout = pt.layout(plugin, world, rank)
@@ -352,7 +353,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         "attention": attention_that_ran(model, plugin), "flash_attention_requested": cfg.flash_attention,
         "flash_attention_fallback_reason": no_flash_reason if attn != "flash_attention_2" else None,
         "gradient_checkpointing": gradient_checkpointing_active(model), "lazy_init": pt.lazy_init,
-        "load_dtype": str(pt.load_dtype).removeprefix("torch."), "params_total": n_params,
+        "load_dtype": str(pt.load_dtype).removeprefix("torch."), "params_model_total": n_params,
         "params_rank0_after_boost": local_params,
     }
     if rank == 0:
@@ -363,8 +364,17 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     pp_micro_batches = cfg.micro_batch_size // cfg.pp_microbatch_size if pipeline else 1
 
     # ---- resume / stage start -------------------------------------------------------------------------------
+    def save_masters(directory: Path) -> None:
+        pt.save_master_weights(model, optimizer, directory, rank)
+
+    def load_masters(directory: Path) -> None:
+        note = pt.load_master_weights(model, optimizer, directory, rank)
+        if note:
+            print(f"[rank {rank}] {directory}: {note}", file=sys.stderr, flush=True)
+
     if resume is not None:
-        ckpt.load_checkpoint(booster, model, optimizer, scheduler, resume.path, load_rng=not resume.elastic)
+        ckpt.load_checkpoint(booster, model, optimizer, scheduler, resume.path, load_rng=not resume.elastic,
+                             extra_load=None if resume.elastic else load_masters)  # elastic: masters re-derived
         if resume.elastic:
             ckpt.reseed(cfg.seed, rank, step)
         say(f"resumed from {resume.path} at step {step} of {total_steps}" + (f"; {resume.note}" if resume.note
@@ -376,12 +386,15 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         problems = ckpt.verify_checkpoint(src)
         if problems:
             raise CheckpointError(f"train.init_checkpoint: {src} is corrupt ({'; '.join(problems[:5])})")
-        ckpt.load_checkpoint(booster, model, optimizer, None, src, load_rng=False)
+        ckpt.load_checkpoint(booster, model, optimizer, None, src, load_rng=False, extra_load=load_masters)
 
     metrics = MetricsLogger(output, enabled=(rank == 0 and not benchmark), tensorboard=cfg.tensorboard,
                             resume_step=step)
     seq_for_flops = benchmark["seq_len"] if benchmark else cfg.max_length
-    flops_per_token = model_flops_per_token(n_params, hf_config.num_hidden_layers, hf_config.hidden_size,
+    # the input embedding is a lookup, not a matmul: its rows count only when tied to the LM head
+    flops_per_token = model_flops_per_token(n_params - (0 if getattr(hf_config, "tie_word_embeddings", False)
+                                                        else embed_params),
+                                            hf_config.num_hidden_layers, hf_config.hidden_size,
                                             seq_for_flops, n_trainable / max(n_params, 1))
     peak = peak_flops_per_device(cfg.peak_tflops, device_name())
     progress_log = ProgressLog(rank == 0, total_steps, step, tokens_seen, cfg.progress_interval)
@@ -495,7 +508,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             if not benchmark and (step % cfg.save_interval == 0 or step == total_steps):
                 t_save = time.perf_counter()
                 saved_dir = ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step, run_state(),
-                                                 cfg.keep_last)
+                                                 cfg.keep_last, extra_save=save_masters)
                 progress_log.checkpoint(saved_dir, time.perf_counter() - t_save)
                 last_saved = step
             if fault_step and step == fault_step and rank == 0:
@@ -504,7 +517,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             resume_point = None
             if step != last_saved:
                 resume_point = ckpt.save_checkpoint(booster, model, optimizer, scheduler, ckpt_root, step,
-                                                    run_state(True), cfg.keep_last)
+                                                    run_state(True), cfg.keep_last, extra_save=save_masters)
             elif rank == 0:
                 # the signal came right after a periodic save (or the resume): that checkpoint is the resume
                 # point; mark it, so the launcher reports "preempted" (75) instead of torchrun's failure code

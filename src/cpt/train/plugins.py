@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -42,7 +43,9 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 class ResumeTraits:
     """What a checkpoint written under a plugin can be resumed as.
 
-    exact: same world size and parallel layout -> the continuation is bit-identical to an uninterrupted run.
+    exact: same world size and parallel layout -> the continuation is bit-identical to an uninterrupted run
+      (tests/distributed: ddp fp32, zero2 bf16, 3d tp x pp x sp fp32; bf16/fp16 need the fp32 master weights,
+      which the loop saves next to the booster's checkpoint, see `keeps_master_weights`).
     optimizer_across_stages: `train.init: checkpoint` (a new stage starting from another stage's optimizer state).
     reshard: the checkpoint can be resumed on another world size / parallel layout (elastic resume). False until a
       test proves it for the plugin; the loop refuses a world-size change when it is False.
@@ -152,6 +155,46 @@ class PluginTraits:
     def layout(self, plugin, world: int, rank: int) -> Layout:
         return Layout(world, world, rank, 1, 1)
 
+    # ---- what a checkpoint holds beyond booster.save_model/save_optimizer -----------------------------------
+    @property
+    def keeps_master_weights(self) -> bool:
+        """The optimizer keeps fp32 master copies of bf16/fp16 working weights (ZeRO, 3d's AMP): booster checkpoints
+        hold only the working weights and rebuild the masters from them on load, so an exact resume also needs the
+        masters (each rank's own shard)."""
+        return self.owns_precision and self.cfg.precision in ("bf16", "fp16")
+
+    def save_master_weights(self, model, optimizer, directory: Path, rank: int) -> None:
+        if not self.keeps_master_weights:
+            return
+        from safetensors.torch import save_file
+
+        masters = master_weights(model, optimizer)
+        if masters:
+            save_file({str(i): t.detach().contiguous().cpu() for i, t in enumerate(masters)},
+                      str(Path(directory) / MASTER_FILE.format(rank=rank)))
+
+    def load_master_weights(self, model, optimizer, directory: Path, rank: int) -> str | None:
+        """Restore this rank's master weights; returns why they were re-derived from the working weights instead
+        (None when restored or not kept)."""
+        if not self.keeps_master_weights:
+            return None
+        masters = master_weights(model, optimizer)
+        if not masters:
+            return None
+        f = Path(directory) / MASTER_FILE.format(rank=rank)
+        if not f.is_file():
+            return f"{f.name} missing: fp32 master weights re-derived from the saved {self.cfg.precision} weights"
+        from safetensors.torch import load_file
+
+        saved = load_file(str(f))
+        if len(saved) != len(masters) or any(saved[str(i)].shape != m.shape for i, m in enumerate(masters)):
+            return (f"{f.name} does not fit this layout: fp32 master weights re-derived from the saved "
+                    f"{self.cfg.precision} weights")
+        with torch.no_grad():
+            for i, m in enumerate(masters):
+                m.copy_(saved[str(i)].to(m.device, m.dtype))
+        return None
+
     # ---- optimizer step -----------------------------------------------------------------------------------
     def clip_and_step(self, optimizer):
         """Clip (when the loop owns clipping), step; returns the gradient norm (None when unknown)."""
@@ -166,6 +209,24 @@ class PluginTraits:
                 # ColossalAI's ZeRO/AMP optimizers report the norm of the loss-scaled gradients (fp16)
                 grad_norm = float(grad_norm) / scale
         return grad_norm
+
+
+MASTER_FILE = "master-rank{rank:05d}.safetensors"
+
+
+def master_weights(model, optimizer) -> list[torch.Tensor]:
+    """This rank's fp32 master tensors, in model.parameters() order ([] when the optimizer keeps none):
+    LowLevelZero/ZeRO optimizers map id(working param) -> master shard, ColossalAI's mixed-precision (AMP)
+    optimizers map the working parameter -> master."""
+    by_id = getattr(optimizer, "working_to_master_param", None)
+    by_param = getattr(optimizer, "working_to_master_map", None)
+    out = []
+    for p in model.parameters():
+        if by_id is not None and id(p) in by_id:
+            out.append(by_id[id(p)])
+        elif by_param is not None and p in by_param:
+            out.append(by_param[p])
+    return out
 
 
 def loss_scale(optimizer) -> float:
@@ -239,6 +300,7 @@ class GeminiTraits(PluginTraits):
     precisions = ("bf16", "fp16")
     replicated_params = False   # parameters live in chunks sharded over the ranks
     lazy_init = True
+    resume = ResumeTraits(exact=False)  # its chunked checkpoints were never run here (GPU only): unverified
     placement = "static"
 
     cpu = _gemini_cpu("gemini")
@@ -390,3 +452,53 @@ def build_plugin(cfg: TrainConfig, device_type: str, vocab_size: int | None = No
 
 def booster_mixed_precision(cfg: TrainConfig, device_type: str) -> str | None:
     return traits(cfg).booster_mixed_precision(device_type)
+
+
+# ---- ColossalAI's JIT-compiled kernels (GPU) ------------------------------------------------------------------
+# The trainer's GPU optimizer, HybridAdam, loads both on construction (CPU Adam for offloaded states, fused Adam for
+# GPU parameters), whatever the plugin. Built on first use with nvcc + ninja into
+# ~/.cache/colossalai/torch_extensions/ (a few minutes); prebuilding once per node image avoids that in a job.
+KERNEL_LOADERS = ("CPUAdamLoader", "FusedOptimizerLoader")
+
+
+def prebuild_kernels(dry_run: bool = False) -> list[str]:
+    """Compile (or load, when cached) the ColossalAI kernels the GPU trainer needs; returns what was done."""
+    import torch
+
+    done = []
+    if dry_run:
+        return [f"would build colossalai.kernel.kernel_loader.{name}" for name in KERNEL_LOADERS]
+    if not torch.cuda.is_available():
+        raise TrainError("prebuilding ColossalAI's kernels needs a CUDA GPU and nvcc (the CPU trainer uses torch's "
+                         "AdamW and needs none)")
+    import colossalai.kernel.kernel_loader as loaders
+
+    for name in KERNEL_LOADERS:
+        getattr(loaders, name)().load()
+        done.append(f"built {name}")
+    return done
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m cpt.train.plugins",
+                                 description="ColossalAI kernels for the GPU trainer")
+    ap.add_argument("--prebuild-kernels", action="store_true", help="JIT-compile the kernels now (GPU + nvcc)")
+    ap.add_argument("--dry-run", action="store_true", help="only list what would be built")
+    a = ap.parse_args(argv)
+    if not a.prebuild_kernels:
+        ap.print_help()
+        return 2
+    try:
+        for line in prebuild_kernels(a.dry_run):
+            print(line)
+    except TrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,8 +11,8 @@ import numpy as np
 
 def make_tiny_model(out_dir: str | Path, vocab_size: int = 512, hidden: int = 32, layers: int = 2, heads: int = 4,
                     intermediate: int | None = None, max_positions: int = 512, seed: int = 0,
-                    tied: bool = False) -> Path:
-    """A randomly initialised LlamaForCausalLM saved as a HF directory (safetensors)."""
+                    tied: bool = False, dtype=None) -> Path:
+    """A randomly initialised LlamaForCausalLM saved as a HF directory (safetensors; fp32 unless `dtype`)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -22,6 +22,8 @@ def make_tiny_model(out_dir: str | Path, vocab_size: int = 512, hidden: int = 32
                       max_position_embeddings=max_positions, bos_token_id=1, eos_token_id=2, pad_token_id=0,
                       tie_word_embeddings=tied)
     model = LlamaForCausalLM(cfg)
+    if dtype is not None:
+        model = model.to(dtype)
     out = Path(out_dir)
     model.save_pretrained(out, safe_serialization=True)
     return out
