@@ -170,12 +170,6 @@ def dataset_config(config: Mapping[str, Any], stage: str) -> dict:
     return ds
 
 
-def rule_resources(config: Mapping[str, Any], rule: str) -> dict:
-    res = dict(config.get("resources", {}).get("default", {}))
-    res.update(config.get("resources", {}).get(rule, {}))
-    return res
-
-
 # -------------------------------------------------------------------------------------------------- the layout
 # The fixed paths of one experiment, relative to results/<experiment>/ (Layout.<name>)
 PATHS = {
