@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
+from cpt.yamlio import loads
 from cpt.schema import apply_overrides, complete, default, subschema
 from cpt.errors import ConfigError
 
@@ -167,8 +166,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), stage: s
             raise ConfigError(f"{p}: training config file not found")
         text = p.read_text(encoding="utf-8")
         try:
-            section = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            section = json.loads(text) if p.suffix == ".json" else loads(text, str(p))
+        except json.JSONDecodeError as exc:
             raise ConfigError(f"{p}: not valid JSON/YAML: {exc}") from exc
         if section is None:
             section = {}
