@@ -72,6 +72,7 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
                 problems.append(f"dataset.stages.{name}: no training stage of that name (train.stages)")
     problems += _replay_problems(config, stages)
     problems += _format_problems(config)
+    problems += _capacity_problems(config)
     from_stage = config.get("model", {}).get("init", {}).get("from_stage")
     if from_stage is not None and from_stage not in stages:
         problems.append(f"model.init.from_stage: {from_stage!r} is not a training stage "
@@ -96,6 +97,15 @@ def _replay_problems(config: Mapping[str, Any], stages: list[str]) -> list[str]:
                 problems.append(f"dataset.stages.{name}.replay.from: {src!r} is not an earlier training stage "
                                 f"(stages in order: {', '.join(stages)})")
     return problems
+
+
+def _capacity_problems(config: Mapping[str, Any]) -> list[str]:
+    """tokenizer.candidates must be able to yield vocab_size - base pieces (where knowable without reading files;
+    the pieces step checks the rest first thing: cpt.tokenizer.capacity)."""
+    from cpt.tokenizer.capacity import static_capacity_problem
+
+    problem = static_capacity_problem(config.get("tokenizer") or {})
+    return [problem] if problem else []
 
 
 def _format_problems(config: Mapping[str, Any]) -> list[str]:
