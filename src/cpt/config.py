@@ -77,7 +77,8 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
     if from_stage is not None and from_stage not in stages:
         problems.append(f"model.init.from_stage: {from_stage!r} is not a training stage "
                         f"(stages in order: {', '.join(stages)}; null = LLaMA-2 itself)")
-    elif from_stage is not None and not problems:  # the init_from chain is known to end at base_model or init
+    elif from_stage is not None and not any(p.startswith("train.stages.") for p in problems):
+        # the init_from chain is known to end at base_model or init
         if stage_tokenizer(config, from_stage) != "base":
             problems.append(f"model.init.from_stage: stage {from_stage!r} already uses the extended tokenizer")
     if problems:
