@@ -5,7 +5,7 @@ Reads (each optional; what is missing is listed in the summary, never an error):
   train/<S>/metrics.jsonl             loss curves per stage, by step and by tokens
   evaluate/<P>/benchmarks.json        accuracy per benchmark at each evaluation point P (stages in order)
   evaluate/<P>/bpb.json               bits per byte per language at each point
-  corpus/*/manifest.json, dataset/<S>/manifest.json   the data summary
+  corpus/*/manifest.json, clean/report.json, dataset/<S>/manifest.json   the Data tables (cpt.report_data)
 Writes into the report directory: tokenizer.html, loss_by_step.png, loss_by_tokens.png, bpb.png,
 benchmarks.html, datasets.html, summary.md, report.json.
 """
@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import click
 
+from cpt import report_data
 from cpt.errors import RecordError
 from cpt.records import iter_json_objects
 
@@ -87,7 +88,7 @@ def collect(root: str | os.PathLike, stages: Sequence[str] | None = None,
 
     manifests = {}
     for name in ("corpus/raw", "corpus/heldout", "corpus/train", "clean"):
-        m = _read_json(root / name / "manifest.json")
+        m = _read_json(root / name / ("report.json" if name == "clean" else "manifest.json"))
         if m is not None:
             manifests[name] = m
     for s in stages:
@@ -99,6 +100,7 @@ def collect(root: str | os.PathLike, stages: Sequence[str] | None = None,
     if not any(k.startswith("corpus") for k in manifests):
         missing.append("corpus/*/manifest.json (corpus summary)")
     data["manifests"] = manifests
+    data["stages"] = list(stages)
     return data
 
 
@@ -162,25 +164,6 @@ def bpb_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def dataset_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
-    header = ["artifact", "summary"]
-    rows = []
-    for name, m in data["manifests"].items():
-        keys = ("num_sequences", "num_tokens", "max_length", "records", "num_records", "categories", "skipped",
-                "buckets", "tokens", "characters")
-        parts = []
-        for k in keys:
-            if k in m:
-                v = m[k]
-                if isinstance(v, list):
-                    v = f"{len(v)}" if k == "buckets" else ", ".join(map(str, v[:8]))
-                elif isinstance(v, dict):
-                    v = ", ".join(f"{a}: {_fmt(b) if not isinstance(b, dict) else '…'}" for a, b in list(v.items())[:8])
-                parts.append(f"{k}: {_fmt(v) if not isinstance(v, str) else v}")
-        rows.append([name, "; ".join(parts) or ", ".join(sorted(m)[:10])])
-    return header, rows
-
-
 def to_markdown(header, rows) -> str:
     if not rows:
         return "_(no data)_\n"
@@ -189,13 +172,18 @@ def to_markdown(header, rows) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_html(title: str, header, rows, note: str = "") -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+def to_html(title: str, header, rows, note: str = "", more: Sequence[tuple] = ()) -> str:
+    """One HTML page: the table (header, rows), then each (subtitle, header, rows) of `more`, then the note."""
+    def table(header, rows):
+        th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><tr>{th}</tr>{body}</table>"
+
+    extra = "".join(f"<h4>{html.escape(t)}</h4>{table(h, r)}" for t, h, r in more)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 8px;text-align:right}"
             "td:first-child{text-align:left}</style></head><body>"
-            f"<h3>{html.escape(title)}</h3><table><tr>{th}</tr>{body}</table>"
+            f"<h3>{html.escape(title)}</h3>{table(header, rows)}{extra}"
             f"<p>{html.escape(note)}</p></body></html>\n")
 
 
@@ -268,7 +256,9 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     th, tr = tokenizer_rows(data["compression"])
     bh, br = benchmark_rows(data)
     ph, pr = bpb_rows(data)
-    dh, dr = dataset_rows(data)
+    data_tables = [("Corpus by category", *report_data.corpus_rows(data["manifests"])),
+                   ("Tokens per stage by category", *report_data.stage_rows(data["manifests"], data["stages"])),
+                   ("Datasets per stage", *report_data.dataset_rows(data["manifests"], data["stages"]))]
     (out / "tokenizer.html").write_text(to_html("Tokenizer compression", th, tr,
                                                 "tokens per character on held-out text; lower = better compression"),
                                         encoding="utf-8")
@@ -277,7 +267,10 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
         "Ours: first-token logits over the answer letters (ColossalEval method), few-shot counts from config. "
         "The tiny demo models are not comparable to 7B models; the published rows are for orientation."),
         encoding="utf-8")
-    (out / "datasets.html").write_text(to_html("Data manifests", dh, dr), encoding="utf-8")
+    (out / "datasets.html").write_text(to_html(f"Data: {data_tables[0][0]}", *data_tables[0][1:], more=data_tables[1:],
+                                               note="From corpus/*/manifest.json, clean/report.json and "
+                                                    "dataset/<stage>/manifest.json; tokens with the stage's "
+                                                    "tokenizer, before packing."), encoding="utf-8")
     plot_loss(data["train"], "step", out / "loss_by_step.png")
     plot_loss(data["train"], "tokens", out / "loss_by_tokens.png")
     plot_bpb(data, out / "bpb.png")
@@ -294,7 +287,9 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
         lines.append("_(no training metrics)_")
     lines += ["", "## Bits per byte (held-out)", "", to_markdown(ph, pr)]
     lines += ["## Benchmarks (accuracy %)", "", to_markdown(bh, br)]
-    lines += ["## Data", "", to_markdown(dh, dr)]
+    lines += ["## Data", ""]
+    for title, h, r in data_tables:
+        lines += [f"### {title}", "", to_markdown(h, r)]
     if data["missing"]:
         lines += ["## Not available", ""] + [f"- {m}" for m in data["missing"]] + [""]
     (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")

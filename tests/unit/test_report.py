@@ -36,8 +36,14 @@ def make_results(root: Path, with_sft: bool = False) -> None:
             for step in range(1, 6):
                 f.write(json.dumps({"step": step, "tokens": step * 1024, "loss": 9.0 - k - step * 0.1, "lr": 1e-3,
                                     "grad_norm": 1.0, "tokens_per_s": 500.0}) + "\n")
-        _write(root / "dataset" / s / "manifest.json", {"buckets": ["bucket-00000"], "num_sequences": 10,
-                                                        "num_tokens": 5120, "max_length": 512, "tokenizer": "x"})
+        sel = {"en_novel": {"documents_selected": 4 + k, "tokens_selected": 1000 * (k + 1), "replay_documents": 0,
+                            "replay_tokens": 0},
+               "zh_news": {"documents_selected": 10, "tokens_selected": 3000, "replay_documents": k,
+                           "replay_tokens": 500 * k}}
+        _write(root / "dataset" / s / "manifest.json", {
+            "buckets": ["bucket-00000"], "num_sequences": 10, "num_tokens": 5120, "max_length": 512,
+            "tokenizer": "x", "padding_fraction": 0.0125, "documents": {"skipped": {"overlong": k}},
+            "selection": {"categories": sel}})
     for k, p in enumerate(["base_model", "init"] + stages):
         _write(root / "evaluate" / p / "benchmarks.json", {
             "mmlu": {"accuracy": 25.0 + k, "correct": 1, "num_questions": 4, "shots": 5},
@@ -45,8 +51,19 @@ def make_results(root: Path, with_sft: bool = False) -> None:
         _write(root / "evaluate" / p / "bpb.json", {"languages": {
             "zh": {"bits_per_byte": 3.0 - 0.3 * k, "perplexity": 100.0, "tokens": 10, "bytes": 30},
             "en": {"bits_per_byte": 2.0 + 0.05 * k, "perplexity": 50.0, "tokens": 10, "bytes": 30}}})
-    _write(root / "corpus" / "raw" / "manifest.json", {"categories": ["news", "bible"], "records": 100,
-                                                       "skipped": {"empty": 3}})
+    _write(root / "corpus" / "raw" / "manifest.json", {"seed": 1, "categories": {
+        "zh_news": {"lang": "zh", "records": 120, "chars": 54321, "bytes": 160000, "dropped": {}},
+        "en_novel": {"lang": "en", "records": 80, "chars": 20000, "bytes": 20000, "dropped": {}}}})
+    _write(root / "clean" / "report.json", {"categories": {
+        "zh_news": {"language": "zh", "input": 120, "kept": 100, "chars_in": 54321, "chars_kept": 50000},
+        "en_novel": {"language": "en", "input": 80, "kept": 80, "chars_in": 20000, "chars_kept": 20000}}})
+    split = {"categories": {
+        "zh_news": {"lang": "zh", "records": 100, "train_records": 90, "heldout_records": 10, "train_chars": 45000,
+                    "heldout_chars": 5000},
+        "en_novel": {"lang": "en", "records": 80, "train_records": 72, "heldout_records": 8, "train_chars": 18000,
+                     "heldout_chars": 2000}}}
+    _write(root / "corpus" / "train" / "manifest.json", split)
+    _write(root / "corpus" / "heldout" / "manifest.json", split)
 
 
 def test_report_full(tmp_path):
@@ -64,6 +81,17 @@ def test_report_full(tmp_path):
     assert "| replay | 29.00 | 32.00 |" in summary  # mmlu then idioms columns, k = 4
     assert "| Colossal-LLaMA-2-7B (published) | 53.06 | n/a |" in summary
     assert "final loss 8.5000 at step 5, 5,120 tokens" in summary
+    # the Data section: per-category numbers, no elided values
+    assert "…" not in summary
+    assert "| zh_news | zh | 120 | 54,321 | 100 | 50,000 | 90 | 45,000 | 10 | 5,000 |" in summary
+    assert "| total |  | 200 | 74,321 | 180 | 70,000 | 162 | 63,000 | 18 | 7,000 |" in summary
+    # replay (k = 2): en 3,000 tokens, zh 3,000 + 1,000 replayed -> 7,000 in all
+    assert "| replay | en_novel | 6 | 3,000 | 0 | 42.9% |" in summary
+    assert "| replay | zh_news | 12 | 4,000 | 1,000 | 57.1% |" in summary
+    assert "| replay | total | 18 | 7,000 | 1,000 | 100.0% |" in summary
+    assert "| injection | 10 | 5,120 | 512 | 1 | 1.25% | overlong 1 |" in summary
+    data_html = (out / "datasets.html").read_text()
+    assert "Tokens per stage by category" in data_html and "57.1%" in data_html and "54,321" in data_html
     bench_html = (out / "benchmarks.html").read_text()
     assert "44.47" in bench_html and "injection" in bench_html
     rep = json.loads((out / "report.json").read_text())
