@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import click
 
-from cpt import report_data
+from cpt import report_data, report_plots
 from cpt.errors import RecordError
 from cpt.records import iter_json_objects
 
@@ -187,59 +187,6 @@ def to_html(title: str, header, rows, note: str = "", more: Sequence[tuple] = ()
             f"<p>{html.escape(note)}</p></body></html>\n")
 
 
-# ------------------------------------------------------------------------------------------------ plots
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_loss(train: Mapping[str, list[dict]], x_key: str, path: Path) -> None:
-    """Loss per stage; stages are laid end to end (x continues where the previous stage stopped)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    offset = 0.0
-    for stage, rows in train.items():
-        xs = [float(r.get(x_key, r["step"])) + offset for r in rows]
-        ax.plot(xs, [r["loss"] for r in rows], label=stage, linewidth=1)
-        if xs:
-            ax.axvline(xs[-1], color="#bbb", linewidth=0.5)
-            offset = xs[-1]
-    ax.set_xlabel("step" if x_key == "step" else "tokens")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"training loss by {'step' if x_key == 'step' else 'tokens'} (stages end to end)")
-    _save_plot(plt, fig, ax, bool(train), "no training metrics", path)
-
-
-def _save_plot(plt, fig, ax, has_data: bool, empty_text: str, path: Path) -> None:
-    """Legend (or `empty_text` in the middle when nothing was plotted), then write the PNG (no timestamp)."""
-    if has_data:
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-
-
-def plot_bpb(data: Mapping, path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    pts = [p for p in data["points"] if p in data["bpb"]]
-    langs = sorted({lang for p in pts for lang in data["bpb"][p].get("languages", {})})
-    for lang in langs:
-        ys = [data["bpb"][p]["languages"].get(lang, {}).get("bits_per_byte", float("nan")) for p in pts]
-        ax.plot(range(len(pts)), ys, marker="o", label={"zh": "Chinese (zh)", "en": "English (en)"}.get(lang, lang))
-    ax.set_xticks(range(len(pts)))
-    ax.set_xticklabels(pts)
-    ax.set_ylabel("bits per byte (held-out)")
-    ax.set_title("held-out bits per byte over stages (lower is better)")
-    _save_plot(plt, fig, ax, bool(langs), "no bits-per-byte results", path)
-
-
 # ------------------------------------------------------------------------------------------------ report
 OUTPUTS = ("tokenizer.html", "loss_by_step.png", "loss_by_tokens.png", "bpb.png", "benchmarks.html", "datasets.html",
            "summary.md", "report.json")
@@ -271,9 +218,13 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
                                                note="From corpus/*/manifest.json, clean/report.json and "
                                                     "dataset/<stage>/manifest.json; tokens with the stage's "
                                                     "tokenizer, before packing."), encoding="utf-8")
-    plot_loss(data["train"], "step", out / "loss_by_step.png")
-    plot_loss(data["train"], "tokens", out / "loss_by_tokens.png")
-    plot_bpb(data, out / "bpb.png")
+    vocab = {s: (data["manifests"].get(f"dataset/{s}") or {}).get("vocab_size") for s in data["train"]}
+    bpb = {p: {lang: v["bits_per_byte"] for lang, v in (data["bpb"][p].get("languages") or {}).items()
+               if v.get("bits_per_byte") is not None} for p in data["points"] if p in data["bpb"]}
+    layouts = {x: report_plots.loss_layout(data["train"], vocab, x) for x in ("step", "tokens")}
+    report_plots.plot_loss(layouts["step"], "step", out / "loss_by_step.png")
+    report_plots.plot_loss(layouts["tokens"], "tokens", out / "loss_by_tokens.png", bpb)
+    report_plots.plot_bpb(data["points"], bpb, out / "bpb.png")
 
     lines = [f"# Experiment report: {exp}", ""]
     lines += ["## Tokenizer", "", to_markdown(th, tr)]
@@ -282,7 +233,11 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
         if rows:
             last = rows[-1]
             lines.append(f"- {s}: {len(rows)} logged steps, final loss {last['loss']:.4f} at step {last['step']}"
-                         + (f", {int(last['tokens']):,} tokens" if "tokens" in last else ""))
+                         + (f", {int(last['tokens']):,} tokens" if "tokens" in last else "")
+                         + (f" (vocabulary {vocab[s]:,})" if vocab.get(s) else ""))
+    for m in layouts["tokens"]["markers"]:
+        lines.append(f"- at {int(m['x']):,} tokens the {m['label']} (loss_by_*.png: separate panels; held-out bits "
+                     f"per byte below)")
     if not data["train"]:
         lines.append("_(no training metrics)_")
     lines += ["", "## Bits per byte (held-out)", "", to_markdown(ph, pr)]
@@ -296,6 +251,8 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     report = {k: data[k] for k in ("points", "missing", "benchmarks")}
     report["bpb"] = {p: v.get("languages") for p, v in data["bpb"].items()}
     report["train_final_loss"] = {s: (r[-1]["loss"] if r else None) for s, r in data["train"].items()}
+    report["loss_segments"] = {x: {"segments": v["segments"], "vocabulary_changes": v["markers"]}
+                               for x, v in layouts.items()}
     report["published"] = PUBLISHED
     report["wall_seconds"] = round(time.time() - t0, 3)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n",

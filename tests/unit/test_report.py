@@ -42,7 +42,7 @@ def make_results(root: Path, with_sft: bool = False) -> None:
                            "replay_tokens": 500 * k}}
         _write(root / "dataset" / s / "manifest.json", {
             "buckets": ["bucket-00000"], "num_sequences": 10, "num_tokens": 5120, "max_length": 512,
-            "tokenizer": "x", "padding_fraction": 0.0125, "documents": {"skipped": {"overlong": k}},
+            "tokenizer": "x", "vocab_size": 32000 if s == "base" else 69104, "padding_fraction": 0.0125, "documents": {"skipped": {"overlong": k}},
             "selection": {"categories": sel}})
     for k, p in enumerate(["base_model", "init"] + stages):
         _write(root / "evaluate" / p / "benchmarks.json", {
@@ -92,6 +92,15 @@ def test_report_full(tmp_path):
     assert "| injection | 10 | 5,120 | 512 | 1 | 1.25% | overlong 1 |" in summary
     data_html = (out / "datasets.html").read_text()
     assert "Tokens per stage by category" in data_html and "57.1%" in data_html and "54,321" in data_html
+    # the vocabulary change is marked: two loss segments, one marker at the end of `base`
+    rep = json.loads((out / "report.json").read_text())
+    segs = rep["loss_segments"]["tokens"]
+    assert [(g["vocab"], g["stages"]) for g in segs["segments"]] == [(32000, ["base"]),
+                                                                      (69104, ["injection", "replay"])]
+    assert [(m["x"], m["from"], m["to"]) for m in segs["vocabulary_changes"]] == [(5 * 1024.0, 32000, 69104)]
+    assert rep["loss_segments"]["step"]["vocabulary_changes"][0]["x"] == 5.0
+    assert "at 5,120 tokens the vocabulary 32,000 -> 69,104: losses before and after are not comparable" in summary
+    assert "final loss 7.5000 at step 5, 5,120 tokens (vocabulary 69,104)" in summary
     bench_html = (out / "benchmarks.html").read_text()
     assert "44.47" in bench_html and "injection" in bench_html
     rep = json.loads((out / "report.json").read_text())
@@ -136,3 +145,23 @@ def test_read_metrics_keeps_loss_rows_and_names_bad_line(tmp_path):
     with pytest.raises(RecordError, match=r"metrics\.jsonl:2: invalid_json") as e:
         report.read_metrics(p)
     assert e.value.reason == "invalid_json"
+
+
+def test_loss_layout_segments_and_bpb_positions():
+    from cpt.report_plots import bpb_positions, loss_layout
+
+    rows = [{"step": i, "tokens": 100 * i, "loss": 5.0 - 0.1 * i} for i in (1, 2, 3)]
+    train = {"base": rows, "injection": rows, "replay": rows, "sft": rows[:2]}
+    lay = loss_layout(train, {"base": 32000, "injection": 69104, "replay": None, "sft": 69104}, "tokens")
+    # stages end to end: injection starts where base stopped
+    assert lay["series"]["injection"]["x"] == [400.0, 500.0, 600.0]
+    assert lay["ends"] == {"base": 300.0, "injection": 600.0, "replay": 900.0, "sft": 1100.0}
+    # unknown vocabulary (None) stays in the current segment; one change, at 300 tokens
+    assert [(g["vocab"], g["stages"], g["x0"], g["x1"]) for g in lay["segments"]] == [
+        (32000, ["base"], 0.0, 300.0), (69104, ["injection", "replay", "sft"], 300.0, 1100.0)]
+    assert [(m["x"], m["from"], m["to"]) for m in lay["markers"]] == [(300.0, 32000, 69104)]
+    pos = bpb_positions(["base_model", "init", "base", "replay", "elsewhere"], lay)
+    assert pos == {"base_model": 0.0, "init": 300.0, "base": 300.0, "replay": 900.0}
+    same = loss_layout({"a": rows, "b": rows}, {"a": 32000, "b": 32000}, "step")
+    assert len(same["segments"]) == 1 and same["markers"] == []
+    assert bpb_positions(["init"], same) == {}
