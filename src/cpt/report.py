@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import click
 
-from cpt import report_data, report_plots
+from cpt import cost, report_data, report_plots
 from cpt.errors import RecordError
 from cpt.records import iter_json_objects
 
@@ -61,13 +61,14 @@ def collect(root: str | os.PathLike, stages: Sequence[str] | None = None,
     train_dir = root / "train"
     if stages is None:
         stages = sorted(p.name for p in train_dir.iterdir() if p.is_dir()) if train_dir.is_dir() else []
-    data["train"] = {}
+    data["train"], data["runs"] = {}, {}
     for s in stages:
         f = train_dir / s / "metrics.jsonl"
         if f.is_file():
             data["train"][s] = read_metrics(f)
         else:
             missing.append(f"train/{s}/metrics.jsonl (no loss curve for stage {s})")
+        data["runs"][s] = _read_json(train_dir / s / "run.json")
 
     eval_dir = root / "evaluate"
     if points is None:
@@ -189,14 +190,21 @@ def to_html(title: str, header, rows, note: str = "", more: Sequence[tuple] = ()
 
 # ------------------------------------------------------------------------------------------------ report
 OUTPUTS = ("tokenizer.html", "loss_by_step.png", "loss_by_tokens.png", "bpb.png", "benchmarks.html", "datasets.html",
-           "summary.md", "report.json")
+           "cost.html", "summary.md", "report.json")
 
 
 def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Sequence[str] | None = None,
-                 points: Sequence[str] | None = None, experiment: str | None = None) -> dict:
-    """Write every report file into out_dir; returns the collected data (with `missing`)."""
+                 points: Sequence[str] | None = None, experiment: str | None = None, section: Mapping | None = None,
+                 devices: int | None = None, assume_tokens_per_s: float | None = None,
+                 gpu_hour_usd: float | None = None) -> dict:
+    """Write every report file into out_dir; returns the collected data (with `missing`). `section`: the
+    config's `report` section (its `cost` settings); `devices`: the training rule's devices (cost projection);
+    the last two override report.cost (cpt report options)."""
     t0 = time.time()
     data = collect(root, stages, points)
+    data["cost"] = cost.run_cost(data["train"], data["runs"], (section or {}).get("cost"), devices,
+                                 assume_tokens_per_s, gpu_hour_usd)
+    ch, cr = cost.cost_rows(data["cost"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     exp = experiment or Path(root).name
@@ -214,6 +222,10 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
         "Ours: first-token logits over the answer letters (ColossalEval method), few-shot counts from config. "
         "The tiny demo models are not comparable to 7B models; the published rows are for orientation."),
         encoding="utf-8")
+    cost_note = (f"device-hours = tokens / (tokens/s per device) / 3600; cost at ${data['cost']['gpu_hour_usd']:,.2f}"
+                 " per device-hour (report.cost.gpu_hour_usd); rate: measured (median tokens_per_s of metrics.jsonl"
+                 " / world size of run.json) or assumed (report.cost.assume_tokens_per_s, --assume-tokens-per-s).")
+    (out / "cost.html").write_text(to_html("Run cost", ch, cr, cost_note), encoding="utf-8")
     (out / "datasets.html").write_text(to_html(f"Data: {data_tables[0][0]}", *data_tables[0][1:], more=data_tables[1:],
                                                note="From corpus/*/manifest.json, clean/report.json and "
                                                     "dataset/<stage>/manifest.json; tokens with the stage's "
@@ -240,7 +252,8 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
                      f"per byte below)")
     if not data["train"]:
         lines.append("_(no training metrics)_")
-    lines += ["", "## Bits per byte (held-out)", "", to_markdown(ph, pr)]
+    lines += ["", "## Cost", "", to_markdown(ch, cr), cost_note, ""]
+    lines += ["## Bits per byte (held-out)", "", to_markdown(ph, pr)]
     lines += ["## Benchmarks (accuracy %)", "", to_markdown(bh, br)]
     lines += ["## Data", ""]
     for title, h, r in data_tables:
@@ -254,6 +267,7 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     report["loss_segments"] = {x: {"segments": v["segments"], "vocabulary_changes": v["markers"]}
                                for x, v in layouts.items()}
     report["published"] = PUBLISHED
+    report["cost"] = data["cost"]
     report["wall_seconds"] = round(time.time() - t0, 3)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n",
                                      encoding="utf-8")
@@ -266,10 +280,23 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
 @click.option("--out", "out_dir", help="Report directory (default: <results>/report).")
 @click.option("--stage", "stages", multiple=True, help="Training stages in order (default: train/* sorted).")
 @click.option("--point", "points", multiple=True, help="Evaluation points in order (default: evaluate/* sorted).")
-def cli_report(root, out_dir, stages, points):
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="Experiment config: its report.cost settings and training resources (devices) for the cost table.")
+@click.option("--assume-tokens-per-s", type=float,
+              help="Tokens/s per device where a stage has no measured rate, and for the projection "
+                   "(overrides report.cost.assume_tokens_per_s).")
+@click.option("--gpu-hour-usd", type=float, help="Price of one device-hour (overrides report.cost.gpu_hour_usd).")
+def cli_report(root, out_dir, stages, points, config_file, assume_tokens_per_s, gpu_hour_usd):
     """Tables, plots and summary.md of one experiment (missing inputs are listed, not fatal)."""
     out = out_dir or str(Path(root) / "report")
-    data = build_report(root, out, list(stages) or None, list(points) or None)
+    section, devices = None, None
+    if config_file:
+        from cpt.config import load
+
+        cfg = load(config_file)
+        section, devices = cfg["report"], cost.train_devices(cfg.get("resources"))
+    data = build_report(root, out, list(stages) or None, list(points) or None, section=section, devices=devices,
+                        assume_tokens_per_s=assume_tokens_per_s, gpu_hour_usd=gpu_hour_usd)
     click.echo(Path(out, "summary.md").read_text(encoding="utf-8"))
     if data["missing"]:
         click.echo(f"({len(data['missing'])} inputs missing; see summary.md)", err=True)

@@ -165,3 +165,71 @@ def test_loss_layout_segments_and_bpb_positions():
     same = loss_layout({"a": rows, "b": rows}, {"a": 32000, "b": 32000}, "step")
     assert len(same["segments"]) == 1 and same["markers"] == []
     assert bpb_positions(["init"], same) == {}
+
+
+def _metrics(path: Path, rates, tokens_per_step: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for i, r in enumerate(rates, 1):
+            f.write(json.dumps({"step": i, "tokens": i * tokens_per_step, "loss": 5.0, "tokens_per_s": r}) + "\n")
+
+
+def test_cost_per_stage_total_and_projection(tmp_path):
+    from cpt import cost
+
+    root = tmp_path / "results" / "x"
+    # stage a: 2 devices, median of the rates after the warm-up row = 400 tokens/s -> 200 per device;
+    # 720,000 tokens -> 720,000 / 200 / 3600 = 1.0 device-hour, 0.5 wall hours, $2.50 at $2.50/h
+    _metrics(root / "train" / "a" / "metrics.jsonl", [1.0, 300.0, 400.0, 500.0], 180_000)
+    _write(root / "train" / "a" / "run.json", {"key": "k", "trainer": {"world_size": 2}})
+    # stage b: one device at 100 tokens/s; 1,080,000 tokens -> 3.0 device-hours, $7.50
+    _metrics(root / "train" / "b" / "metrics.jsonl", [100.0, 100.0], 540_000)
+    _write(root / "train" / "b" / "run.json", {"trainer": {"world_size": 1}})
+    # stage c: no run.json -> no world size -> no measured rate (listed, not guessed)
+    _metrics(root / "train" / "c" / "metrics.jsonl", [100.0], 10)
+    section = {"cost": {"gpu_hour_usd": 2.5, "projection": {"tokens": 8.5e9, "published": "8.5 B tokens, 64 A800"}}}
+    data = report.build_report(root, tmp_path / "rep", stages=["a", "b", "c"], points=[], section=section, devices=64)
+    c = data["cost"]
+    a, b, cc = c["stages"]
+    assert (a["tokens_per_s_per_device"], a["devices"], a["device_hours"], a["wall_hours"], a["cost_usd"]) == \
+        (200.0, 2, 1.0, 0.5, 2.5)
+    assert (b["device_hours"], b["cost_usd"]) == (3.0, 7.5)
+    assert "device_hours" not in cc and cc["rate_source"].startswith("unknown")
+    assert c["total"] == {"tokens": 720_000 + 1_080_000 + 10, "device_hours": 4.0, "cost_usd": 10.0,
+                          "stages_without_rate": ["c"]}
+    # the projection at the mean measured rate (150 tokens/s/device) on the 64 devices given
+    p = c["projection"]
+    assert p["tokens_per_s_per_device"] == 150.0 and p["devices"] == 64
+    assert p["device_hours"] == 8.5e9 / 150.0 / 3600.0 and p["cost_usd"] == p["device_hours"] * 2.5
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "| a | 720,000 | 2 | 200 | measured | 1.000 | 0.500 | $2.50 |" in summary
+    assert "| whole run | 1,800,010 |  |  |  | 4.000 |  | $10.00 |" in summary
+    assert "| published |  |  |  | 8.5 B tokens, 64 A800 |" in summary
+    assert "Run cost" in (tmp_path / "rep" / "cost.html").read_text()
+    # --assume-tokens-per-s fills the stage without a measurement (measured ones keep theirs), and the projection
+    runner = CliRunner()
+    r = runner.invoke(report.cli_report, ["--results", str(root), "--stage", "a", "--stage", "b", "--stage", "c",
+                                          "--assume-tokens-per-s", "1000", "--gpu-hour-usd", "1"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    rep = json.loads((root / "report" / "report.json").read_text())
+    assert [s["rate_source"] for s in rep["cost"]["stages"]] == ["measured", "measured", "assumed"]
+    assert rep["cost"]["stages"][2]["device_hours"] == 10 / 1000 / 3600
+    assert rep["cost"]["total"]["cost_usd"] == 4.0 + 10 / 1000 / 3600
+
+
+def test_cost_projection_of_the_locked_7b_config():
+    """The locked 7B config projects its published run: 64 devices from resources.train, its assumed rate."""
+    from cpt import cost
+    from cpt.config import load
+
+    cfg = load(Path(__file__).resolve().parents[2] / "config" / "colossal-llama-2-7b.yaml")
+    sec = cfg["report"]["cost"]
+    devices = cost.train_devices(cfg["resources"])
+    assert devices == 64
+    c = cost.run_cost({}, {}, sec, devices)
+    p = c["projection"]
+    assert p["tokens"] == 8.5e9 and p["devices"] == 64 and p["rate_source"].startswith("assumed")
+    rate = sec["assume_tokens_per_s"]
+    assert p["wall_hours"] == 8.5e9 / rate / 3600 / 64
+    assert p["cost_usd"] == 8.5e9 / rate / 3600 * sec["gpu_hour_usd"]
+    assert "15 h" in p["published"] and "1,000" in p["published"]
