@@ -1,6 +1,6 @@
 """Bucketed training data: reader of the dataset contract, a bucket-ordered resumable distributed sampler, a collator.
 
-Dataset contract (PREAMBLE): <dataset>/manifest.json {"buckets": [dir names in training order], ...} and one
+Dataset contract (written by cpt.dataset, see cpt.dataset.manifest): <dataset>/manifest.json {"buckets": [dir names in training order], ...} and one
 `datasets` save_to_disk directory per bucket with input_ids, labels, doc_lengths (unpadded sequences).
 
 Order guarantee: a *micro step* is one micro batch on every data-parallel rank. Every micro step holds samples of
