@@ -333,7 +333,7 @@ class Collator:
             seg = segment_ids_from_doc_lengths(r["doc_lengths"], L)
             seg = seg + [seg[-1] + 1 if seg else 0] * (width - L)  # padding = its own segment
             segments[i] = torch.as_tensor(seg)
-            pos, start = [], 0
+            pos = []
             for d in list(r["doc_lengths"]) + ([width - L] if width > L else []):
                 pos.extend(range(int(d)))
             positions[i] = torch.as_tensor(pos)
