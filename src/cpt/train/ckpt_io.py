@@ -158,11 +158,8 @@ def fail_together(error: BaseException | None, tmp: Path, what: str, keeps: str)
 # ---- manifest ------------------------------------------------------------------------------------------------
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def shares(sizes: dict[str, int], world: int) -> list[list[str]]:
