@@ -2,12 +2,13 @@
 
 Reads (each optional; what is missing is listed in the summary, never an error):
   tokenizer/compression.json          the seed-style tokenizer table (vocab size, tokens/char, avg tokens/sample)
-  train/<S>/metrics.jsonl             loss curves per stage, by step and by tokens
+  train/<S>/metrics.jsonl             loss curves per stage, by step and by tokens (cpt.report_plots: one panel per
+                                      vocabulary); with train/<S>/run.json the cost table (cpt.cost)
   evaluate/<P>/benchmarks.json        accuracy per benchmark at each evaluation point P (stages in order)
   evaluate/<P>/bpb.json               bits per byte per language at each point
   corpus/*/manifest.json, clean/report.json, dataset/<S>/manifest.json   the Data tables (cpt.report_data)
 Writes into the report directory: tokenizer.html, loss_by_step.png, loss_by_tokens.png, bpb.png,
-benchmarks.html, datasets.html, summary.md, report.json.
+benchmarks.html, datasets.html, cost.html, summary.md, report.json.
 """
 
 from __future__ import annotations
