@@ -76,6 +76,8 @@ def _save(plt, fig, path: Path) -> None:
 def plot_loss(layout: Mapping, x_key: str, path: Path, bpb: Mapping | None = None) -> None:
     """One panel per vocabulary segment; by tokens with `bpb` ({point: {lang: bpb}}), a bits-per-byte panel below."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     segs = layout["segments"] or [{"vocab": None, "stages": [], "x0": 0.0, "x1": 1.0}]
     pos = bpb_positions(list(bpb or {}), layout) if bpb else {}
     rows = 2 if pos else 1
@@ -93,6 +95,7 @@ def plot_loss(layout: Mapping, x_key: str, path: Path, bpb: Mapping | None = Non
         vocab = f"vocabulary {seg['vocab']:,}" if seg["vocab"] else "vocabulary unknown"
         ax.set_title(vocab if i == 0 else f"{vocab} (changed: not comparable with the left)", fontsize=9)
         ax.set_xlabel(f"{xlabel} (stages end to end)")
+        ax.xaxis.set_major_locator(MaxNLocator(5 if len(segs) == 1 else 4))
         if i == 0:
             ax.set_ylabel("training loss (nats/token)")
         if seg["stages"]:
