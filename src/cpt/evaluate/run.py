@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from cpt.errors import ConfigError
+from cpt.schema import default
 from cpt.evaluate.formats import FORMATS, get_format, load_benchmark
 from cpt.evaluate.scoring import EvalSettings, evaluate_benchmark
 
@@ -30,6 +31,13 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+def _pick(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) -> Any:
+    """A benchmark's own value of `key`, else the evaluate section's, else the schema's default."""
+    if spec.get(key) is not None:
+        return spec[key]
+    return common[key] if common.get(key) is not None else default(f"evaluate.{key}")
+
+
 def settings_from(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) -> EvalSettings:
     fmt = get_format(spec["format"])  # its published few-shot count and pooling (ColossalEval's evaluation)
     return EvalSettings(
@@ -40,6 +48,9 @@ def settings_from(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) 
         limit_per_subject=spec.get("limit_per_subject", common.get("limit_per_subject")),
         combined=bool(spec.get("combined", fmt.combined)),
         max_new_tokens=int(spec.get("max_new_tokens", 32)),
+        scoring=str(_pick(spec, common, "scoring")),
+        length_normalize=bool(_pick(spec, common, "length_normalize")),
+        prompt_style=str(_pick(spec, common, "prompt_style")),
     )
 
 
