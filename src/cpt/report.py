@@ -26,13 +26,7 @@ import click
 from cpt import cost, report_data, report_plots
 from cpt.errors import RecordError
 from cpt.records import iter_json_objects
-
-PUBLISHED = {
-    "Colossal-LLaMA-2-7B": {"mmlu": 53.06, "cmmlu": 49.89, "agieval": 51.48, "gaokao": 58.82, "ceval": 50.20},
-    "LLaMA-2-7B": {"mmlu": 44.47, "cmmlu": 32.97, "agieval": 32.60, "gaokao": 25.46, "ceval": None},
-}
-BENCH_ORDER = ("mmlu", "cmmlu", "agieval", "gaokao", "ceval")
-
+from cpt.report_benchmarks import NOTE as BENCH_NOTE, PUBLISHED, benchmark_rows, distribution_rows
 
 def _read_json(path: Path):
     try:
@@ -136,24 +130,6 @@ def tokenizer_rows(comp: Mapping | None) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def benchmark_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
-    names = []
-    for p in data["points"]:
-        for n in data["benchmarks"].get(p, {}):
-            if n not in names:
-                names.append(n)
-    names.sort(key=lambda n: (BENCH_ORDER.index(n) if n in BENCH_ORDER else len(BENCH_ORDER), n))
-    header = ["model"] + names
-    rows = []
-    for p in data["points"]:
-        if p in data["benchmarks"]:
-            b = data["benchmarks"][p]
-            rows.append([p] + [_fmt(b[n]["accuracy"]) if n in b else "-" for n in names])
-    for model, scores in PUBLISHED.items():
-        rows.append([f"{model} (published)"] + [_fmt(scores.get(n)) if n in scores else "n/a" for n in names])
-    return header, rows
-
-
 def bpb_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
     langs = sorted({lang for p in data["bpb"].values() for lang in p.get("languages", {})})
     header = ["model"] + [f"{lang} bits/byte" for lang in langs] + [f"{lang} ppl" for lang in langs]
@@ -211,6 +187,7 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     exp = experiment or Path(root).name
     th, tr = tokenizer_rows(data["compression"])
     bh, br = benchmark_rows(data)
+    xh, xr = distribution_rows(data)
     ph, pr = bpb_rows(data)
     data_tables = [("Corpus by category", *report_data.corpus_rows(data["manifests"])),
                    ("Tokens per stage by category", *report_data.stage_rows(data["manifests"], data["stages"])),
@@ -218,11 +195,13 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     (out / "tokenizer.html").write_text(to_html("Tokenizer compression", th, tr,
                                                 "tokens per character on held-out text; lower = better compression"),
                                         encoding="utf-8")
-    (out / "benchmarks.html").write_text(to_html(
+    bench_html = to_html(
         "Benchmark accuracy (%) per stage, next to published 7B numbers", bh, br,
-        "Ours: first-token logits over the answer letters (ColossalEval method), few-shot counts from config. "
-        "The tiny demo models are not comparable to 7B models; the published rows are for orientation."),
-        encoding="utf-8")
+        "Scoring and prompt style per benchmark from config (evaluate.scoring: first_token = ColossalEval's method). "
+        "The tiny demo models are not comparable to 7B models; the published rows are for orientation. " + BENCH_NOTE)
+    dist_html = to_html("Answer-letter distributions", xh, xr)
+    body = dist_html[dist_html.index("<h3>"):dist_html.index("</body>")]
+    (out / "benchmarks.html").write_text(bench_html.replace("</body>", body + "</body>"), encoding="utf-8")
     cost_note = (f"device-hours = tokens / (tokens/s per device) / 3600; cost at ${data['cost']['gpu_hour_usd']:,.2f}"
                  " per device-hour (report.cost.gpu_hour_usd); rate: measured (median tokens_per_s of metrics.jsonl"
                  " / world size of run.json) or assumed (report.cost.assume_tokens_per_s, --assume-tokens-per-s).")
@@ -255,7 +234,8 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
         lines.append("_(no training metrics)_")
     lines += ["", "## Cost", "", to_markdown(ch, cr), cost_note, ""]
     lines += ["## Bits per byte (held-out)", "", to_markdown(ph, pr)]
-    lines += ["## Benchmarks (accuracy %)", "", to_markdown(bh, br)]
+    lines += ["## Benchmarks (accuracy %)", "", to_markdown(bh, br), BENCH_NOTE, ""]
+    lines += ["### Answer-letter distributions", "", to_markdown(xh, xr)]
     lines += ["## Data", ""]
     for title, h, r in data_tables:
         lines += [f"### {title}", "", to_markdown(h, r)]

@@ -233,3 +233,23 @@ def test_cost_projection_of_the_locked_7b_config():
     assert p["wall_hours"] == 8.5e9 / rate / 3600 / 64
     assert p["cost_usd"] == 8.5e9 / rate / 3600 * sec["gpu_hour_usd"]
     assert "15 h" in p["published"] and "1,000" in p["published"]
+
+
+def test_report_benchmark_tables_show_distribution_baseline_and_marks(tmp_path):
+    root = tmp_path / "results" / "demo"
+    make_results(root)
+    dist = {"predicted": {"A": 96, "B": 2, "C": 1, "D": 1}, "gold": {"A": 25, "B": 30, "C": 25, "D": 20}}
+    _write(root / "evaluate" / "replay" / "benchmarks.json", {
+        "mmlu": {"accuracy": 25.0, "correct": 25, "num_questions": 100, "shots": 5, "answer_distribution": dist,
+                 "majority_baseline": 30.0, "top_letter_share": 0.96, "degenerate": True},
+        "mmlu_full": {"status": "skipped", "skip_reason": "probe 'mmlu' is degenerate", "accuracy": None,
+                      "num_questions": 0}})
+    report.build_report(root, tmp_path / "rep", stages=["base", "injection", "replay"],
+                        points=["init", "replay"])
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "| replay | 25.00 (degenerate) | - | skipped |" in summary  # mmlu, idioms (absent), mmlu_full
+    assert "| replay | mmlu | 25.00 | 30.00 | A 96% B 2% C 1% D 1% | A 25% B 30% C 25% D 20% | degenerate |" in summary
+    assert "| replay | mmlu_full | - | - | - | - | skipped: probe 'mmlu' is degenerate |" in summary
+    assert "| init | mmlu | 26.00 | - | - | - |  |" in summary  # an old result without a distribution
+    html_text = (tmp_path / "rep" / "benchmarks.html").read_text()
+    assert "Answer-letter distributions" in html_text and "A 96% B 2% C 1% D 1%" in html_text
