@@ -49,10 +49,11 @@ def _smoke_paths(overlay: Mapping[str, Any], source: str) -> tuple[Path, dict, d
     return Path(base["path"]), dict(base.get("tiny") or {}), files
 
 
-def smoke_inputs(overlay_path: str | Path, seed: int = 1234) -> dict:
+def smoke_inputs(overlay_path: str | Path, seed: int | None = None) -> dict:
     """Write the tiny model and the per-category jsonl files an overlay points at; returns what was written."""
     from cpt.corpus.build import build_corpus
     from cpt.model.base import create_tiny_llama
+    from cpt.schema import default
     from cpt.tokenizer.base import build_base_tokenizer
     from cpt.yamlio import read_yaml
 
@@ -64,7 +65,7 @@ def smoke_inputs(overlay_path: str | Path, seed: int = 1234) -> dict:
         if model_dir.exists():
             shutil.rmtree(model_dir)
         model = create_tiny_llama(model_dir, tok, shape)
-        section = {"seed": seed, "categories": {
+        section = {"seed": default("seed") if seed is None else seed, "categories": {
             name: {"lang": SMOKE_TEXT[name][0], "builder": SMOKE_TEXT[name][1], "max_chars": SMOKE_TEXT[name][2]}
             for name in files}}
         manifest = build_corpus(section, Path(tmp) / "corpus", progress=False)
@@ -79,7 +80,7 @@ def smoke_inputs(overlay_path: str | Path, seed: int = 1234) -> dict:
 @click.command("smoke-inputs")
 @click.option("--overlay", "overlay", default="config/overlays/cpu-smoke.yaml", show_default=True,
               type=click.Path(exists=True, dir_okay=False), help="the scale overlay whose inputs to write")
-@click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--seed", type=int, default=None, help="corpus selection seed (default: the config schema's seed)")
 def cli_smoke_inputs(overlay, seed):
     """Write the tiny LLaMA-2 (real tokenizer) and the small real jsonl per category of a smoke overlay."""
     import json

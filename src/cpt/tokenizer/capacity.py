@@ -39,7 +39,7 @@ def static_capacity_problem(section: Mapping[str, Any]) -> str | None:
     base = section.get("base") or {}
     sources = (section.get("candidates") or {}).get("sources") or [{"kind": "train"}]
     target = section.get("vocab_size")
-    if (section.get("pieces_file") or target is None or base.get("kind", "llama2_gguf") != "llama2_gguf"
+    if (section.get("pieces_file") or target is None or base.get("kind", default("tokenizer.base.kind")) != "llama2_gguf"
             or base.get("member", default("tokenizer.base.member")) != default("tokenizer.base.member")
             or any(s.get("kind") != "train" for s in sources)):
         return None
