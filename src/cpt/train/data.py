@@ -1,7 +1,9 @@
 """Bucketed training data: reader of the dataset contract, a bucket-ordered resumable distributed sampler, a collator.
 
-Dataset contract (PREAMBLE): <dataset>/manifest.json {"buckets": [dir names in training order], ...} and one
-`datasets` save_to_disk directory per bucket with input_ids, labels, doc_lengths (unpadded sequences).
+Dataset contract (README.md, "Dataset contract"; written by cpt.dataset, see cpt.dataset.manifest):
+<dataset>/manifest.json {"buckets": [dir names in training order], ...} and one `datasets` save_to_disk directory
+per bucket with input_ids, labels, doc_lengths (unpadded sequences); or a reference prepare_pretrain_dataset.py
+output, its part-* directories the buckets (cpt.train.reference_data).
 
 Order guarantee: a *micro step* is one micro batch on every data-parallel rank. Every micro step holds samples of
 exactly one bucket, and micro steps run bucket after bucket, so every sample of bucket i is processed (on every
@@ -35,7 +37,14 @@ class BucketedDataset:
         self.root = Path(root)
         manifest_path = self.root / "manifest.json"
         if not manifest_path.is_file():
-            raise DatasetError(f"{manifest_path}: missing; expected the dataset stage's manifest with 'buckets'")
+            from cpt.train.reference_data import reference_manifest, reference_parts
+
+            if not reference_parts(self.root):
+                raise DatasetError(f"{manifest_path}: missing; expected the dataset stage's manifest with 'buckets' "
+                                   f"(or part-* directories of a prepare_pretrain_dataset.py output)")
+            self.manifest, self.buckets = reference_manifest(self.root)
+            self._index(self.manifest["buckets"])
+            return
         try:
             self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -43,7 +52,6 @@ class BucketedDataset:
         names = self.manifest.get("buckets")
         if not isinstance(names, list) or not names:
             raise DatasetError(f"{manifest_path}: 'buckets' must be a non-empty list of directory names")
-        self.bucket_names = list(names)
         self.buckets = []
         for name in names:
             path = self.root / name
@@ -54,6 +62,10 @@ class BucketedDataset:
             if missing:
                 raise DatasetError(f"{path}: missing column(s) {sorted(missing)}")
             self.buckets.append(ds)
+        self._index(names)
+
+    def _index(self, names) -> None:
+        self.bucket_names = list(names)
         self.bucket_sizes = [len(b) for b in self.buckets]
         self.offsets = np.concatenate([[0], np.cumsum(self.bucket_sizes)]).tolist()
         self.has_doc_lengths = all("doc_lengths" in b.column_names for b in self.buckets)
@@ -141,7 +153,7 @@ class BucketOrderedSampler:
     """
 
     def __init__(self, bucket_sizes: Sequence[int], micro_batch_size: int, num_replicas: int, rank: int,
-                 seed: int, epochs: int = 1):
+                 seed: int, epochs: int):
         if not 0 <= rank < num_replicas:
             raise TrainError(f"rank {rank} outside [0, {num_replicas})")
         if sum(bucket_sizes) == 0:
@@ -299,7 +311,7 @@ class Collator:
     restarting at 0) they never mix with real tokens either.
     """
 
-    def __init__(self, pad_token_id: int = 0, use_doc_lengths: bool = False, cross_document_attention: bool = True,
+    def __init__(self, *, use_doc_lengths: bool, cross_document_attention: bool, pad_token_id: int = 0,
                  attention_impl: str = "sdpa", dtype: torch.dtype = torch.float32, pad_to_multiple_of: int = 1):
         self.pad = pad_token_id
         self.use_doc_lengths = use_doc_lengths
@@ -333,7 +345,7 @@ class Collator:
             seg = segment_ids_from_doc_lengths(r["doc_lengths"], L)
             seg = seg + [seg[-1] + 1 if seg else 0] * (width - L)  # padding = its own segment
             segments[i] = torch.as_tensor(seg)
-            pos, start = [], 0
+            pos = []
             for d in list(r["doc_lengths"]) + ([width - L] if width > L else []):
                 pos.extend(range(int(d)))
             positions[i] = torch.as_tensor(pos)
