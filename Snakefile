@@ -20,6 +20,10 @@ if not workflow.overwrite_configfiles:
 # in one message and fills in the section defaults, and by Snakemake's own validator.
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from cpt.config import validate as cpt_validate  # noqa: E402
+from cpt.yamlio import read_yaml  # noqa: E402
+
+for _configfile in workflow.configfiles:  # Snakemake's own loader lets the last of two equal keys win silently
+    read_yaml(_configfile)
 
 config.update(cpt_validate(config, Path(workflow.basedir, "workflow/schemas/config.schema.yaml")))
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("cpt.evaluate.cli:cli_generate", "continue a prompt with a model directory"),
     "idioms-set": ("cpt.evaluate.cli:cli_idioms", "build the Chinese idiom multiple-choice set"),
     "report": ("cpt.report:cli_report", "tables, plots and summary.md of one experiment"),
+    "smoke-inputs": ("cpt.smoke:cli_smoke_inputs", "tiny LLaMA-2 + small real corpus for a locked config's CPU "
+                                                   "smoke run"),
 }
 
 # verb -> the parameters naming what it writes: each is locked for the verb's run (a second writer gets one clear
@@ -61,6 +63,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "generate": (),
     "idioms-set": ("out_dir",),
     "report": ("out_dir",),
+    "smoke-inputs": (),
 }
 
 

@@ -12,9 +12,8 @@ import copy
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from cpt.errors import ConfigError
+from cpt.yamlio import read_yaml
 from cpt.schema import SCHEMA, apply_overrides, coerce, complete, error_lines, file_validator
 
 SPECIAL_SOURCES = ("base_model", "init")
@@ -37,10 +36,7 @@ def validate(config: Mapping[str, Any], schema_path: str | Path = SCHEMA, source
 def load(path: str | Path, overrides=(), prefix: str = "") -> dict:
     """Read and validate a config file; `overrides`: KEY=VALUE strings (see `apply_overrides`) applied first."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    data = read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a config file must be a mapping of sections")
     if overrides:
@@ -76,10 +72,13 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
                 problems.append(f"dataset.stages.{name}: no training stage of that name (train.stages)")
     problems += _replay_problems(config, stages)
     problems += _format_problems(config)
+    problems += _capacity_problems(config)
     from_stage = config.get("model", {}).get("init", {}).get("from_stage")
     if from_stage is not None and from_stage not in stages:
-        problems.append(f"model.init.from_stage: {from_stage!r} is not a training stage")
-    if from_stage is not None:
+        problems.append(f"model.init.from_stage: {from_stage!r} is not a training stage "
+                        f"(stages in order: {', '.join(stages)}; null = LLaMA-2 itself)")
+    elif from_stage is not None and not any(p.startswith("train.stages.") for p in problems):
+        # the init_from chain is known to end at base_model or init
         if stage_tokenizer(config, from_stage) != "base":
             problems.append(f"model.init.from_stage: stage {from_stage!r} already uses the extended tokenizer")
     if problems:
@@ -92,10 +91,22 @@ def _replay_problems(config: Mapping[str, Any], stages: list[str]) -> list[str]:
     for name, entry in (config.get("dataset", {}).get("stages") or {}).items():
         earlier = stages[:stages.index(name)] if name in stages else []
         for src in replay_from(entry):
-            if src not in earlier:
+            if src == name:
+                problems.append(f"dataset.stages.{name}.replay.from: a stage cannot replay from itself; name earlier "
+                                f"stages only ({', '.join(earlier) or 'none before it'})")
+            elif src not in earlier:
                 problems.append(f"dataset.stages.{name}.replay.from: {src!r} is not an earlier training stage "
                                 f"(stages in order: {', '.join(stages)})")
     return problems
+
+
+def _capacity_problems(config: Mapping[str, Any]) -> list[str]:
+    """tokenizer.candidates must be able to yield vocab_size - base pieces (where knowable without reading files;
+    the pieces step checks the rest first thing: cpt.tokenizer.capacity)."""
+    from cpt.tokenizer.capacity import static_capacity_problem
+
+    problem = static_capacity_problem(config.get("tokenizer") or {})
+    return [problem] if problem else []
 
 
 def _format_problems(config: Mapping[str, Any]) -> list[str]:
@@ -126,12 +137,17 @@ def check_local_paths(config: Mapping[str, Any], source: str = "config") -> None
 
 def stage_tokenizer(config: Mapping[str, Any], stage: str) -> str:
     """'base' or 'extended': the tokenizer a stage's data and model use (follows init_from)."""
-    seen = set()
+    stages = config["train"]["stages"]
+    key, seen = None, set()
     while stage not in SPECIAL_SOURCES:
+        if stage not in stages:
+            where = f"train.stages.{key}.init_from" if key else "train.stages"
+            raise ConfigError(f"config key {where}: {stage!r} is no training stage (stages in order: "
+                              f"{', '.join(stages)}; or base_model, init)")
         if stage in seen:
-            raise ConfigError(f"train.stages: init_from forms a cycle at {stage!r}")
+            raise ConfigError(f"config key train.stages.{stage}.init_from: the init_from chain forms a cycle")
         seen.add(stage)
-        stage = config["train"]["stages"][stage]["init_from"]
+        key, stage = stage, stages[stage]["init_from"]
     return "base" if stage == "base_model" else "extended"
 
 
@@ -169,12 +185,6 @@ def dataset_config(config: Mapping[str, Any], stage: str) -> dict:
     ds = {k: copy.deepcopy(v) for k, v in config["dataset"].items() if k != "stages"}
     ds["stages"] = {stage: copy.deepcopy(config["dataset"]["stages"][stage])}
     return ds
-
-
-def rule_resources(config: Mapping[str, Any], rule: str) -> dict:
-    res = dict(config.get("resources", {}).get("default", {}))
-    res.update(config.get("resources", {}).get(rule, {}))
-    return res
 
 
 # -------------------------------------------------------------------------------------------------- the layout

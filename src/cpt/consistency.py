@@ -142,6 +142,10 @@ def check_dataset_model(dataset_dir: str | os.PathLike, manifest: Mapping, model
     if size and unpadded and size != unpadded:
         raise DatasetError(f"{manifest_path}: the dataset's tokenizer has {size:,} ids, the model {model_dir} was "
                            f"built for {unpadded:,} ({UNPADDED_KEY} in config.json); they are not a pair")
+    top = manifest.get("max_token_id") if isinstance(manifest, Mapping) else None
+    if top is not None and limit and int(top) >= limit:
+        raise DatasetError(f"{dataset_dir}: token id {top:,} in the data, but the model {model_dir} has {limit:,} "
+                           f"embedding rows; the data was tokenized for another model")
     if not recorded:
         what.append("no tokenizer identity in the manifest: token ids are checked against the vocabulary")
     return "; ".join(what)

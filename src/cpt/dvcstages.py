@@ -35,6 +35,7 @@ import yaml
 
 from cpt import config as cptconfig
 from cpt.errors import ConfigError
+from cpt.yamlio import read_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -365,7 +366,7 @@ HEADER = """\
 
 def render(configfile: str, wdir: str | None = None, workdir: str | os.PathLike = REPO_ROOT) -> str:
     cfg = cptconfig.load(Path(workdir) / configfile)
-    raw = yaml.safe_load((Path(workdir) / configfile).read_text(encoding="utf-8"))
+    raw = read_yaml(Path(workdir) / configfile)
     groups = assign_targets(groups_for(cfg), snakemake_outputs(configfile, workdir))
     body = yaml.safe_dump(dvc_yaml(groups, configfile, wdir, raw), sort_keys=False, width=200, allow_unicode=True)
     return HEADER.format(configfile=configfile) + body

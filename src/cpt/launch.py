@@ -92,14 +92,22 @@ def merge_resources(resources_cfg: Mapping | None, rule: str) -> dict:
     return merged
 
 
-def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool = False) -> dict:
-    """Snakemake `resources:` of a rule, named as snakemake-executor-plugin-slurm reads them.
+DISTRIBUTED_RULES = ("train",)  # rules whose shell starts its own srun + torchrun (cpt.launch.stage_launcher)
+
+
+def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool | None = None) -> dict:
+    """Snakemake `resources:` of a rule, named as snakemake-executor-plugin-slurm reads them: the one mapping of
+    config `resources:` that the SLURM request, the rule's `threads` (`rule_threads`), the training rule's
+    `nproc` param and the srun + torchrun command line (`stage_launcher`, reading the job's resources) all use.
+    `gpus_per_node` implies `nproc_per_node` (one rank per GPU) unless that is set.
 
     `distributed=True` marks a rule whose shell starts its own `srun` (the training rule, via this module):
     the job asks for `nodes` nodes with one SLURM task each, and the `mpi` key (value 0) tells the SLURM
     jobstep executor not to wrap the rule in `srun -n1` (value 0 keeps the submit side's MPI task checks off).
     Also exposes `nproc_per_node` and `gpus_per_node` so the rule's shell can pass them to `cpt.launch`.
     """
+    if distributed is None:
+        distributed = rule in DISTRIBUTED_RULES
     r = merge_resources(resources_cfg, rule)
     out: dict = {
         "nodes": r["nodes"],
@@ -136,6 +144,13 @@ def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool =
     if extra:
         out["slurm_extra"] = " ".join(extra)
     return out
+
+
+def rule_threads(resources_cfg: Mapping | None, rule: str) -> int:
+    """A rule's Snakemake `threads`, from `rule_resources`: the ranks per node of a distributed rule (what one
+    node's torchrun runs), the CPUs of its one task otherwise."""
+    r = rule_resources(resources_cfg, rule)
+    return int(r["nproc_per_node"] if rule in DISTRIBUTED_RULES else r["cpus_per_task"])
 
 
 # --------------------------------------------------------------------------------------------------- launch

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from cpt.errors import ConfigError
+from cpt.yamlio import read_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -67,7 +68,7 @@ def load_schema(schema_path: str | Path = SCHEMA) -> dict:
                         target = target[part]
                     return {**inline(target, base, doc, False), **inline(rest, base, doc, False)}
                 path = base / ref
-                sub = yaml.safe_load(path.read_text(encoding="utf-8"))
+                sub = read_yaml(path)
                 sub.pop("$schema", None)
                 return {**inline(sub, path.parent, sub, False), **inline(rest, base, doc, False)}
             return {k: inline(v, base, doc, False) for k, v in node.items()
@@ -76,7 +77,7 @@ def load_schema(schema_path: str | Path = SCHEMA) -> dict:
             return [inline(v, base, doc, False) for v in node]
         return node
 
-    root = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+    root = read_yaml(schema_path)
     return inline(root, schema_path.parent, root, True)
 
 

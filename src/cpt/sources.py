@@ -17,8 +17,6 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from cpt.errors import DataSourceError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,8 +30,9 @@ def downloads_dir() -> Path:
 
 @lru_cache(maxsize=None)
 def load_sources(path: str | None = None) -> dict:
-    with open(path or SOURCES_FILE, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    from cpt.yamlio import read_yaml
+
+    return read_yaml(path or SOURCES_FILE)
 
 
 def _sha256(path: Path) -> str:

@@ -348,3 +348,62 @@ def test_config_with_launch_section_validates():
     cfg["launch"] = {"nccl_debug": "WARN"}
     with pytest.raises(ConfigError, match="launch"):
         cptconfig.validate(cfg)
+
+
+def _plugins():
+    import yaml
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "train.schema.yaml").read_text(encoding="utf-8"))
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("plugin"), dict) and "enum" in node["plugin"]:
+                found.extend(node["plugin"]["enum"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    assert found, "train.schema.yaml lists no plugins"
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("plugin", _plugins())
+def test_gpus_per_node_implies_ranks_everywhere(plugin):
+    """nodes 2 x gpus_per_node 8 (no nproc_per_node): 16 GPUs requested and 16 processes launched, whatever the
+    plugin; the SLURM request, threads, the rule's nproc and the srun + torchrun line all come from rule_resources."""
+    import yaml
+
+    from cpt import config as cptconfig
+    from cpt.launch import rule_threads, stage_launcher
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+    cfg["train"]["defaults"]["plugin"] = plugin
+    cfg["resources"]["train"] = {"nodes": 2, "gpus_per_node": 8, "cpus_per_task": 32}
+    cfg = cptconfig.validate(cfg)
+    assert cptconfig.stage_section(cfg, "replay")["plugin"] == plugin
+    res = rule_resources(cfg["resources"], "train")           # what workflow/rules/train.smk asks SLURM for
+    gpus = res["nodes"] * int(res["gres"].rsplit(":", 1)[1])
+    assert (res["nodes"], gpus, res["mpi"]) == (2, 16, 0)
+    assert "--ntasks-per-node=1" in res["slurm_extra"].split()
+    nproc = res["nproc_per_node"]                             # the rule's params.nproc
+    assert rule_threads(cfg["resources"], "train") == nproc == 8
+    env = {"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "g[01-02]", "SLURMD_NODENAME": "g01"}
+    argv = stage_launcher(res, cfg.get("launch"), env=env, run=no_scontrol)(nproc, ["--output", "o"])
+    srun = argv[argv.index("srun"):]
+    assert "--nodes=2" in srun and "--ntasks=2" in srun and "--gres=gpu:8" in srun
+    words = shlex.split(srun[-1].split("exec ", 1)[1])
+    nnodes = int(next(w for w in words if w.startswith("--nnodes=")).split("=")[1])
+    per_node = int(next(w for w in words if w.startswith("--nproc_per_node=")).split("=")[1])
+    assert nnodes * per_node == 16
+
+
+def test_nproc_per_node_when_set_wins_over_gpus():
+    from cpt.launch import rule_threads
+
+    res = {"train": {"nodes": 2, "gpus_per_node": 8, "nproc_per_node": 4}}
+    assert rule_resources(res, "train")["nproc_per_node"] == 4 == rule_threads(res, "train")
+    assert rule_threads({"default": {"cpus": 3}}, "dataset") == 3

@@ -100,7 +100,8 @@ def test_select_exact_size_from_trained_model(tmp_path):
 
 def test_select_too_few_candidates_is_an_error(tmp_path):
     train, _, _ = zh_text_files()
-    section = {"vocab_size": 32000 + 5000, "candidates": {"sources": [{"kind": "train", "vocab_size": 2500, "character_coverage": 0.98}]}}
+    # capacity 5,041 (5,300 - 259 special and byte pieces) suffices on paper; the filters leave fewer
+    section = {"vocab_size": 32000 + 5000, "candidates": {"sources": [{"kind": "train", "vocab_size": 5300, "character_coverage": 0.98}]}}
     with pytest.raises(TokenizerError, match="only .* candidates survive"):
         select_pieces(section, base_tokenizer_dir(), tmp_path, [train])
     with pytest.raises(ConfigError, match="vocab_size"):
@@ -153,3 +154,39 @@ def test_jsonl_inputs_use_record_reasons(tmp_path):
     with pytest.raises(RecordError, match=r"c\.jsonl:3") as e:
         next(texts)
     assert e.value.reason == "bad_record"
+
+
+def test_capacity_is_checked_first_naming_candidates_and_what_to_add(tmp_path):
+    """Sources that cannot yield vocab_size - base pieces fail in seconds, before the BPE training: no train files
+    are given, so reaching the train source would fail differently; nothing is written."""
+    import time
+
+    section = {"vocab_size": 32000 + 30000,
+               "candidates": {"sources": [{"kind": "train", "vocab_size": 8000}, {"kind": "jieba", "min_freq": 1000}]}}
+    t0 = time.time()
+    with pytest.raises(TokenizerError) as err:
+        select_pieces(section, base_tokenizer_dir(), tmp_path / "out", [])
+    msg = str(err.value)
+    assert msg.startswith("tokenizer.candidates: the configured sources can yield at most")
+    assert "sources[0] train: at most 7,741" in msg and "sources[1] jieba: at most" in msg
+    assert "needs 30,000" in msg and "{kind: gguf}" in msg and "{kind: jieba}" not in msg
+    assert not (tmp_path / "out" / "pieces.jsonl").exists() and not list((tmp_path / "out").glob("*.model"))
+    assert time.time() - t0 < 60
+
+
+def test_capacity_is_checked_at_config_validation_where_knowable():
+    from pathlib import Path
+
+    from cpt import config as cc
+    from cpt.yamlio import read_yaml
+
+    cfg = read_yaml(Path(__file__).resolve().parents[2] / "config" / "colossal-llama-2-7b.yaml")
+    cfg["model"]["base"] = {"kind": "tiny"}
+    cfg["tokenizer"].pop("candidates")  # the schema's default: one trained BPE of 20,000 pieces
+    with pytest.raises(ConfigError, match=r"config key tokenizer\.candidates: the configured sources can yield at "
+                                          r"most 19,741 new pieces .* needs 37,104; add .*\{kind: gguf\}"):
+        cc.validate(cfg)
+    cfg["tokenizer"]["candidates"] = {"sources": [{"kind": "train", "vocab_size": 40000}]}
+    assert cc.validate(cfg)["tokenizer"]["vocab_size"] == 69104
+    cfg["tokenizer"]["candidates"] = {"sources": [{"kind": "train"}, {"kind": "jieba"}]}  # a word list: the step
+    assert cc.validate(cfg)                                                              # checks it, not validation

@@ -15,13 +15,14 @@ TINY = Path(__file__).with_name("tiny.yaml")
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 1800,
-              snakefile: Path = REPO / "Snakefile"):
-    """Run snakemake on the project's Snakefile with workdir as working directory; returns CompletedProcess."""
+              snakefile: Path = REPO / "Snakefile", overlays: tuple = ()):
+    """Run snakemake on the project's Snakefile with workdir as working directory; returns CompletedProcess.
+    `overlays`: more config files, merged over `configfile` in order (Snakemake's --configfile A B ...)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", "--nolock", *args]
+           "--configfile", str(configfile), *map(str, overlays), "--cores", "2", "--nolock", *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if check and out.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({out.returncode}):\n{out.stdout[-6000:]}\n"

@@ -20,9 +20,9 @@ if config["clean"]["enabled"]:
             langs=cptconfig.category_languages(config),
         log:
             logfile("clean_prepare", "{category}"),
-        threads: rule_threads("clean")
+        threads: threads_of("clean")
         resources:
-            **rule_resources("clean"),
+            **resources_of("clean"),
         script:
             "../scripts/clean_prepare.py"
 
@@ -39,6 +39,6 @@ if config["clean"]["enabled"]:
             logfile("clean_finalize"),
         threads: 1
         resources:
-            **rule_resources("clean"),
+            **resources_of("clean"),
         script:
             "../scripts/clean_finalize.py"

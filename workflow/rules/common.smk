@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from cpt import config as cptconfig
+from cpt import launch as cptlaunch
 
 cptconfig.check_local_paths(config)
 
@@ -18,17 +19,15 @@ def logfile(rule, *parts):
     return str(Path("logs", EXP, "-".join([rule, *parts]) + ".log"))
 
 
-def rule_resources(rule):
-    """Snakemake resources of a rule from config `resources` (default + per-rule), named as the SLURM plugin wants;
-    the training rule gets one task per node and runs its own srun + torchrun (cpt.launch)."""
-    from cpt.launch import rule_resources as slurm_resources
+def resources_of(section):
+    """Snakemake resources of a rule from config `resources` (default + `resources.<section>`), named as the SLURM
+    plugin wants: cpt.launch.rule_resources, the one mapping (the training rule: one task per node, its own
+    srun + torchrun, nproc_per_node = gpus_per_node unless set)."""
+    return cptlaunch.rule_resources(config.get("resources", {}), section)
 
-    return slurm_resources(config.get("resources", {}), rule, distributed=(rule == "train"))
 
-
-def rule_threads(rule):
-    r = cptconfig.rule_resources(config, rule)
-    return r.get("cpus", r.get("cpus_per_task", 1))
+def threads_of(section):
+    return cptlaunch.rule_threads(config.get("resources", {}), section)
 
 
 # How a rule file looks (workflow/rules/<stage>.smk); scripts are thin (workflow/scripts/<stage>_<what>.py):
@@ -37,8 +36,8 @@ def rule_threads(rule):
 #       output:    directory(str(L.tokenizer_base))        # paths come from cpt.config.Layout (L)
 #       params:    section=config["tokenizer"]             # exactly the rule's own config section
 #       log:       logfile("tokenizer_base")
-#       threads:   rule_threads("tokenizer")
-#       resources: **rule_resources("tokenizer")
+#       threads:   threads_of("tokenizer")
+#       resources: **resources_of("tokenizer")
 #       script:    "../scripts/tokenizer_base.py"
 #
 #   TARGETS.append(str(L.tokenizer_base))                  # if `snakemake` (no target) must build it

@@ -18,9 +18,9 @@ rule corpus_raw:
         section={k: config["corpus"][k] for k in ("seed", "categories")},
     log:
         logfile("corpus_raw"),
-    threads: rule_threads("corpus")
+    threads: threads_of("corpus")
     resources:
-        **rule_resources("corpus"),
+        **resources_of("corpus"),
     script:
         "../scripts/corpus_build.py"
 
@@ -36,9 +36,9 @@ rule corpus_split:
         langs=cptconfig.category_languages(config),
     log:
         logfile("corpus_split"),
-    threads: rule_threads("corpus")
+    threads: threads_of("corpus")
     resources:
-        **rule_resources("corpus"),
+        **resources_of("corpus"),
     script:
         "../scripts/corpus_split.py"
 
@@ -50,9 +50,9 @@ rule corpus_sft:
         section=config["corpus"]["sft"],
     log:
         logfile("corpus_sft"),
-    threads: rule_threads("corpus")
+    threads: threads_of("corpus")
     resources:
-        **rule_resources("corpus"),
+        **resources_of("corpus"),
     script:
         "../scripts/corpus_sft.py"
 

@@ -27,9 +27,9 @@ rule dataset_stage:
         stage="|".join(STAGES) if STAGES else "^$",
     log:
         logfile("dataset", "{stage}"),
-    threads: rule_threads("dataset")
+    threads: threads_of("dataset")
     resources:
-        **rule_resources("dataset"),
+        **resources_of("dataset"),
     script:
         "../scripts/dataset_stage.py"
 

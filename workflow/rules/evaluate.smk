@@ -31,7 +31,7 @@ rule evaluate_idioms:
         logfile("evaluate_idioms"),
     threads: 1
     resources:
-        **rule_resources("evaluate"),
+        **resources_of("evaluate"),
     script:
         "../scripts/evaluate_idioms.py"
 
@@ -49,9 +49,9 @@ rule evaluate:
         langs=cptconfig.category_languages(config),
     log:
         logfile("evaluate", "{point}"),
-    threads: rule_threads("evaluate")
+    threads: threads_of("evaluate")
     resources:
-        **rule_resources("evaluate"),
+        **resources_of("evaluate"),
     script:
         "../scripts/evaluate_point.py"
 

@@ -25,9 +25,9 @@ if MODEL_BASE_LOCAL:
             section=config["model"]["base"],
         log:
             logfile("model_base_check"),
-        threads: rule_threads("model")
+        threads: threads_of("model")
         resources:
-            **rule_resources("model"),
+            **resources_of("model"),
         script:
             "../scripts/model_base_check.py"
 
@@ -44,9 +44,9 @@ else:
             section=config["model"]["base"],
         log:
             logfile("model_base"),
-        threads: rule_threads("model")
+        threads: threads_of("model")
         resources:
-            **rule_resources("model"),
+            **resources_of("model"),
         script:
             "../scripts/model_base.py"
 
@@ -65,9 +65,9 @@ rule model_init:
         langs=cptconfig.category_languages(config),
     log:
         logfile("model_init"),
-    threads: rule_threads("model")
+    threads: threads_of("model")
     resources:
-        **rule_resources("model"),
+        **resources_of("model"),
     script:
         "../scripts/model_init.py"
 

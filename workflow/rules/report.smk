@@ -38,7 +38,7 @@ rule report:
         logfile("report"),
     threads: 1
     resources:
-        **rule_resources("report"),
+        **resources_of("report"),
     script:
         "../scripts/report_build.py"
 

@@ -13,9 +13,9 @@ rule tokenizer_base:
         section=config["tokenizer"]["base"],
     log:
         logfile("tokenizer_base"),
-    threads: rule_threads("tokenizer")
+    threads: threads_of("tokenizer")
     resources:
-        **rule_resources("tokenizer"),
+        **resources_of("tokenizer"),
     script:
         "../scripts/tokenizer_base.py"
 
@@ -32,9 +32,9 @@ rule tokenizer_pieces:
         langs=TOK_LANGS,
     log:
         logfile("tokenizer_pieces"),
-    threads: rule_threads("tokenizer")
+    threads: threads_of("tokenizer")
     resources:
-        **rule_resources("tokenizer"),
+        **resources_of("tokenizer"),
     script:
         "../scripts/tokenizer_pieces.py"
 
@@ -53,9 +53,9 @@ rule tokenizer_extended:
         langs=TOK_LANGS,
     log:
         logfile("tokenizer_extended"),
-    threads: rule_threads("tokenizer")
+    threads: threads_of("tokenizer")
     resources:
-        **rule_resources("tokenizer"),
+        **resources_of("tokenizer"),
     script:
         "../scripts/tokenizer_extended.py"
 
@@ -73,9 +73,9 @@ rule tokenizer_compression:
         langs=TOK_LANGS,
     log:
         logfile("tokenizer_compression"),
-    threads: rule_threads("tokenizer")
+    threads: threads_of("tokenizer")
     resources:
-        **rule_resources("tokenizer"),
+        **resources_of("tokenizer"),
     script:
         "../scripts/tokenizer_compression.py"
 

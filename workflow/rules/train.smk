@@ -24,14 +24,14 @@ rule train:
         directory(str(L.final("{stage}"))),
     params:
         section=lambda wildcards: cptconfig.stage_section(config, wildcards.stage),
-        nproc=cptconfig.rule_resources(config, "train").get("nproc_per_node", 1),
+        nproc=resources_of("train")["nproc_per_node"],
     wildcard_constraints:
         stage="|".join(STAGES),
     log:
         logfile("train", "{stage}"),
-    threads: cptconfig.rule_resources(config, "train").get("nproc_per_node", 1)
+    threads: threads_of("train")
     resources:
-        **rule_resources("train"),
+        **resources_of("train"),
     script:
         "../scripts/train_stage.py"
 

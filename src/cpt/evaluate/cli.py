@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import click
-import yaml
 
 from cpt.evaluate.answer_stats import distribution_text
 from cpt.schema import default, parse_pairs
@@ -60,7 +59,9 @@ def cli_evaluate(model_dir, out_dir, config_file, fmt, data_path, name, shots, s
 
     section: dict = {}
     if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+        from cpt.yamlio import read_yaml
+
+        loaded = read_yaml(config_file) or {}
         section = dict(loaded.get("evaluate", loaded))
     if fmt:
         spec = {"format": fmt}

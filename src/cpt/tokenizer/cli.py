@@ -15,9 +15,9 @@ import click
 def _section(config: str | None, vocab_size: int | None = None) -> dict:
     section: dict = {}
     if config:
-        import yaml
+        from cpt.yamlio import read_yaml
 
-        data = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+        data = read_yaml(config) or {}
         section = dict(data.get("tokenizer", data))
     if vocab_size is not None:
         section["vocab_size"] = vocab_size

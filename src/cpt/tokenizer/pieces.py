@@ -17,6 +17,7 @@ expansion step draws replacements from.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -254,6 +255,12 @@ class CandidateFilter:
             return p, "duplicate"
         return p, None
 
+    def fresh(self) -> "CandidateFilter":
+        """The same rules, nothing accepted yet (to count what one source alone would yield)."""
+        twin = copy.copy(self)
+        twin.accepted = set()
+        return twin
+
     def accept(self, piece: str) -> None:
         self.accepted.add(piece)
 
@@ -337,10 +344,14 @@ def select_pieces(section: Mapping[str, Any], base_dir: str | os.PathLike, out_d
     need = None if target is None else int(target) - base_size
     if need is not None and need < 0:
         raise ConfigError(f"tokenizer.vocab_size: {target} is smaller than the base vocabulary ({base_size})")
+    from cpt.tokenizer.capacity import check_capacity
+
+    loaded = check_capacity(sources, need, target, filt, lambda spec, i: _source_candidates(spec, train_files, seed,
+                                                                                              out, i))
     ranked: list[Candidate] = []
     per_source: dict[str, dict] = {}
     for i, spec in enumerate(sources):
-        name, cands, info = _source_candidates(spec, train_files, seed, out, i)
+        name, cands, info = loaded.get(i) or _source_candidates(spec, train_files, seed, out, i)
         stats = SourceStats()
         limit = None if need is None else need + max(int(need * reserve_factor), 100)
         for c in filter_candidates(cands, filt, stats):

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
+from cpt.yamlio import loads
 from cpt.schema import apply_overrides, complete, default, subschema
 from cpt.errors import ConfigError
 
@@ -167,8 +166,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), stage: s
             raise ConfigError(f"{p}: training config file not found")
         text = p.read_text(encoding="utf-8")
         try:
-            section = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            section = json.loads(text) if p.suffix == ".json" else loads(text, str(p))
+        except json.JSONDecodeError as exc:
             raise ConfigError(f"{p}: not valid JSON/YAML: {exc}") from exc
         if section is None:
             section = {}
@@ -192,6 +191,12 @@ def with_dataset_max_length(cfg: TrainConfig, manifest: Mapping[str, Any], datas
     """train.max_length follows the dataset: null takes manifest.json's max_length (dataset.max_length when the
     stage was built); a value that differs from it is an error naming both keys."""
     built = manifest.get("max_length")
+    longest = manifest.get("longest")  # data prepared elsewhere (cpt.train.reference_data): its longest sequence
+    if built is None and longest is not None:
+        if cfg.max_length is not None and cfg.max_length < int(longest):
+            raise ConfigError(f"train.max_length is {cfg.max_length} but {dataset_dir} holds sequences of "
+                              f"{longest} tokens; raise train.max_length or leave it unset (it follows the data)")
+        return cfg if cfg.max_length is not None else dataclasses.replace(cfg, max_length=int(longest))
     if cfg.max_length is None:
         return dataclasses.replace(cfg, max_length=int(built)) if built is not None else cfg
     if built is not None and int(built) != cfg.max_length:

@@ -1,7 +1,9 @@
 """Bucketed training data: reader of the dataset contract, a bucket-ordered resumable distributed sampler, a collator.
 
-Dataset contract (written by cpt.dataset, see cpt.dataset.manifest): <dataset>/manifest.json {"buckets": [dir names in training order], ...} and one
-`datasets` save_to_disk directory per bucket with input_ids, labels, doc_lengths (unpadded sequences).
+Dataset contract (README.md, "Dataset contract"; written by cpt.dataset, see cpt.dataset.manifest):
+<dataset>/manifest.json {"buckets": [dir names in training order], ...} and one `datasets` save_to_disk directory
+per bucket with input_ids, labels, doc_lengths (unpadded sequences); or a reference prepare_pretrain_dataset.py
+output, its part-* directories the buckets (cpt.train.reference_data).
 
 Order guarantee: a *micro step* is one micro batch on every data-parallel rank. Every micro step holds samples of
 exactly one bucket, and micro steps run bucket after bucket, so every sample of bucket i is processed (on every
@@ -35,7 +37,14 @@ class BucketedDataset:
         self.root = Path(root)
         manifest_path = self.root / "manifest.json"
         if not manifest_path.is_file():
-            raise DatasetError(f"{manifest_path}: missing; expected the dataset stage's manifest with 'buckets'")
+            from cpt.train.reference_data import reference_manifest, reference_parts
+
+            if not reference_parts(self.root):
+                raise DatasetError(f"{manifest_path}: missing; expected the dataset stage's manifest with 'buckets' "
+                                   f"(or part-* directories of a prepare_pretrain_dataset.py output)")
+            self.manifest, self.buckets = reference_manifest(self.root)
+            self._index(self.manifest["buckets"])
+            return
         try:
             self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -43,7 +52,6 @@ class BucketedDataset:
         names = self.manifest.get("buckets")
         if not isinstance(names, list) or not names:
             raise DatasetError(f"{manifest_path}: 'buckets' must be a non-empty list of directory names")
-        self.bucket_names = list(names)
         self.buckets = []
         for name in names:
             path = self.root / name
@@ -54,6 +62,10 @@ class BucketedDataset:
             if missing:
                 raise DatasetError(f"{path}: missing column(s) {sorted(missing)}")
             self.buckets.append(ds)
+        self._index(names)
+
+    def _index(self, names) -> None:
+        self.bucket_names = list(names)
         self.bucket_sizes = [len(b) for b in self.buckets]
         self.offsets = np.concatenate([[0], np.cumsum(self.bucket_sizes)]).tolist()
         self.has_doc_lengths = all("doc_lengths" in b.column_names for b in self.buckets)

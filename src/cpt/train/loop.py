@@ -21,7 +21,7 @@ import torch.distributed as dist
 from cpt.consistency import check_dataset_model
 from cpt.errors import PREEMPTED_EXIT_CODE, CheckpointError, TrainError
 from cpt.train import checkpoint as ckpt
-from cpt.train import lora
+from cpt.train import lora, reference_data
 from cpt.train.config import TrainConfig, with_dataset_max_length
 from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
 from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_token, peak_flops_per_device
@@ -129,6 +129,10 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         data = RandomTokenDataset(n, benchmark["seq_len"], vocab, seed=cfg.seed)
     else:
         data = BucketedDataset(dataset_dir)
+        if rank == 0 and data.manifest.get("format") == reference_data.FORMAT:  # the user's data stays untouched
+            written = reference_data.write_beside_run(data.manifest, output)
+            print(f"{dataset_dir}: a prepare_pretrain_dataset.py output, {len(data.bucket_sizes)} part(s) as "
+                  f"buckets; manifest: {written}", file=sys.stderr, flush=True)
         # the dataset's tokenizer must be the model's (vocabulary digest, sizes): one error before any step
         check_dataset_model(dataset_dir, getattr(data, "manifest", None) or {}, model_dir)
         cfg = with_dataset_max_length(cfg, data.manifest, dataset_dir)
