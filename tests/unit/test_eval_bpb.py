@@ -15,6 +15,9 @@ sys.path.insert(0, str(FIX))
 import tiny_models  # noqa: E402
 
 from cpt.evaluate import bpb  # noqa: E402
+from cpt.schema import default  # noqa: E402
+
+BATCH = default("evaluate.bpb.max_batch_tokens")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def test_token_cap_counts_bytes_of_scored_prefix(tiny):
 def test_heldout_per_language(tiny, tmp_path):
     tok, model = tiny
     res = bpb.heldout_bpb(model, tok, FIX / "heldout", languages={"news": "zh"}, max_tokens_per_language=None,
-                          max_length=16, progress=False)
+                          max_length=16, max_batch_tokens=BATCH, progress=False)
     assert res["categories"]["news"]["language_source"] == "config"
     assert res["categories"]["bible"]["language"] == "en"
     assert res["categories"]["bible"]["language_source"] == "detected"
@@ -88,7 +91,8 @@ def test_heldout_per_language(tiny, tmp_path):
     news = res["categories"]["news"]
     assert zh["bits_per_byte"] == pytest.approx(news["nll_nats"] / math.log(2) / news["bytes"])
     assert news["bytes"] == sum(len(t.encode()) for t in bpb.read_texts(FIX / "heldout" / "news.jsonl"))
-    capped = bpb.heldout_bpb(model, tok, FIX / "heldout", max_tokens_per_language=10, max_length=16, progress=False)
+    capped = bpb.heldout_bpb(model, tok, FIX / "heldout", max_tokens_per_language=10, max_length=16,
+                             max_batch_tokens=BATCH, progress=False)
     assert 0 < capped["languages"]["en"]["tokens"] <= 10
 
 

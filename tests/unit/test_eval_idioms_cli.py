@@ -15,6 +15,9 @@ sys.path.insert(0, str(FIX))
 import tiny_models  # noqa: E402
 
 from cpt.evaluate import formats, idioms  # noqa: E402
+from cpt.schema import default  # noqa: E402
+
+MAX_CHARS = default("evaluate.idioms.max_explanation_chars")
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +31,14 @@ def raw_idioms():
 
 
 def test_idiom_set_real_dictionary(tmp_path, raw_idioms):
-    m = idioms.write_idiom_set(tmp_path / "a", num_dev=5, num_test=200, seed=7, raw=raw_idioms)
+    m = idioms.write_idiom_set(tmp_path / "a", num_dev=5, num_test=200, seed=7, max_explanation_chars=MAX_CHARS,
+                               raw=raw_idioms)
     assert m["entries"] == 30895
     assert m["usable_idioms"] + sum(m["skipped"].values()) == m["entries"]
     b = formats.load_benchmark("cmmlu", tmp_path / "a", name="idioms")
     sub = b.subjects["chinese_idioms"]
     assert len(sub.dev) == 5 and len(sub.test) == 200
-    pairs, _ = idioms.clean_entries(idioms.load_idioms(raw_idioms))
+    pairs, _ = idioms.clean_entries(idioms.load_idioms(raw_idioms), MAX_CHARS)
     meaning = dict(pairs)
     for q in sub.test + sub.dev:
         word = q.question.split("“")[1].split("”")[0]
@@ -43,8 +47,10 @@ def test_idiom_set_real_dictionary(tmp_path, raw_idioms):
     # all four positions are used for the answer
     assert set(m["answer_distribution"]) == set("ABCD")
     # same seed -> same bytes; another seed -> other questions
-    idioms.write_idiom_set(tmp_path / "b", num_dev=5, num_test=200, seed=7, raw=raw_idioms)
-    idioms.write_idiom_set(tmp_path / "c", num_dev=5, num_test=200, seed=8, raw=raw_idioms)
+    idioms.write_idiom_set(tmp_path / "b", num_dev=5, num_test=200, seed=7, max_explanation_chars=MAX_CHARS,
+                           raw=raw_idioms)
+    idioms.write_idiom_set(tmp_path / "c", num_dev=5, num_test=200, seed=8, max_explanation_chars=MAX_CHARS,
+                           raw=raw_idioms)
     f = "test/chinese_idioms.csv"
     assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
     assert (tmp_path / "a" / f).read_bytes() != (tmp_path / "c" / f).read_bytes()
@@ -54,7 +60,7 @@ def test_idiom_cleaning_counts_reasons():
     entries = [{"word": "甲乙", "explanation": "甲乙的意思"}, {"word": "丙丁", "explanation": ""},
                {"word": "甲乙", "explanation": "重复"}, {"word": "戊己", "explanation": "同义"},
                {"word": "庚辛", "explanation": "同义"}, {"word": "壬癸", "explanation": "长" * 100}]
-    pairs, skipped = idioms.clean_entries(entries)
+    pairs, skipped = idioms.clean_entries(entries, MAX_CHARS)
     assert pairs == [("甲乙", "～的意思")]
     assert skipped == {"no_explanation": 1, "duplicate_idiom": 1, "shared_explanation": 2, "explanation_too_long": 1}
 

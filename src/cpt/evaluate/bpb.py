@@ -127,8 +127,8 @@ def window_nll(model, batch: list[list[int]], pad_id: int, chunk: int = 512) -> 
     return losses.view(len(batch), -1).sum(-1).tolist()
 
 
-def score_texts(model, tokenizer, texts: list[str], max_length: int | None = None, max_tokens: int | None = None,
-                max_batch_tokens: int = 8192) -> dict:
+def score_texts(model, tokenizer, texts: list[str], max_length: int | None = None, max_tokens: int | None = None, *,
+                max_batch_tokens: int) -> dict:
     """NLL, tokens, bytes, bits per byte and perplexity of a list of documents."""
     from cpt.evaluate.scoring import length_batches, pad_token_id
 
@@ -154,10 +154,11 @@ def summarize(nll: float, tokens: int, nbytes: int) -> dict:
     }
 
 
-def heldout_bpb(model, tokenizer, heldout_dir: str | os.PathLike, languages: Mapping[str, str] | None = None,
-                max_tokens_per_language: int | None = 50_000, max_length: int | None = None,
-                max_batch_tokens: int = 8192, progress: bool = True) -> dict:
-    """bpb per category and per language of results/<exp>/corpus/heldout/<category>.jsonl.
+def heldout_bpb(model, tokenizer, heldout_dir: str | os.PathLike, languages: Mapping[str, str] | None = None, *,
+                max_tokens_per_language: int | None, max_length: int | None = None, max_batch_tokens: int,
+                progress: bool = True) -> dict:
+    """bpb per category and per language of results/<exp>/corpus/heldout/<category>.jsonl (the settings are
+    config evaluate.bpb's: max_tokens_per_language None = everything, max_length None = the model's).
 
     `languages` maps category -> "zh"/"en" (the corpus config); categories missing from it are detected from
     their text (and reported as such). The per-language token cap is shared equally among its categories."""
@@ -186,7 +187,7 @@ def heldout_bpb(model, tokenizer, heldout_dir: str | os.PathLike, languages: Map
         cap = None if max_tokens_per_language is None else max(1, max_tokens_per_language // len(cats))
         tot = [0.0, 0, 0]
         for cat, texts in cats:
-            r = score_texts(model, tokenizer, texts, max_length, cap, max_batch_tokens)
+            r = score_texts(model, tokenizer, texts, max_length, cap, max_batch_tokens=max_batch_tokens)
             r.update({"language": lang, "language_source": lang_source[cat], "documents_available": len(texts)})
             result["categories"][cat] = r
             tot[0] += r["nll_nats"]

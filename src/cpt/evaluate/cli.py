@@ -1,4 +1,5 @@
-"""`cpt evaluate`, `cpt bpb`, `cpt generate` (and `cpt idioms-set`): the evaluation verbs without Snakemake."""
+"""`cpt evaluate`, `cpt bpb`, `cpt generate` (and `cpt idioms-set`): the evaluation verbs without Snakemake. Option
+defaults that are config keys are the schema's (workflow/schemas/evaluate.schema.yaml)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from pathlib import Path
 import click
 
 from cpt.evaluate.answer_stats import distribution_text
-from cpt.schema import parse_pairs
+from cpt.schema import default, parse_pairs
 from cpt.errors import ConfigError
+
+DEVICE = default("evaluate.device")
+BPB = default("evaluate.bpb")
+IDIOMS = default("evaluate.idioms")
 
 
 def _parse_languages(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -29,7 +34,7 @@ def _parse_languages(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--split", help="Scored split (C-Eval default val; MMLU/CMMLU test).")
 @click.option("--limit-per-subject", type=int, help="Score only the first N questions of each subject.")
 @click.option("--max-length", type=int, help="Prompt token limit (default: the model's max_position_embeddings).")
-@click.option("--max-batch-tokens", type=int, default=16384, show_default=True)
+@click.option("--max-batch-tokens", type=int, default=default("evaluate.max_batch_tokens"), show_default=True)
 @click.option("--scoring", type=click.Choice(["first_token", "letter", "answer"]),
               help="first_token: answer-letter logits (ColossalEval); letter: log-likelihood of ' A'... "
                    "(lm-evaluation-harness); answer: of the option text (default: config, else first_token).")
@@ -38,7 +43,7 @@ def _parse_languages(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--prompt-style", type=click.Choice(["project", "colossaleval"]),
               help="project: this project's prompt; colossaleval: ColossalEval's literal prompt (default: config).")
 @click.option("--threads", type=int, help="torch CPU threads.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default=DEVICE, show_default=True)
 @click.option("--heldout", type=click.Path(exists=True, file_okay=False),
               help="Also compute bits per byte on this corpus/heldout directory.")
 @click.option("--language", "languages", multiple=True, help="CATEGORY=zh|en for --heldout (repeatable).")
@@ -99,10 +104,11 @@ def cli_evaluate(model_dir, out_dir, config_file, fmt, data_path, name, shots, s
               help="Directory of <category>.jsonl held-out records.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output JSON file.")
 @click.option("--language", "languages", multiple=True, help="CATEGORY=zh|en (repeatable; else detected).")
-@click.option("--max-tokens", type=int, default=50_000, show_default=True, help="Token cap per language.")
+@click.option("--max-tokens", type=int, default=BPB["max_tokens_per_language"], show_default=True,
+              help="Token cap per language.")
 @click.option("--max-length", type=int, help="Window length (default: the model's max_position_embeddings).")
 @click.option("--threads", type=int)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default=DEVICE, show_default=True)
 def cli_bpb(model_dir, heldout, out_path, languages, max_tokens, max_length, threads, device):
     """Bits per byte and perplexity of a model on held-out text, per language and category."""
     from cpt.evaluate.generate import load_model
@@ -110,7 +116,8 @@ def cli_bpb(model_dir, heldout, out_path, languages, max_tokens, max_length, thr
 
     set_threads(threads)
     model, tok = load_model(model_dir, device=device)
-    res = run_bpb(model, tok, heldout, out_path, _parse_languages(languages), max_tokens, max_length)
+    res = run_bpb(model, tok, heldout, out_path, _parse_languages(languages), max_tokens_per_language=max_tokens,
+                  max_length=max_length, max_batch_tokens=BPB["max_batch_tokens"])
     for lang, r in res["languages"].items():
         click.echo(f"{lang}: {r['bits_per_byte']:.4f} bits/byte, perplexity {r['perplexity']:.2f} "
                    f"({r['tokens']} tokens, {r['bytes']} bytes)")
@@ -125,7 +132,7 @@ def cli_bpb(model_dir, heldout, out_path, languages, max_tokens, max_length, thr
 @click.option("--top-k", type=int, default=50, show_default=True)
 @click.option("--top-p", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default=DEVICE, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object (prompt, output, settings).")
 def cli_generate(model_dir, prompt, max_new_tokens, do_sample, temperature, top_k, top_p, seed, device, as_json):
     """Continue a prompt with a Hugging Face model directory."""
@@ -143,10 +150,10 @@ def cli_generate(model_dir, prompt, max_new_tokens, do_sample, temperature, top_
 
 @click.command("idioms-set")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--num-dev", type=int, default=5, show_default=True)
+@click.option("--num-dev", type=int, default=IDIOMS["num_dev"], show_default=True)
 @click.option("--num-test", type=int, default=2000, show_default=True)
-@click.option("--seed", type=int, default=1234, show_default=True)
-@click.option("--max-explanation-chars", type=int, default=80, show_default=True)
+@click.option("--seed", type=int, default=IDIOMS["seed"], show_default=True)
+@click.option("--max-explanation-chars", type=int, default=IDIOMS["max_explanation_chars"], show_default=True)
 def cli_idioms(out_dir, num_dev, num_test, seed, max_explanation_chars):
     """Build the Chinese idiom multiple-choice set (CMMLU layout) from the pinned idiom dictionary."""
     from cpt.evaluate.idioms import write_idiom_set

@@ -10,13 +10,14 @@ import torch
 from cpt.errors import EvalError, ModelError
 
 
-def pick_device(device: str = "auto") -> torch.device:
+def pick_device(device: str) -> torch.device:
+    """config evaluate.device: auto (cuda when available), cpu, cuda, cuda:N."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def load_model(model_dir: str | os.PathLike, device: str = "auto", dtype: str = "auto"):
+def load_model(model_dir: str | os.PathLike, device: str, dtype: str = "auto"):
     """(model, tokenizer) from a HF directory, eval mode, on `device`; bf16 on GPU, fp32 on CPU by default."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -33,7 +33,7 @@ def load_idioms(raw: bytes | None = None) -> list[dict]:
     return data
 
 
-def clean_entries(entries: list[dict], max_explanation_chars: int = 80) -> tuple[list[tuple[str, str]], Counter]:
+def clean_entries(entries: list[dict], max_explanation_chars: int) -> tuple[list[tuple[str, str]], Counter]:
     """(idiom, explanation) pairs usable as questions; the rest counted by reason.
 
     The idiom itself is masked as "～" inside its explanation (the dictionary often repeats it), explanations
@@ -91,9 +91,10 @@ def build_questions(pairs: list[tuple[str, str]], n: int, seed: int) -> list[lis
     return rows
 
 
-def write_idiom_set(out_dir: str | Path, num_dev: int = 5, num_test: int = 2000, seed: int = 1234,
-                    max_explanation_chars: int = 80, raw: bytes | None = None) -> dict:
-    """Write <out>/dev/chinese_idioms.csv and <out>/test/chinese_idioms.csv + manifest.json; return the manifest."""
+def write_idiom_set(out_dir: str | Path, num_dev: int, num_test: int, seed: int, max_explanation_chars: int,
+                    raw: bytes | None = None) -> dict:
+    """Write <out>/dev/chinese_idioms.csv and <out>/test/chinese_idioms.csv + manifest.json; return the manifest.
+    The settings are config evaluate.idioms's (schema defaults: cpt.schema.default("evaluate.idioms"))."""
     if raw is None:
         from cpt.sources import read_member
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 
 from cpt.errors import ConfigError
-from cpt.schema import default
+from cpt.schema import complete, default
 from cpt.evaluate import gating
 from cpt.evaluate.formats import FORMATS, get_format, load_benchmark
 from cpt.evaluate.scoring import EvalSettings, evaluate_benchmark
@@ -47,11 +47,12 @@ def settings_from(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) 
     return EvalSettings(
         shots=int(spec.get("shots", fmt.default_shots)),
         max_length=spec.get("max_length", common.get("max_length")),
-        max_batch_tokens=int(spec.get("max_batch_tokens", common.get("max_batch_tokens", 16384))),
-        max_batch_size=int(spec.get("max_batch_size", common.get("max_batch_size", 64))),
+        max_batch_tokens=int(_pick(spec, common, "max_batch_tokens")),
+        max_batch_size=int(_pick(spec, common, "max_batch_size")),
         limit_per_subject=spec.get("limit_per_subject", common.get("limit_per_subject")),
         combined=bool(spec.get("combined", fmt.combined)),
-        max_new_tokens=int(spec.get("max_new_tokens", 32)),
+        max_new_tokens=int(spec["max_new_tokens"] if spec.get("max_new_tokens") is not None
+                           else default("evaluate.benchmarks.*.max_new_tokens")),
         scoring=str(_pick(spec, common, "scoring")),
         length_normalize=bool(_pick(spec, common, "length_normalize")),
         prompt_style=str(_pick(spec, common, "prompt_style")),
@@ -101,34 +102,37 @@ def run_benchmarks(model, tokenizer, benchmarks: Mapping[str, Mapping[str, Any]]
     return summary
 
 
-def run_bpb(model, tokenizer, heldout_dir, out_path, languages=None, max_tokens_per_language=50_000,
-            max_length=None, max_batch_tokens=8192, progress=True) -> dict:
+def run_bpb(model, tokenizer, heldout_dir, out_path, languages=None, *, max_tokens_per_language, max_length=None,
+            max_batch_tokens, progress=True) -> dict:
+    """cpt.evaluate.bpb.heldout_bpb (settings: config evaluate.bpb) written to `out_path`."""
     from cpt.evaluate.bpb import heldout_bpb
 
-    res = heldout_bpb(model, tokenizer, heldout_dir, languages, max_tokens_per_language, max_length,
-                      max_batch_tokens, progress)
+    res = heldout_bpb(model, tokenizer, heldout_dir, languages, max_tokens_per_language=max_tokens_per_language,
+                      max_length=max_length, max_batch_tokens=max_batch_tokens, progress=progress)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return res
 
 
 def evaluate_stage(model_dir, out_dir, section: Mapping[str, Any], heldout_dir=None, languages=None,
-                   device: str = "auto", progress: bool = True) -> dict:
-    """Everything the `evaluate` section asks for one model directory (used by the workflow and `cpt evaluate`)."""
+                   device: str | None = None, progress: bool = True) -> dict:
+    """Everything the `evaluate` section asks for one model directory (used by the workflow and `cpt evaluate`).
+    The device is the section's, else `device`, else the schema's default (evaluate.device)."""
     from cpt.evaluate.generate import load_model
     from cpt.provenance import write_provenance
 
     t0 = time.time()
     set_threads(section.get("threads"))
-    model, tok = load_model(model_dir, device=section.get("device", device))
+    dev = section.get("device", device)
+    model, tok = load_model(model_dir, device=default("evaluate.device") if dev is None else dev)
     out = Path(out_dir)
     summary = run_benchmarks(model, tok, section.get("benchmarks", {}), out, section, progress)
     bpb = None
     if heldout_dir is not None:
-        bcfg = section.get("bpb", {}) or {}
+        bcfg = complete("evaluate.bpb", section.get("bpb"))
         bpb = run_bpb(model, tok, heldout_dir, out / "bpb.json", languages,
-                      bcfg.get("max_tokens_per_language", 50_000), bcfg.get("max_length"),
-                      int(bcfg.get("max_batch_tokens", 8192)), progress)
+                      max_tokens_per_language=bcfg["max_tokens_per_language"], max_length=bcfg["max_length"],
+                      max_batch_tokens=int(bcfg["max_batch_tokens"]), progress=progress)
     inputs = {"model": model_dir}
     if heldout_dir is not None:
         inputs["heldout"] = heldout_dir
@@ -174,12 +178,12 @@ def stage_benchmarks(section: Mapping[str, Any], idioms_dir: str | os.PathLike |
         only = spec.pop("points", None)
         if only is None or point is None or point in only:
             benches[name] = spec
-    idioms = section.get("idioms") or {}
-    if idioms_dir is not None and idioms.get("enabled", True):
-        name = idioms.get("name", "idioms")
+    idioms = complete("evaluate.idioms", section.get("idioms"))
+    if idioms_dir is not None and idioms["enabled"]:
+        name = idioms["name"]
         if name in benches:
             raise ConfigError(f"config key evaluate.idioms.name: {name!r} is also a key of evaluate.benchmarks")
-        benches[name] = {"format": "cmmlu", "path": str(idioms_dir), "shots": int(idioms.get("shots", 5))}
+        benches[name] = {"format": "cmmlu", "path": str(idioms_dir), "shots": int(idioms["shots"])}
     return benches
 
 
@@ -190,6 +194,5 @@ def evaluate_point(model_dir, out_dir, section: Mapping[str, Any], heldout_dir=N
     if not sec.get("threads") and threads:
         sec["threads"] = threads
     sec["benchmarks"] = stage_benchmarks(section, idioms_dir, point=Path(out_dir).name)
-    bpb_on = (section.get("bpb") or {}).get("enabled", True)
-    return evaluate_stage(model_dir, out_dir, sec, heldout_dir if bpb_on else None, languages,
-                          device=section.get("device", "auto"), progress=progress)
+    bpb_on = complete("evaluate.bpb", section.get("bpb"))["enabled"]
+    return evaluate_stage(model_dir, out_dir, sec, heldout_dir if bpb_on else None, languages, progress=progress)

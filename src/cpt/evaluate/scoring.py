@@ -26,6 +26,7 @@ from cpt.evaluate import likelihood
 from cpt.evaluate.answer_stats import aggregate, letter_stats, weighted_average  # noqa: F401 - part of this API
 from cpt.evaluate.formats import Benchmark, Question
 from cpt.evaluate.prompts import answer_text, build_parts, few_shot_pool
+from cpt.schema import default
 
 
 # ------------------------------------------------------------------------------------------------ letter tokens
@@ -268,18 +269,19 @@ def first_letter(text: str, letters: str = "ABCD") -> str | None:
 # ------------------------------------------------------------------------------------------------ evaluation
 @dataclass
 class EvalSettings:
-    shots: int = 5
-    max_length: int | None = None  # default: the model's max_position_embeddings
-    max_batch_tokens: int = 16384
-    max_batch_size: int = 64
-    limit_per_subject: int | None = None
+    """How one benchmark is scored; the defaults are the schema's (workflow/schemas/evaluate.schema.yaml)."""
+    shots: int  # few-shot examples (the format's published count unless the config says otherwise)
+    max_length: int | None = default("evaluate.max_length")  # None: the model's max_position_embeddings
+    max_batch_tokens: int = default("evaluate.max_batch_tokens")
+    max_batch_size: int = default("evaluate.max_batch_size")
+    limit_per_subject: int | None = default("evaluate.limit_per_subject")
     combined: bool = False  # AGIEval: also generate and accept the first letter of the output
-    max_new_tokens: int = 32
+    max_new_tokens: int = default("evaluate.benchmarks.*.max_new_tokens")
     keep_predictions: bool = True
     share_prefix: bool = True  # run each shared few-shot prefix once (KV cache), then only the questions
-    scoring: str = "first_token"  # or letter / answer (cpt.evaluate.likelihood)
-    length_normalize: bool = False  # answer scoring: divide by the continuation's characters
-    prompt_style: str = "project"  # or colossaleval (cpt.evaluate.prompts)
+    scoring: str = default("evaluate.scoring")  # first_token, letter or answer (cpt.evaluate.likelihood)
+    length_normalize: bool = default("evaluate.length_normalize")  # answer scoring: divide by the characters
+    prompt_style: str = default("evaluate.prompt_style")  # project or colossaleval (cpt.evaluate.prompts)
 
 
 def model_max_length(model, tokenizer=None) -> int:
