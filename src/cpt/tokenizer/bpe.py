@@ -184,10 +184,17 @@ class ByteLevelBPETokenizer(TokenizerFamily):
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def subword_ids(self, pieces: Sequence[str], dummy_prefix: bool | None = None) -> list[list[int]]:
-        """Ids of each piece's text (byte-level BPE has no dummy prefix; the flag is accepted and ignored)."""
-        texts = [from_byte_level(p).decode("utf-8", "replace") if from_byte_level(p) is not None else p
-                 for p in pieces]
-        return self.encode(texts)
+        """Ids of each piece (byte-level strings, e.g. another tokenizer's new pieces) under this tokenizer's merges,
+        as one pre-token; parts of a character come out as their bytes' tokens. Byte-level BPE has no dummy prefix
+        (the flag is accepted and ignored)."""
+        ranks = {pair: r for r, pair in enumerate(self.merges())}
+        vocab = self.data["model"]["vocab"]
+        out = []
+        for p in pieces:
+            if from_byte_level(p) is None:
+                raise TokenizerError(f"{p!r} is not a byte-level piece")
+            out.append([vocab[s] for s in bpe_segment(p, ranks)])
+        return out
 
     def _single_pretoken(self, text: str) -> bool:
         tok = self.tokenizer
