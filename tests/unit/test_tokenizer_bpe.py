@@ -7,39 +7,14 @@ Chinese (People's Daily), so, like SmolLM2, some Chinese characters are tokens a
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-
 import pytest
-from tokenizer_fixtures import _tmpdir, botchan, peoples_daily, split, zh_text_files
+from tokenizer_fixtures import bpe_base_dir, botchan, peoples_daily, split, zh_text_files
 
 from cpt.errors import ConfigError, TokenizerError
 from cpt.tokenizer.bpe import WITNESS, ByteLevelBPETokenizer, bpe_segment, to_byte_level
 from cpt.tokenizer.expand import build_extended_tokenizer
 from cpt.tokenizer.family import family_of, open_tokenizer
 from cpt.tokenizer.pieces import read_pieces_jsonl, select_pieces
-
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-
-@lru_cache(maxsize=None)
-def bpe_base_dir():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=3000, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    en_train, _ = split(botchan())
-    zh_train, _ = split(peoples_daily())
-    tok.train_from_iterator(list(en_train) + list(zh_train[:300]), trainer=trainer)
-    d = _tmpdir("cpt-bpe-base-") / "base"
-    d.mkdir()
-    tok.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>"}))
-    return d
 
 
 @pytest.fixture(scope="module")
