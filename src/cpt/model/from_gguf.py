@@ -54,6 +54,10 @@ def dequantize_gguf(section: Mapping[str, Any], tokenizer_dir: str | os.PathLike
         raise ModelError(f"{source}:{member}: vocab_size {cfg.vocab_size} but the base tokenizer in {tokenizer_dir} "
                          f"has {n_tok} ids; build the base tokenizer from the same GGUF (tokenizer.base.kind "
                          f"bpe_gguf with the same source and member)")
+    untied = bool(section["untie_embeddings"]) and bool(cfg.tie_word_embeddings)
+    if untied:  # ColossalAI's sharded safetensors save refuses shared tensors; same logits, two matrices
+        model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+        model.config.tie_word_embeddings = False
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
@@ -61,4 +65,5 @@ def dequantize_gguf(section: Mapping[str, Any], tokenizer_dir: str | os.PathLike
     n_params = sum(t.numel() for t in model.parameters())
     return {"kind": "gguf", "source": source, "member": member, "gguf_sha256": digest, "dtype": dtype,
             "parameters": n_params, "vocab_size": cfg.vocab_size, "num_hidden_layers": cfg.num_hidden_layers,
-            "hidden_size": cfg.hidden_size, "tie_word_embeddings": bool(cfg.tie_word_embeddings)}
+            "hidden_size": cfg.hidden_size, "untied_embeddings": untied,
+            "tie_word_embeddings": bool(model.config.tie_word_embeddings)}
