@@ -93,7 +93,7 @@ print(json.dumps(info))
 EOF
 
 # ---- 2. ColossalAI kernels -----------------------------------------------------------------------------------
-wanted kernels && step kernels 30 "$PY" -m cpt.train.plugins --prebuild-kernels "${DRYFLAG[@]}"
+wanted kernels && step kernels 30 "$PY" -m cpt.train.kernels --prebuild-kernels "${DRYFLAG[@]}"
 
 # ---- 3. the 7B-shaped slice -------------------------------------------------------------------------------------
 SLICE_MODEL="$OUT/slice-model"

@@ -104,9 +104,10 @@ def _format_problems(config: Mapping[str, Any]) -> list[str]:
     if not benchmarks:
         return []
     from cpt.evaluate.formats import FORMATS
+    from cpt.evaluate.gating import probe_problems
 
     return [f"evaluate.benchmarks.{name}.format: {spec['format']!r} is not one of {', '.join(FORMATS)}"
-            for name, spec in benchmarks.items() if spec["format"] not in FORMATS]
+            for name, spec in benchmarks.items() if spec["format"] not in FORMATS] + probe_problems(benchmarks)
 
 
 def check_local_paths(config: Mapping[str, Any], source: str = "config") -> None:

@@ -43,11 +43,8 @@ def require_tokenizer(directory: str | os.PathLike, what: str = "tokenizer direc
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _pieces_from_json(path: Path) -> dict[int, str]:

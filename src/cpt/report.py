@@ -2,12 +2,13 @@
 
 Reads (each optional; what is missing is listed in the summary, never an error):
   tokenizer/compression.json          the seed-style tokenizer table (vocab size, tokens/char, avg tokens/sample)
-  train/<S>/metrics.jsonl             loss curves per stage, by step and by tokens
+  train/<S>/metrics.jsonl             loss curves per stage, by step and by tokens (cpt.report_plots: one panel per
+                                      vocabulary); with train/<S>/run.json the cost table (cpt.cost)
   evaluate/<P>/benchmarks.json        accuracy per benchmark at each evaluation point P (stages in order)
   evaluate/<P>/bpb.json               bits per byte per language at each point
-  corpus/*/manifest.json, dataset/<S>/manifest.json   the data summary
+  corpus/*/manifest.json, clean/report.json, dataset/<S>/manifest.json   the Data tables (cpt.report_data)
 Writes into the report directory: tokenizer.html, loss_by_step.png, loss_by_tokens.png, bpb.png,
-benchmarks.html, datasets.html, summary.md, report.json.
+benchmarks.html, datasets.html, cost.html, summary.md, report.json.
 """
 
 from __future__ import annotations
@@ -22,15 +23,10 @@ from typing import Any, Mapping, Sequence
 
 import click
 
+from cpt import cost, report_data, report_plots
 from cpt.errors import RecordError
 from cpt.records import iter_json_objects
-
-PUBLISHED = {
-    "Colossal-LLaMA-2-7B": {"mmlu": 53.06, "cmmlu": 49.89, "agieval": 51.48, "gaokao": 58.82, "ceval": 50.20},
-    "LLaMA-2-7B": {"mmlu": 44.47, "cmmlu": 32.97, "agieval": 32.60, "gaokao": 25.46, "ceval": None},
-}
-BENCH_ORDER = ("mmlu", "cmmlu", "agieval", "gaokao", "ceval")
-
+from cpt.report_benchmarks import NOTE as BENCH_NOTE, PUBLISHED, benchmark_rows, distribution_rows
 
 def _read_json(path: Path):
     try:
@@ -60,13 +56,14 @@ def collect(root: str | os.PathLike, stages: Sequence[str] | None = None,
     train_dir = root / "train"
     if stages is None:
         stages = sorted(p.name for p in train_dir.iterdir() if p.is_dir()) if train_dir.is_dir() else []
-    data["train"] = {}
+    data["train"], data["runs"] = {}, {}
     for s in stages:
         f = train_dir / s / "metrics.jsonl"
         if f.is_file():
             data["train"][s] = read_metrics(f)
         else:
             missing.append(f"train/{s}/metrics.jsonl (no loss curve for stage {s})")
+        data["runs"][s] = _read_json(train_dir / s / "run.json")
 
     eval_dir = root / "evaluate"
     if points is None:
@@ -87,7 +84,7 @@ def collect(root: str | os.PathLike, stages: Sequence[str] | None = None,
 
     manifests = {}
     for name in ("corpus/raw", "corpus/heldout", "corpus/train", "clean"):
-        m = _read_json(root / name / "manifest.json")
+        m = _read_json(root / name / ("report.json" if name == "clean" else "manifest.json"))
         if m is not None:
             manifests[name] = m
     for s in stages:
@@ -99,6 +96,7 @@ def collect(root: str | os.PathLike, stages: Sequence[str] | None = None,
     if not any(k.startswith("corpus") for k in manifests):
         missing.append("corpus/*/manifest.json (corpus summary)")
     data["manifests"] = manifests
+    data["stages"] = list(stages)
     return data
 
 
@@ -132,24 +130,6 @@ def tokenizer_rows(comp: Mapping | None) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def benchmark_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
-    names = []
-    for p in data["points"]:
-        for n in data["benchmarks"].get(p, {}):
-            if n not in names:
-                names.append(n)
-    names.sort(key=lambda n: (BENCH_ORDER.index(n) if n in BENCH_ORDER else len(BENCH_ORDER), n))
-    header = ["model"] + names
-    rows = []
-    for p in data["points"]:
-        if p in data["benchmarks"]:
-            b = data["benchmarks"][p]
-            rows.append([p] + [_fmt(b[n]["accuracy"]) if n in b else "-" for n in names])
-    for model, scores in PUBLISHED.items():
-        rows.append([f"{model} (published)"] + [_fmt(scores.get(n)) if n in scores else "n/a" for n in names])
-    return header, rows
-
-
 def bpb_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
     langs = sorted({lang for p in data["bpb"].values() for lang in p.get("languages", {})})
     header = ["model"] + [f"{lang} bits/byte" for lang in langs] + [f"{lang} ppl" for lang in langs]
@@ -162,25 +142,6 @@ def bpb_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def dataset_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
-    header = ["artifact", "summary"]
-    rows = []
-    for name, m in data["manifests"].items():
-        keys = ("num_sequences", "num_tokens", "max_length", "records", "num_records", "categories", "skipped",
-                "buckets", "tokens", "characters")
-        parts = []
-        for k in keys:
-            if k in m:
-                v = m[k]
-                if isinstance(v, list):
-                    v = f"{len(v)}" if k == "buckets" else ", ".join(map(str, v[:8]))
-                elif isinstance(v, dict):
-                    v = ", ".join(f"{a}: {_fmt(b) if not isinstance(b, dict) else '…'}" for a, b in list(v.items())[:8])
-                parts.append(f"{k}: {_fmt(v) if not isinstance(v, str) else v}")
-        rows.append([name, "; ".join(parts) or ", ".join(sorted(m)[:10])])
-    return header, rows
-
-
 def to_markdown(header, rows) -> str:
     if not rows:
         return "_(no data)_\n"
@@ -189,98 +150,73 @@ def to_markdown(header, rows) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_html(title: str, header, rows, note: str = "") -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+def to_html(title: str, header, rows, note: str = "", more: Sequence[tuple] = ()) -> str:
+    """One HTML page: the table (header, rows), then each (subtitle, header, rows) of `more`, then the note."""
+    def table(header, rows):
+        th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><tr>{th}</tr>{body}</table>"
+
+    extra = "".join(f"<h4>{html.escape(t)}</h4>{table(h, r)}" for t, h, r in more)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 8px;text-align:right}"
             "td:first-child{text-align:left}</style></head><body>"
-            f"<h3>{html.escape(title)}</h3><table><tr>{th}</tr>{body}</table>"
+            f"<h3>{html.escape(title)}</h3>{table(header, rows)}{extra}"
             f"<p>{html.escape(note)}</p></body></html>\n")
-
-
-# ------------------------------------------------------------------------------------------------ plots
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_loss(train: Mapping[str, list[dict]], x_key: str, path: Path) -> None:
-    """Loss per stage; stages are laid end to end (x continues where the previous stage stopped)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    offset = 0.0
-    for stage, rows in train.items():
-        xs = [float(r.get(x_key, r["step"])) + offset for r in rows]
-        ax.plot(xs, [r["loss"] for r in rows], label=stage, linewidth=1)
-        if xs:
-            ax.axvline(xs[-1], color="#bbb", linewidth=0.5)
-            offset = xs[-1]
-    ax.set_xlabel("step" if x_key == "step" else "tokens")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"training loss by {'step' if x_key == 'step' else 'tokens'} (stages end to end)")
-    _save_plot(plt, fig, ax, bool(train), "no training metrics", path)
-
-
-def _save_plot(plt, fig, ax, has_data: bool, empty_text: str, path: Path) -> None:
-    """Legend (or `empty_text` in the middle when nothing was plotted), then write the PNG (no timestamp)."""
-    if has_data:
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-
-
-def plot_bpb(data: Mapping, path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    pts = [p for p in data["points"] if p in data["bpb"]]
-    langs = sorted({lang for p in pts for lang in data["bpb"][p].get("languages", {})})
-    for lang in langs:
-        ys = [data["bpb"][p]["languages"].get(lang, {}).get("bits_per_byte", float("nan")) for p in pts]
-        ax.plot(range(len(pts)), ys, marker="o", label={"zh": "Chinese (zh)", "en": "English (en)"}.get(lang, lang))
-    ax.set_xticks(range(len(pts)))
-    ax.set_xticklabels(pts)
-    ax.set_ylabel("bits per byte (held-out)")
-    ax.set_title("held-out bits per byte over stages (lower is better)")
-    _save_plot(plt, fig, ax, bool(langs), "no bits-per-byte results", path)
 
 
 # ------------------------------------------------------------------------------------------------ report
 OUTPUTS = ("tokenizer.html", "loss_by_step.png", "loss_by_tokens.png", "bpb.png", "benchmarks.html", "datasets.html",
-           "summary.md", "report.json")
+           "cost.html", "summary.md", "report.json")
 
 
 def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Sequence[str] | None = None,
-                 points: Sequence[str] | None = None, experiment: str | None = None) -> dict:
-    """Write every report file into out_dir; returns the collected data (with `missing`)."""
+                 points: Sequence[str] | None = None, experiment: str | None = None, section: Mapping | None = None,
+                 devices: int | None = None, assume_tokens_per_s: float | None = None,
+                 gpu_hour_usd: float | None = None) -> dict:
+    """Write every report file into out_dir; returns the collected data (with `missing`). `section`: the
+    config's `report` section (its `cost` settings); `devices`: the training rule's devices (cost projection);
+    the last two override report.cost (cpt report options)."""
     t0 = time.time()
     data = collect(root, stages, points)
+    data["cost"] = cost.run_cost(data["train"], data["runs"], (section or {}).get("cost"), devices,
+                                 assume_tokens_per_s, gpu_hour_usd)
+    ch, cr = cost.cost_rows(data["cost"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     exp = experiment or Path(root).name
     th, tr = tokenizer_rows(data["compression"])
     bh, br = benchmark_rows(data)
+    xh, xr = distribution_rows(data)
     ph, pr = bpb_rows(data)
-    dh, dr = dataset_rows(data)
+    data_tables = [("Corpus by category", *report_data.corpus_rows(data["manifests"])),
+                   ("Tokens per stage by category", *report_data.stage_rows(data["manifests"], data["stages"])),
+                   ("Datasets per stage", *report_data.dataset_rows(data["manifests"], data["stages"]))]
     (out / "tokenizer.html").write_text(to_html("Tokenizer compression", th, tr,
                                                 "tokens per character on held-out text; lower = better compression"),
                                         encoding="utf-8")
-    (out / "benchmarks.html").write_text(to_html(
+    bench_html = to_html(
         "Benchmark accuracy (%) per stage, next to published 7B numbers", bh, br,
-        "Ours: first-token logits over the answer letters (ColossalEval method), few-shot counts from config. "
-        "The tiny demo models are not comparable to 7B models; the published rows are for orientation."),
-        encoding="utf-8")
-    (out / "datasets.html").write_text(to_html("Data manifests", dh, dr), encoding="utf-8")
-    plot_loss(data["train"], "step", out / "loss_by_step.png")
-    plot_loss(data["train"], "tokens", out / "loss_by_tokens.png")
-    plot_bpb(data, out / "bpb.png")
+        "Scoring and prompt style per benchmark from config (evaluate.scoring: first_token = ColossalEval's method). "
+        "The tiny demo models are not comparable to 7B models; the published rows are for orientation. " + BENCH_NOTE)
+    dist_html = to_html("Answer-letter distributions", xh, xr)
+    body = dist_html[dist_html.index("<h3>"):dist_html.index("</body>")]
+    (out / "benchmarks.html").write_text(bench_html.replace("</body>", body + "</body>"), encoding="utf-8")
+    cost_note = (f"device-hours = tokens / (tokens/s per device) / 3600; cost at ${data['cost']['gpu_hour_usd']:,.2f}"
+                 " per device-hour (report.cost.gpu_hour_usd); rate: measured (median tokens_per_s of metrics.jsonl"
+                 " / world size of run.json) or assumed (report.cost.assume_tokens_per_s, --assume-tokens-per-s).")
+    (out / "cost.html").write_text(to_html("Run cost", ch, cr, cost_note), encoding="utf-8")
+    (out / "datasets.html").write_text(to_html(f"Data: {data_tables[0][0]}", *data_tables[0][1:], more=data_tables[1:],
+                                               note="From corpus/*/manifest.json, clean/report.json and "
+                                                    "dataset/<stage>/manifest.json; tokens with the stage's "
+                                                    "tokenizer, before packing."), encoding="utf-8")
+    vocab = {s: (data["manifests"].get(f"dataset/{s}") or {}).get("vocab_size") for s in data["train"]}
+    bpb = {p: {lang: v["bits_per_byte"] for lang, v in (data["bpb"][p].get("languages") or {}).items()
+               if v.get("bits_per_byte") is not None} for p in data["points"] if p in data["bpb"]}
+    layouts = {x: report_plots.loss_layout(data["train"], vocab, x) for x in ("step", "tokens")}
+    report_plots.plot_loss(layouts["step"], "step", out / "loss_by_step.png")
+    report_plots.plot_loss(layouts["tokens"], "tokens", out / "loss_by_tokens.png", bpb)
+    report_plots.plot_bpb(data["points"], bpb, out / "bpb.png")
 
     lines = [f"# Experiment report: {exp}", ""]
     lines += ["## Tokenizer", "", to_markdown(th, tr)]
@@ -289,19 +225,30 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
         if rows:
             last = rows[-1]
             lines.append(f"- {s}: {len(rows)} logged steps, final loss {last['loss']:.4f} at step {last['step']}"
-                         + (f", {int(last['tokens']):,} tokens" if "tokens" in last else ""))
+                         + (f", {int(last['tokens']):,} tokens" if "tokens" in last else "")
+                         + (f" (vocabulary {vocab[s]:,})" if vocab.get(s) else ""))
+    for m in layouts["tokens"]["markers"]:
+        lines.append(f"- at {int(m['x']):,} tokens the {m['label']} (loss_by_*.png: separate panels; held-out bits "
+                     f"per byte below)")
     if not data["train"]:
         lines.append("_(no training metrics)_")
-    lines += ["", "## Bits per byte (held-out)", "", to_markdown(ph, pr)]
-    lines += ["## Benchmarks (accuracy %)", "", to_markdown(bh, br)]
-    lines += ["## Data", "", to_markdown(dh, dr)]
+    lines += ["", "## Cost", "", to_markdown(ch, cr), cost_note, ""]
+    lines += ["## Bits per byte (held-out)", "", to_markdown(ph, pr)]
+    lines += ["## Benchmarks (accuracy %)", "", to_markdown(bh, br), BENCH_NOTE, ""]
+    lines += ["### Answer-letter distributions", "", to_markdown(xh, xr)]
+    lines += ["## Data", ""]
+    for title, h, r in data_tables:
+        lines += [f"### {title}", "", to_markdown(h, r)]
     if data["missing"]:
         lines += ["## Not available", ""] + [f"- {m}" for m in data["missing"]] + [""]
     (out / "summary.md").write_text("\n".join(lines), encoding="utf-8")
     report = {k: data[k] for k in ("points", "missing", "benchmarks")}
     report["bpb"] = {p: v.get("languages") for p, v in data["bpb"].items()}
     report["train_final_loss"] = {s: (r[-1]["loss"] if r else None) for s, r in data["train"].items()}
+    report["loss_segments"] = {x: {"segments": v["segments"], "vocabulary_changes": v["markers"]}
+                               for x, v in layouts.items()}
     report["published"] = PUBLISHED
+    report["cost"] = data["cost"]
     report["wall_seconds"] = round(time.time() - t0, 3)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n",
                                      encoding="utf-8")
@@ -314,10 +261,23 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
 @click.option("--out", "out_dir", help="Report directory (default: <results>/report).")
 @click.option("--stage", "stages", multiple=True, help="Training stages in order (default: train/* sorted).")
 @click.option("--point", "points", multiple=True, help="Evaluation points in order (default: evaluate/* sorted).")
-def cli_report(root, out_dir, stages, points):
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="Experiment config: its report.cost settings and training resources (devices) for the cost table.")
+@click.option("--assume-tokens-per-s", type=float,
+              help="Tokens/s per device where a stage has no measured rate, and for the projection "
+                   "(overrides report.cost.assume_tokens_per_s).")
+@click.option("--gpu-hour-usd", type=float, help="Price of one device-hour (overrides report.cost.gpu_hour_usd).")
+def cli_report(root, out_dir, stages, points, config_file, assume_tokens_per_s, gpu_hour_usd):
     """Tables, plots and summary.md of one experiment (missing inputs are listed, not fatal)."""
     out = out_dir or str(Path(root) / "report")
-    data = build_report(root, out, list(stages) or None, list(points) or None)
+    section, devices = None, None
+    if config_file:
+        from cpt.config import load
+
+        cfg = load(config_file)
+        section, devices = cfg["report"], cost.train_devices(cfg.get("resources"))
+    data = build_report(root, out, list(stages) or None, list(points) or None, section=section, devices=devices,
+                        assume_tokens_per_s=assume_tokens_per_s, gpu_hour_usd=gpu_hour_usd)
     click.echo(Path(out, "summary.md").read_text(encoding="utf-8"))
     if data["missing"]:
         click.echo(f"({len(data['missing'])} inputs missing; see summary.md)", err=True)

@@ -56,3 +56,11 @@ def test_print_config_of_clean_and_corpus_verbs():
     assert set(out["categories"]) >= {"zh_news", "en_novel"} and out["categories"]["zh_news"]["kind"] == "builtin"
     out = _yaml(CliRunner().invoke(cli, ["split-corpus", "--config", DEMO, "--fraction", "0.1", "--print-config"]))
     assert out["heldout_fraction"] == 0.1 and out["min_heldout"] == 5
+
+
+def test_python_dash_m_cpt_is_the_cpt_command():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "cpt", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Usage: cpt" in r.stdout and "train" in r.stdout, r.stderr

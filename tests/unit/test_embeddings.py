@@ -110,25 +110,37 @@ def test_no_dummy_prefix_encodes_bare_text(toks):
 
 # ------------------------------------------------------------------------------------------------ methods
 
+NOISE = 0.5  # mean_noise_scale in the tests (large enough to see)
+
+
 def expected_new_rows(method, W_old, n_new, ids, seed):
     """Each method's definition, computed here independently (numpy float64 / torch mean)."""
     if method == "subword_mean":
         return torch.stack([W_old[torch.tensor(x)].float().mean(0) for x in ids])
     X = W_old.double().numpy()
     mu = X.mean(0)
+    if method == "subword_mean_norm":
+        out = []
+        for x in ids:
+            rows = X[np.array(x)]
+            m = rows.mean(0)
+            out.append(m * np.linalg.norm(rows, axis=1).mean() / np.linalg.norm(m))
+        return torch.from_numpy(np.stack(out)).float()
     if method == "mean":
         return torch.from_numpy(np.tile(mu, (n_new, 1))).float()
-    L = np.linalg.cholesky(np.cov(X, rowvar=False))
     z = torch.randn(n_new, X.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+    if method == "mean_noise":
+        return torch.from_numpy(mu + NOISE * X.std(0, ddof=1) * z.double().numpy()).float()
+    L = np.linalg.cholesky(np.cov(X, rowvar=False))
     return torch.from_numpy(mu + z.double().numpy() @ L.T).float()
 
 
-@pytest.mark.parametrize("method", ["subword_mean", "mean", "multivariate"])
+@pytest.mark.parametrize("method", ["subword_mean", "mean", "multivariate", "mean_noise", "subword_mean_norm"])
 def test_method_rows_match_definition_and_nothing_else_changes(toks, models, tmp_path, method):
     base, ext, new = toks
     src = models / "fp32"
     out = tmp_path / "out"
-    summary = init_embeddings(src, base, ext, out, method=method, seed=11)
+    summary = init_embeddings(src, base, ext, out, method=method, seed=11, mean_noise_scale=NOISE)
     n_old, n_tok = summary["old_vocab"], summary["tokenizer_vocab"]
     assert n_tok - n_old == len(new) and summary["vocab_size"] == n_tok
     before, after = all_tensors(src), all_tensors(out)
@@ -142,8 +154,13 @@ def test_method_rows_match_definition_and_nothing_else_changes(toks, models, tmp
                                    rtol=1e-5, atol=1e-6)
     for name in before.keys() - {EMBED_NAME, HEAD_NAME}:
         assert raw(after[name]) == raw(before[name]), name  # byte-identical
-    if method == "multivariate":  # input and output rows come from different seeds
+    if method in ("multivariate", "mean_noise"):  # input and output rows come from different seeds
         assert not torch.equal(after[EMBED_NAME][n_old:], after[HEAD_NAME][n_old:])
+    if method == "subword_mean_norm":  # longer than the plain means wherever a piece averages several rows
+        plain = expected_new_rows("subword_mean", before[EMBED_NAME], len(new), ids, 0)
+        multi = torch.tensor([len(x) > 1 for x in ids])
+        assert multi.any()
+        assert (after[EMBED_NAME][n_old:][multi].norm(dim=1) > plain[multi].norm(dim=1) * 1.01).all()
 
 
 def test_multivariate_samples_have_old_mean_and_covariance(toks, models, tmp_path):
@@ -304,25 +321,34 @@ def _heldout(tmp_path):
 def test_run_init_writes_report_and_provenance(toks, models, tmp_path):
     base, ext, new = toks
     heldout = _heldout(tmp_path)
+    others = ["mean", "multivariate", "mean_noise", "subword_mean_norm"]
     section = {"method": "subword_mean", "pad_to_multiple_of": 64, "seed": 1,
-               "report": {"max_tokens": 600, "seq_len": 64, "batch_size": 4, "compare_methods": ["mean"]}}
+               "report": {"max_tokens": 600, "seq_len": 64, "batch_size": 4, "compare_methods": others}}
     report = run_init(section, models / "fp32", base, ext, tmp_path / "init", heldout)
     on_disk = json.loads((tmp_path / "init" / "report.json").read_text())
     assert on_disk["summary"] == report["summary"]
     prov = json.loads((tmp_path / "init" / "provenance.json").read_text())
     assert prov["stage"] == "model/init" and prov["config"] == section
-    assert set(report["norms"]) == {"subword_mean", "mean"}
+    assert set(report["norms"]) == {"subword_mean", *others}
     new_norm = report["norms"]["subword_mean"]["input_embeddings"]["new"]
     assert new_norm["rows"] == len(new)
     assert report["norms"]["mean"]["lm_head"]["new"]["std"] == 0.0  # all new rows identical
     for lang in ("en", "zh"):
         rec = report["loss"][lang]
         assert 0 < rec["before"]["tokens"] <= 600
-        for m in ("subword_mean", "mean"):
+        for m in ("subword_mean", *others):
             a = rec["after"][m]
             assert a["bytes"] == rec["before"]["bytes"]
             assert math.isclose(a["delta_loss"], a["loss"] - rec["before"]["loss"], abs_tol=1e-5)
     assert report["english_loss_moved"] == report["loss"]["en"]["after"]["subword_mean"]["delta_loss"]
+    # one comparison row per method: step-0 bits per byte per language and the English next-token KL
+    rows = {r["method"]: r for r in report["comparison"]}
+    assert list(rows) == ["subword_mean", *others]
+    for m, r in rows.items():
+        assert r["zh_bits_per_byte"] == report["loss"]["zh"]["after"][m]["bits_per_byte"]
+        assert r["en_kl_nats"] == report["kl_en"]["methods"][m]["mean_kl_nats"] > 0  # new lm_head rows take mass
+    assert isinstance(report["kl_en"]["english_ids_identical"], bool)  # the tiny extension may split English anew
+    assert report["kl_en"]["methods"]["mean"]["positions"] == report["loss"]["en"]["before"]["tokens"]
     # a random tiny model is near uniform: its loss is about ln(vocab)
     assert abs(report["loss"]["en"]["before"]["loss"] - math.log(report["vocab"]["old"])) < 0.5
 
@@ -362,3 +388,38 @@ def test_reference_tokenization_on_the_real_llama2_vocabulary(tmp_path):
     assert ours == reference_ids(llama, pieces)
     assert ours[0] == [29871, 30275, 30356]  # "▁", "中", "国": the lone dummy-prefix row takes part
     assert old_token_ids(llama, ["中国"], dummy_prefix=False) == [[30275, 30356]]
+
+
+# ------------------------------------------------------------------------------------------------ KL
+def test_next_token_kl_zero_for_identical_model_positive_otherwise(toks, models, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from cpt.evaluate.kl import next_token_kl
+
+    base, ext, _ = toks
+    a = AutoModelForCausalLM.from_pretrained(models / "fp32").eval()
+    same = AutoModelForCausalLM.from_pretrained(models / "fp32").eval()
+    sp = fx.sp_processor(base)
+    docs = [sp.encode(t) for t in fx.real_text(400, 400)[0][:6]]
+    r0 = next_token_kl(a, same, docs, bos=1, max_length=32, pad_id=0, max_batch_tokens=100)
+    assert r0["positions"] == sum(len(d) for d in docs)  # every token after BOS predicted once
+    assert r0["mean_kl_nats"] == 0.0 and r0["max_kl_nats"] == 0.0
+    # an extended model (new lm_head rows) moves probability away from the old tokens
+    init_embeddings(models / "fp32", base, ext, tmp_path / "init", method="mean")
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "init").eval()
+    r1 = next_token_kl(a, b, docs, bos=1, max_length=32, pad_id=0, max_batch_tokens=100)
+    assert r1["mean_kl_nats"] > 0
+    # independent: full forward of each window, KL over the old vocabulary of softmax(a) vs softmax(b)
+    from cpt.evaluate.bpb import windows
+
+    total, n = 0.0, 0
+    n_old = a.config.vocab_size
+    with torch.no_grad():
+        for d in docs:
+            for w in windows(d, 1, 32):
+                x = torch.tensor([w])
+                p = torch.log_softmax(a(x).logits[0, :-1].double(), -1)
+                q = torch.log_softmax(b(x).logits[0, :-1].double(), -1)[:, :n_old]
+                total += float((p.exp() * (p - q)).sum())
+                n += len(w) - 1
+    assert r1["mean_kl_nats"] == pytest.approx(total / n, rel=1e-4)

@@ -36,8 +36,14 @@ def make_results(root: Path, with_sft: bool = False) -> None:
             for step in range(1, 6):
                 f.write(json.dumps({"step": step, "tokens": step * 1024, "loss": 9.0 - k - step * 0.1, "lr": 1e-3,
                                     "grad_norm": 1.0, "tokens_per_s": 500.0}) + "\n")
-        _write(root / "dataset" / s / "manifest.json", {"buckets": ["bucket-00000"], "num_sequences": 10,
-                                                        "num_tokens": 5120, "max_length": 512, "tokenizer": "x"})
+        sel = {"en_novel": {"documents_selected": 4 + k, "tokens_selected": 1000 * (k + 1), "replay_documents": 0,
+                            "replay_tokens": 0},
+               "zh_news": {"documents_selected": 10, "tokens_selected": 3000, "replay_documents": k,
+                           "replay_tokens": 500 * k}}
+        _write(root / "dataset" / s / "manifest.json", {
+            "buckets": ["bucket-00000"], "num_sequences": 10, "num_tokens": 5120, "max_length": 512,
+            "tokenizer": "x", "vocab_size": 32000 if s == "base" else 69104, "padding_fraction": 0.0125, "documents": {"skipped": {"overlong": k}},
+            "selection": {"categories": sel}})
     for k, p in enumerate(["base_model", "init"] + stages):
         _write(root / "evaluate" / p / "benchmarks.json", {
             "mmlu": {"accuracy": 25.0 + k, "correct": 1, "num_questions": 4, "shots": 5},
@@ -45,8 +51,19 @@ def make_results(root: Path, with_sft: bool = False) -> None:
         _write(root / "evaluate" / p / "bpb.json", {"languages": {
             "zh": {"bits_per_byte": 3.0 - 0.3 * k, "perplexity": 100.0, "tokens": 10, "bytes": 30},
             "en": {"bits_per_byte": 2.0 + 0.05 * k, "perplexity": 50.0, "tokens": 10, "bytes": 30}}})
-    _write(root / "corpus" / "raw" / "manifest.json", {"categories": ["news", "bible"], "records": 100,
-                                                       "skipped": {"empty": 3}})
+    _write(root / "corpus" / "raw" / "manifest.json", {"seed": 1, "categories": {
+        "zh_news": {"lang": "zh", "records": 120, "chars": 54321, "bytes": 160000, "dropped": {}},
+        "en_novel": {"lang": "en", "records": 80, "chars": 20000, "bytes": 20000, "dropped": {}}}})
+    _write(root / "clean" / "report.json", {"categories": {
+        "zh_news": {"language": "zh", "input": 120, "kept": 100, "chars_in": 54321, "chars_kept": 50000},
+        "en_novel": {"language": "en", "input": 80, "kept": 80, "chars_in": 20000, "chars_kept": 20000}}})
+    split = {"categories": {
+        "zh_news": {"lang": "zh", "records": 100, "train_records": 90, "heldout_records": 10, "train_chars": 45000,
+                    "heldout_chars": 5000},
+        "en_novel": {"lang": "en", "records": 80, "train_records": 72, "heldout_records": 8, "train_chars": 18000,
+                     "heldout_chars": 2000}}}
+    _write(root / "corpus" / "train" / "manifest.json", split)
+    _write(root / "corpus" / "heldout" / "manifest.json", split)
 
 
 def test_report_full(tmp_path):
@@ -64,6 +81,26 @@ def test_report_full(tmp_path):
     assert "| replay | 29.00 | 32.00 |" in summary  # mmlu then idioms columns, k = 4
     assert "| Colossal-LLaMA-2-7B (published) | 53.06 | n/a |" in summary
     assert "final loss 8.5000 at step 5, 5,120 tokens" in summary
+    # the Data section: per-category numbers, no elided values
+    assert "…" not in summary
+    assert "| zh_news | zh | 120 | 54,321 | 100 | 50,000 | 90 | 45,000 | 10 | 5,000 |" in summary
+    assert "| total |  | 200 | 74,321 | 180 | 70,000 | 162 | 63,000 | 18 | 7,000 |" in summary
+    # replay (k = 2): en 3,000 tokens, zh 3,000 + 1,000 replayed -> 7,000 in all
+    assert "| replay | en_novel | 6 | 3,000 | 0 | 42.9% |" in summary
+    assert "| replay | zh_news | 12 | 4,000 | 1,000 | 57.1% |" in summary
+    assert "| replay | total | 18 | 7,000 | 1,000 | 100.0% |" in summary
+    assert "| injection | 10 | 5,120 | 512 | 1 | 1.25% | overlong 1 |" in summary
+    data_html = (out / "datasets.html").read_text()
+    assert "Tokens per stage by category" in data_html and "57.1%" in data_html and "54,321" in data_html
+    # the vocabulary change is marked: two loss segments, one marker at the end of `base`
+    rep = json.loads((out / "report.json").read_text())
+    segs = rep["loss_segments"]["tokens"]
+    assert [(g["vocab"], g["stages"]) for g in segs["segments"]] == [(32000, ["base"]),
+                                                                      (69104, ["injection", "replay"])]
+    assert [(m["x"], m["from"], m["to"]) for m in segs["vocabulary_changes"]] == [(5 * 1024.0, 32000, 69104)]
+    assert rep["loss_segments"]["step"]["vocabulary_changes"][0]["x"] == 5.0
+    assert "at 5,120 tokens the vocabulary 32,000 -> 69,104: losses before and after are not comparable" in summary
+    assert "final loss 7.5000 at step 5, 5,120 tokens (vocabulary 69,104)" in summary
     bench_html = (out / "benchmarks.html").read_text()
     assert "44.47" in bench_html and "injection" in bench_html
     rep = json.loads((out / "report.json").read_text())
@@ -108,3 +145,111 @@ def test_read_metrics_keeps_loss_rows_and_names_bad_line(tmp_path):
     with pytest.raises(RecordError, match=r"metrics\.jsonl:2: invalid_json") as e:
         report.read_metrics(p)
     assert e.value.reason == "invalid_json"
+
+
+def test_loss_layout_segments_and_bpb_positions():
+    from cpt.report_plots import bpb_positions, loss_layout
+
+    rows = [{"step": i, "tokens": 100 * i, "loss": 5.0 - 0.1 * i} for i in (1, 2, 3)]
+    train = {"base": rows, "injection": rows, "replay": rows, "sft": rows[:2]}
+    lay = loss_layout(train, {"base": 32000, "injection": 69104, "replay": None, "sft": 69104}, "tokens")
+    # stages end to end: injection starts where base stopped
+    assert lay["series"]["injection"]["x"] == [400.0, 500.0, 600.0]
+    assert lay["ends"] == {"base": 300.0, "injection": 600.0, "replay": 900.0, "sft": 1100.0}
+    # unknown vocabulary (None) stays in the current segment; one change, at 300 tokens
+    assert [(g["vocab"], g["stages"], g["x0"], g["x1"]) for g in lay["segments"]] == [
+        (32000, ["base"], 0.0, 300.0), (69104, ["injection", "replay", "sft"], 300.0, 1100.0)]
+    assert [(m["x"], m["from"], m["to"]) for m in lay["markers"]] == [(300.0, 32000, 69104)]
+    pos = bpb_positions(["base_model", "init", "base", "replay", "elsewhere"], lay)
+    assert pos == {"base_model": 0.0, "init": 300.0, "base": 300.0, "replay": 900.0}
+    same = loss_layout({"a": rows, "b": rows}, {"a": 32000, "b": 32000}, "step")
+    assert len(same["segments"]) == 1 and same["markers"] == []
+    assert bpb_positions(["init"], same) == {}
+
+
+def _metrics(path: Path, rates, tokens_per_step: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for i, r in enumerate(rates, 1):
+            f.write(json.dumps({"step": i, "tokens": i * tokens_per_step, "loss": 5.0, "tokens_per_s": r}) + "\n")
+
+
+def test_cost_per_stage_total_and_projection(tmp_path):
+    from cpt import cost
+
+    root = tmp_path / "results" / "x"
+    # stage a: 2 devices, median of the rates after the warm-up row = 400 tokens/s -> 200 per device;
+    # 720,000 tokens -> 720,000 / 200 / 3600 = 1.0 device-hour, 0.5 wall hours, $2.50 at $2.50/h
+    _metrics(root / "train" / "a" / "metrics.jsonl", [1.0, 300.0, 400.0, 500.0], 180_000)
+    _write(root / "train" / "a" / "run.json", {"key": "k", "trainer": {"world_size": 2}})
+    # stage b: one device at 100 tokens/s; 1,080,000 tokens -> 3.0 device-hours, $7.50
+    _metrics(root / "train" / "b" / "metrics.jsonl", [100.0, 100.0], 540_000)
+    _write(root / "train" / "b" / "run.json", {"trainer": {"world_size": 1}})
+    # stage c: no run.json -> no world size -> no measured rate (listed, not guessed)
+    _metrics(root / "train" / "c" / "metrics.jsonl", [100.0], 10)
+    section = {"cost": {"gpu_hour_usd": 2.5, "projection": {"tokens": 8.5e9, "published": "8.5 B tokens, 64 A800"}}}
+    data = report.build_report(root, tmp_path / "rep", stages=["a", "b", "c"], points=[], section=section, devices=64)
+    c = data["cost"]
+    a, b, cc = c["stages"]
+    assert (a["tokens_per_s_per_device"], a["devices"], a["device_hours"], a["wall_hours"], a["cost_usd"]) == \
+        (200.0, 2, 1.0, 0.5, 2.5)
+    assert (b["device_hours"], b["cost_usd"]) == (3.0, 7.5)
+    assert "device_hours" not in cc and cc["rate_source"].startswith("unknown")
+    assert c["total"] == {"tokens": 720_000 + 1_080_000 + 10, "device_hours": 4.0, "cost_usd": 10.0,
+                          "stages_without_rate": ["c"]}
+    # the projection at the mean measured rate (150 tokens/s/device) on the 64 devices given
+    p = c["projection"]
+    assert p["tokens_per_s_per_device"] == 150.0 and p["devices"] == 64
+    assert p["device_hours"] == 8.5e9 / 150.0 / 3600.0 and p["cost_usd"] == p["device_hours"] * 2.5
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "| a | 720,000 | 2 | 200 | measured | 1.000 | 0.500 | $2.50 |" in summary
+    assert "| whole run | 1,800,010 |  |  |  | 4.000 |  | $10.00 |" in summary
+    assert "| published |  |  |  | 8.5 B tokens, 64 A800 |" in summary
+    assert "Run cost" in (tmp_path / "rep" / "cost.html").read_text()
+    # --assume-tokens-per-s fills the stage without a measurement (measured ones keep theirs), and the projection
+    runner = CliRunner()
+    r = runner.invoke(report.cli_report, ["--results", str(root), "--stage", "a", "--stage", "b", "--stage", "c",
+                                          "--assume-tokens-per-s", "1000", "--gpu-hour-usd", "1"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    rep = json.loads((root / "report" / "report.json").read_text())
+    assert [s["rate_source"] for s in rep["cost"]["stages"]] == ["measured", "measured", "assumed"]
+    assert rep["cost"]["stages"][2]["device_hours"] == 10 / 1000 / 3600
+    assert rep["cost"]["total"]["cost_usd"] == 4.0 + 10 / 1000 / 3600
+
+
+def test_cost_projection_of_the_locked_7b_config():
+    """The locked 7B config projects its published run: 64 devices from resources.train, its assumed rate."""
+    from cpt import cost
+    from cpt.config import load
+
+    cfg = load(Path(__file__).resolve().parents[2] / "config" / "colossal-llama-2-7b.yaml")
+    sec = cfg["report"]["cost"]
+    devices = cost.train_devices(cfg["resources"])
+    assert devices == 64
+    c = cost.run_cost({}, {}, sec, devices)
+    p = c["projection"]
+    assert p["tokens"] == 8.5e9 and p["devices"] == 64 and p["rate_source"].startswith("assumed")
+    rate = sec["assume_tokens_per_s"]
+    assert p["wall_hours"] == 8.5e9 / rate / 3600 / 64
+    assert p["cost_usd"] == 8.5e9 / rate / 3600 * sec["gpu_hour_usd"]
+    assert "15 h" in p["published"] and "1,000" in p["published"]
+
+
+def test_report_benchmark_tables_show_distribution_baseline_and_marks(tmp_path):
+    root = tmp_path / "results" / "demo"
+    make_results(root)
+    dist = {"predicted": {"A": 96, "B": 2, "C": 1, "D": 1}, "gold": {"A": 25, "B": 30, "C": 25, "D": 20}}
+    _write(root / "evaluate" / "replay" / "benchmarks.json", {
+        "mmlu": {"accuracy": 25.0, "correct": 25, "num_questions": 100, "shots": 5, "answer_distribution": dist,
+                 "majority_baseline": 30.0, "top_letter_share": 0.96, "degenerate": True},
+        "mmlu_full": {"status": "skipped", "skip_reason": "probe 'mmlu' is degenerate", "accuracy": None,
+                      "num_questions": 0}})
+    report.build_report(root, tmp_path / "rep", stages=["base", "injection", "replay"],
+                        points=["init", "replay"])
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "| replay | 25.00 (degenerate) | - | skipped |" in summary  # mmlu, idioms (absent), mmlu_full
+    assert "| replay | mmlu | 25.00 | 30.00 | A 96% B 2% C 1% D 1% | A 25% B 30% C 25% D 20% | degenerate |" in summary
+    assert "| replay | mmlu_full | - | - | - | - | skipped: probe 'mmlu' is degenerate |" in summary
+    assert "| init | mmlu | 26.00 | - | - | - |  |" in summary  # an old result without a distribution
+    html_text = (tmp_path / "rep" / "benchmarks.html").read_text()
+    assert "Answer-letter distributions" in html_text and "A 96% B 2% C 1% D 1%" in html_text

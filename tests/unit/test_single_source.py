@@ -29,7 +29,6 @@ PENDING: dict[str, str] = {
     "tokenizer/family.py": "tokenizer family in progress (branch tok)",
     "tokenizer/pieces.py": "tokenizer family in progress (branch tok)",
     "tokenizer/spm_family.py": "tokenizer family in progress (branch tok)",
-    "train/data.py": "training internals in progress (branch gpu)",
 }
 
 

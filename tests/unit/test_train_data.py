@@ -77,7 +77,7 @@ def test_shuffle_within_bucket_is_seeded_and_per_epoch():
 
 
 def test_padding_slots_counted_and_spread():
-    s = BucketOrderedSampler([5, 3], micro_batch_size=2, num_replicas=2, rank=0, seed=0)
+    s = BucketOrderedSampler([5, 3], micro_batch_size=2, num_replicas=2, rank=0, seed=0, epochs=1)
     assert s.micro_steps_per_epoch() == 2 + 1
     assert s.padding_slots_per_epoch() == 3 + 1
     for step in s.plan(0):
@@ -126,11 +126,11 @@ def test_elastic_resume_exactly_once_in_bucket_order(before, after, steps_before
 
 
 def test_elastic_position_is_the_global_sample_count():
-    samplers = [BucketOrderedSampler([11, 7], 2, 2, r, seed=0) for r in range(2)]
+    samplers = [BucketOrderedSampler([11, 7], 2, 2, r, seed=0, epochs=1) for r in range(2)]
     for s in samplers:
         s.next_group(2)  # 2 micro steps x 2 ranks x 2 = 8 samples of bucket 0
     assert samplers[0].state_dict()["position"] == 8
-    one = BucketOrderedSampler([11, 7], 2, 1, 0, seed=0)
+    one = BucketOrderedSampler([11, 7], 2, 1, 0, seed=0, epochs=1)
     one.load_state_dict(samplers[0].state_dict())
     _, group = one.next_group(1)
     left = [int(x) for x in samplers[0].bucket_permutation(0, 0)[8:]]
@@ -139,11 +139,11 @@ def test_elastic_position_is_the_global_sample_count():
 
 
 def test_resume_with_other_seed_or_data_is_refused():
-    s = BucketOrderedSampler([10], 2, 2, 0, seed=0)
+    s = BucketOrderedSampler([10], 2, 2, 0, seed=0, epochs=1)
     with pytest.raises(TrainError, match="seed"):
-        BucketOrderedSampler([10], 2, 1, 0, seed=1).load_state_dict(s.state_dict())
+        BucketOrderedSampler([10], 2, 1, 0, seed=1, epochs=1).load_state_dict(s.state_dict())
     with pytest.raises(TrainError, match="bucket_sizes"):
-        BucketOrderedSampler([9], 2, 2, 0, seed=0).load_state_dict(s.state_dict())
+        BucketOrderedSampler([9], 2, 2, 0, seed=0, epochs=1).load_state_dict(s.state_dict())
 
 
 def test_dataset_reads_buckets_in_manifest_order_and_masks_padding(tmp_path):
@@ -161,7 +161,7 @@ def test_dataset_reads_buckets_in_manifest_order_and_masks_padding(tmp_path):
 def test_collator_pads_resets_positions_and_blocks_cross_document():
     rows = [{"input_ids": [5, 6, 7, 8, 9], "labels": [5, 6, 7, 8, 9], "doc_lengths": [2, 3]},
             {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "doc_lengths": [3]}]
-    plain = Collator(pad_token_id=0)(rows)
+    plain = Collator(pad_token_id=0, use_doc_lengths=False, cross_document_attention=True)(rows)
     assert plain["input_ids"][1].tolist() == [5, 6, 7, 0, 0]
     assert plain["labels"][1].tolist() == [-100, 6, 7, -100, -100]
     assert plain["attention_mask"][1].tolist() == [1, 1, 1, 0, 0]

@@ -109,7 +109,7 @@ def test_training_progress_in_the_rule_log_and_artifacts_readable(tiny_run):
     assert ckpt_files and all(stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask for f in ckpt_files)
 
 
-def test_evaluation_and_report(tiny_run):
+def test_evaluation_and_report(tiny_run, tiny_config):
     workdir, cfg, res = tiny_run
     for point in ["base", "init", "replay"]:
         bench = load_json(res / "evaluate" / point / "benchmarks.json")
@@ -117,8 +117,15 @@ def test_evaluation_and_report(tiny_run):
         assert bench["idioms"]["num_questions"] == 40
         assert "zh" in json.dumps(load_json(res / "evaluate" / point / "bpb.json"))
     summary = (res / "report" / "summary.md").read_text(encoding="utf-8")
-    for heading in ["Tokenizer", "Training", "Bits per byte", "Benchmarks"]:
+    for heading in ["Tokenizer", "Training", "Bits per byte", "Benchmarks", "Corpus by category",
+                    "Tokens per stage by category", "## Cost"]:
         assert heading in summary
+    assert "…" not in summary  # per-category numbers, none elided
+    for cat in tiny_config["corpus"]["categories"]:
+        assert f"| {cat} |" in summary, cat
+    rep = load_json(res / "report" / "report.json")
+    assert rep["loss_segments"]["tokens"]["vocabulary_changes"], "the 32,000 -> extended change is marked"
+    assert all(s["rate_source"] == "measured" for s in rep["cost"]["stages"]), rep["cost"]
     snakemake(workdir, cfg, "--report", str(workdir / "report.html"))
     html = (workdir / "report.html").read_text(encoding="utf-8", errors="replace")
     assert "loss_by_step.png" in html and "bpb.png" in html

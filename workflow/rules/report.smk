@@ -1,6 +1,8 @@
 # report: tables and plots of the experiment for `snakemake --report report.html` (Snakemake's own HTML report;
 # captions in workflow/report/) and results/<experiment>/report/summary.md for terminals.
 # Library: cpt.report. Same step without Snakemake: cpt report --results results/<experiment>
+from cpt.cost import train_devices
+
 REPORT_DIR = L.report
 
 
@@ -23,6 +25,7 @@ rule report:
         benchmarks=report(str(REPORT_DIR / "benchmarks.html"), caption="../report/benchmarks.rst",
                           category="Evaluation"),
         datasets=report(str(REPORT_DIR / "datasets.html"), caption="../report/datasets.rst", category="Data"),
+        cost=report(str(REPORT_DIR / "cost.html"), caption="../report/cost.rst", category="Cost"),
         summary=str(REPORT_DIR / "summary.md"),
         json=str(REPORT_DIR / "report.json"),
     params:
@@ -30,6 +33,7 @@ rule report:
         stages=STAGES,
         points=EVAL_POINTS,
         experiment=EXP,
+        devices=train_devices(config.get("resources")),  # the cost projection's default device count
     log:
         logfile("report"),
     threads: 1

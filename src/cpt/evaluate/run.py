@@ -2,7 +2,8 @@
 
 Layout written into `out_dir` (results/<exp>/evaluate/<stage>/):
   benchmarks.json                 {name: headline numbers} for the report
-  <name>.json                     full result of one benchmark (per subject, prompt statistics, timing)
+  <name>.json                     full result of one benchmark (per subject, answer-letter distribution, majority
+                                  baseline, degenerate, prompt statistics, timing), or why it was skipped
   <name>.predictions.jsonl        one line per question (id, subject, answer, pred, letter logits, ...)
   bpb.json                        bits per byte / perplexity per language and category
 """
@@ -18,16 +19,27 @@ from typing import Any, Mapping
 import torch
 
 from cpt.errors import ConfigError
+from cpt.schema import default
+from cpt.evaluate import gating
 from cpt.evaluate.formats import FORMATS, get_format, load_benchmark
 from cpt.evaluate.scoring import EvalSettings, evaluate_benchmark
 
 HEADLINE_KEYS = ("accuracy", "macro_accuracy", "num_questions", "correct", "shots", "few_shot_source", "format",
-                 "language", "split", "seconds", "questions_per_s", "skipped")
+                 "language", "split", "seconds", "questions_per_s", "skipped", "scoring", "prompt_style",
+                 "answer_distribution", "majority_baseline", "top_letter_share", "degenerate", "status",
+                 "skip_reason", "probe")
 
 
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(int(threads))
+
+
+def _pick(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) -> Any:
+    """A benchmark's own value of `key`, else the evaluate section's, else the schema's default."""
+    if spec.get(key) is not None:
+        return spec[key]
+    return common[key] if common.get(key) is not None else default(f"evaluate.{key}")
 
 
 def settings_from(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) -> EvalSettings:
@@ -40,6 +52,9 @@ def settings_from(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) 
         limit_per_subject=spec.get("limit_per_subject", common.get("limit_per_subject")),
         combined=bool(spec.get("combined", fmt.combined)),
         max_new_tokens=int(spec.get("max_new_tokens", 32)),
+        scoring=str(_pick(spec, common, "scoring")),
+        length_normalize=bool(_pick(spec, common, "length_normalize")),
+        prompt_style=str(_pick(spec, common, "prompt_style")),
     )
 
 
@@ -53,13 +68,24 @@ def check_specs(benchmarks: Mapping[str, Mapping[str, Any]], key: str = "evaluat
 
 def run_benchmarks(model, tokenizer, benchmarks: Mapping[str, Mapping[str, Any]], out_dir: str | os.PathLike,
                    common: Mapping[str, Any] | None = None, progress: bool = True) -> dict:
-    """Evaluate every benchmark; write <name>.json, <name>.predictions.jsonl and benchmarks.json."""
+    """Evaluate every benchmark (probes before the benchmarks they gate); write <name>.json,
+    <name>.predictions.jsonl and benchmarks.json (in config order). A benchmark whose `skip_if_degenerate` probe
+    is degenerate is not run: its <name>.json says why (cpt.evaluate.gating)."""
     common = dict(common or {})
     check_specs(benchmarks)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {}
-    for name, spec in benchmarks.items():
+    summary, results = {}, {}
+    for name in gating.run_order(benchmarks):
+        spec = benchmarks[name]
+        reason = gating.skip_reason(spec, results)
+        if reason is not None:
+            res = gating.skipped_result(name, spec, reason, results[spec[gating.KEY]])
+            (out / f"{name}.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            (out / f"{name}.predictions.jsonl").write_text("", encoding="utf-8")
+            results[name] = res
+            summary[name] = {k: res[k] for k in HEADLINE_KEYS if k in res}
+            continue
         bench = load_benchmark(spec["format"], spec.get("path"), name=name, split=spec.get("split"))
         res = evaluate_benchmark(model, tokenizer, bench, settings_from(spec, common, name), progress=progress)
         preds = res.pop("predictions", [])
@@ -68,7 +94,9 @@ def run_benchmarks(model, tokenizer, benchmarks: Mapping[str, Mapping[str, Any]]
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         res["files"] = bench.files if len(bench.files) <= 200 else [f"{len(bench.files)} files"]
         (out / f"{name}.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        results[name] = res
         summary[name] = {k: res[k] for k in HEADLINE_KEYS if k in res}
+    summary = {n: summary[n] for n in benchmarks}
     (out / "benchmarks.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
 

@@ -1,4 +1,5 @@
-"""First-token-logit scoring of multiple-choice benchmarks (ColossalEval's method), made fast on CPU.
+"""Scoring of multiple-choice benchmarks, made fast on CPU: first-token logits (ColossalEval's method, the
+default `evaluate.scoring: first_token`) or option log-likelihoods (`letter`, `answer`: cpt.evaluate.likelihood).
 
 For each question: one forward pass of the base transformer over the prompt, the LM head applied to the last
 hidden state only, and the prediction = argmax of those logits over the answer-letter tokens. Prompts are
@@ -6,6 +7,7 @@ tokenized in batches, sorted by length, and run in batches under a token budget.
 their instruction and few-shot examples: that common token prefix (found on the actual token ids) is run once
 and its key/value cache reused, so each question costs only its own tokens; the rest run left-padded.
 AGIEval's "combined" metric also greedily generates a short answer and accepts the first A-G letter in it.
+Every result carries its answer-letter distribution and majority baseline (cpt.evaluate.answer_stats).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Iterable, Sequence
 import torch
 
 from cpt.errors import EvalError
+from cpt.evaluate import likelihood
+from cpt.evaluate.answer_stats import aggregate, letter_stats, weighted_average  # noqa: F401 - part of this API
 from cpt.evaluate.formats import Benchmark, Question
 from cpt.evaluate.prompts import answer_text, build_parts, few_shot_pool
 
@@ -55,6 +59,7 @@ class Prompt:
     instruction_dropped: bool = False
     question_truncated: bool = False
     prefix_key: str | None = None  # the text before the question; prompts that share it share a token prefix
+    text: str | None = None  # the text `ids` tokenize (None when cut from the left)
 
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -64,8 +69,11 @@ def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def build_prompts(tokenizer, bench: Benchmark, shots: int, max_length: int,
-                  limit_per_subject: int | None = None) -> list[Prompt]:
-    """Tokenized prompts of every scored question, each at most `max_length` tokens.
+                  limit_per_subject: int | None = None, style: str = "project", mode: str = "first_token"
+                  ) -> list[Prompt]:
+    """Tokenized prompts of every scored question in `style`, each at most `max_length` tokens; for the
+    likelihood modes the cue loses a trailing space (it starts the continuation) and, for `answer`, examples end
+    in their answer's text.
 
     Over-long prompts lose few-shot examples first (farthest from the question first), then the instruction;
     only then is the prompt cut from the left (the question's end and the cue are always kept)."""
@@ -73,7 +81,9 @@ def build_prompts(tokenizer, bench: Benchmark, shots: int, max_length: int,
     for subject in bench.subjects.values():
         questions = subject.test[:limit_per_subject] if limit_per_subject else subject.test
         for q in questions:
-            p = build_parts(bench, subject, q, shots)
+            p = build_parts(bench, subject, q, shots, style, "text" if mode == "answer" else "letter")
+            if mode != "first_token":
+                p.question = p.question.rstrip(" ")
             parts.append(p)
             prompts.append(Prompt(q, bench.language_of(subject.name), [], len(p.examples), len(p.examples)))
     # round 0: full prompts; then only the over-long ones, one example fewer each round (batched tokenization)
@@ -85,6 +95,7 @@ def build_prompts(tokenizer, bench: Benchmark, shots: int, max_length: int,
             pr = prompts[i]
             if len(enc) <= max_length:
                 pr.ids = enc
+                pr.text = parts[i].text(pr.shots, not pr.instruction_dropped)
             elif pr.shots > 0:
                 pr.shots -= 1
                 still.append(i)
@@ -254,32 +265,6 @@ def first_letter(text: str, letters: str = "ABCD") -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------------------------ aggregation
-def aggregate(records: Iterable[dict], key: str = "correct") -> dict:
-    """Per-subject accuracy and the sample-weighted overall accuracy (percent), plus the unweighted mean."""
-    per: dict[str, list[int]] = {}
-    for r in records:
-        s = per.setdefault(r["subject"], [0, 0])
-        s[0] += int(bool(r[key]))
-        s[1] += 1
-    subjects = {k: {"correct": c, "total": n, "accuracy": 100.0 * c / n} for k, (c, n) in sorted(per.items())}
-    total = sum(v["total"] for v in subjects.values())
-    correct = sum(v["correct"] for v in subjects.values())
-    return {
-        "num_questions": total,
-        "correct": correct,
-        "accuracy": 100.0 * correct / total if total else float("nan"),
-        "macro_accuracy": (sum(v["accuracy"] for v in subjects.values()) / len(subjects)) if subjects else float("nan"),
-        "subjects": subjects,
-    }
-
-
-def weighted_average(results: Sequence[dict]) -> float:
-    """Accuracy over several aggregates, weighted by their question counts."""
-    total = sum(r["num_questions"] for r in results)
-    return 100.0 * sum(r["correct"] for r in results) / total if total else float("nan")
-
-
 # ------------------------------------------------------------------------------------------------ evaluation
 @dataclass
 class EvalSettings:
@@ -292,6 +277,9 @@ class EvalSettings:
     max_new_tokens: int = 32
     keep_predictions: bool = True
     share_prefix: bool = True  # run each shared few-shot prefix once (KV cache), then only the questions
+    scoring: str = "first_token"  # or letter / answer (cpt.evaluate.likelihood)
+    length_normalize: bool = False  # answer scoring: divide by the continuation's characters
+    prompt_style: str = "project"  # or colossaleval (cpt.evaluate.prompts)
 
 
 def model_max_length(model, tokenizer=None) -> int:
@@ -313,8 +301,18 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
     from tqdm import tqdm
 
     t0 = time.time()
+    mode = settings.scoring
+    likelihood.check_mode(mode)
     max_length = settings.max_length or model_max_length(model)
-    prompts = build_prompts(tokenizer, bench, settings.shots, max_length, settings.limit_per_subject)
+    room = likelihood.continuation_room(tokenizer, bench, mode, settings.limit_per_subject)
+    prompts = build_prompts(tokenizer, bench, settings.shots, max_length - room, settings.limit_per_subject,
+                            settings.prompt_style, mode)
+    options = likelihood.plan_options(tokenizer, prompts, [p.text for p in prompts], mode) if room else []
+    needed: dict[int, list[int]] = {}
+    for o in options:
+        if o.from_last_row:
+            needed.setdefault(o.prompt, []).append(o.ids[-1])
+    last_logprobs: dict[int, dict[int, float]] = {}
     t_tok = time.time() - t0
     letter_ids_cache: dict[tuple[str, str], dict[str, int]] = {}
 
@@ -329,10 +327,18 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
     logits_over: list[dict[str, float] | None] = [None] * len(prompts)
 
     def record(i: int, row: torch.Tensor) -> None:
+        if mode != "first_token":  # the log-probabilities of the one-token continuations
+            if i in needed:
+                logp = torch.log_softmax(row, dim=-1)
+                last_logprobs[i] = {t: float(logp[t]) for t in needed[i]}
+            return
         ids = letter_ids(prompts[i])
         logits_over[i] = dict(zip(ids.keys(), row[list(ids.values())].tolist()))
 
     groups, alone = plan_groups(prompts) if settings.share_prefix else ([], list(range(len(prompts))))
+    if mode != "first_token":  # only the prompts with a one-token continuation need their last logits
+        groups = [g for g in groups if any(m in needed for m in g.members)]
+        alone = [i for i in alone if i in needed]
     n_batches = 0
     bar = tqdm(total=len(prompts), desc=f"evaluate {bench.name}", unit="q", disable=not progress, leave=False)
     for g in groups:
@@ -350,6 +356,10 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
         n_batches += 1
         bar.update(len(idx))
     bar.close()
+    if mode != "first_token":
+        scores = likelihood.score_options(model, options, last_logprobs, pad, settings.max_batch_tokens,
+                                          settings.max_batch_size)
+        logits_over = likelihood.option_scores(options, scores, len(prompts), settings.length_normalize)
 
     generated: list[str | None] = [None] * len(prompts)
     if settings.combined:
@@ -366,7 +376,8 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
         pred = max(scores, key=lambda k: (scores[k], -ord(k)))  # ties -> earliest letter
         rec = {
             "id": p.question.qid, "subject": p.question.subject, "answer": p.question.answer, "pred": pred,
-            "correct": pred == p.question.answer, "logits": {k: round(v, 5) for k, v in scores.items()},
+            "correct": pred == p.question.answer,
+            ("logits" if mode == "first_token" else "loglik"): {k: round(v, 5) for k, v in scores.items()},
             "tokens": len(p.ids), "shots": p.shots,
         }
         if settings.combined:
@@ -377,8 +388,12 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
         records.append(rec)
 
     seconds = time.time() - t0
-    result = {"benchmark": bench.name, "format": bench.format, "language": bench.language, "split": bench.split}
+    result = {"benchmark": bench.name, "format": bench.format, "language": bench.language, "split": bench.split,
+              "scoring": mode, "prompt_style": settings.prompt_style}
+    if mode == "answer":
+        result["length_normalize"] = settings.length_normalize
     result.update(aggregate(records))
+    result.update(letter_stats(records))
     if settings.combined:
         comb = aggregate(records, key="correct_combined")
         result["first_token"] = {k: result[k] for k in ("correct", "accuracy", "macro_accuracy")}
@@ -406,7 +421,8 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
         "batches": n_batches,
         "shared_prefix_groups": len(groups),
         "computed_tokens": sum(len(g.prefix) + sum(len(x) for x in g.suffixes) for g in groups)
-        + sum(lengths[i] for i in alone),
+        + sum(lengths[i] for i in alone) + sum(len(o.ids) for o in options if not o.from_last_row),
+        "option_forwards": sum(not o.from_last_row for o in options),
         "seconds": round(seconds, 3),
         "tokenize_seconds": round(t_tok, 3),
         "questions_per_s": round(len(prompts) / seconds, 3) if seconds > 0 else math.inf,

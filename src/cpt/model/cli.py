@@ -65,17 +65,20 @@ def cli_base_model(tokenizer_dir, out_dir, kind, local_path, link, **tiny):
 @click.option("--seed", type=int, default=INIT["seed"], show_default=True)
 @click.option("--multivariate-scale", type=float, default=INIT["multivariate_scale"], show_default=True,
               help="multivariate: covariance multiplier.")
+@click.option("--mean-noise-scale", type=float, default=INIT["mean_noise_scale"], show_default=True,
+              help="mean_noise: noise std as a fraction of the old rows' per-dimension std.")
 @click.option("--copy", "copy_files", is_flag=True, help="Copy untouched shards instead of hardlinking them.")
 @click.option("--heldout", multiple=True, metavar="LANG=FILE",
               help="Held-out corpus jsonl for report.json (repeatable), e.g. en=heldout/kjv.jsonl.")
 @click.option("--report-max-tokens", type=int, default=INIT["report"]["max_tokens"], show_default=True)
 @click.option("--compare-methods", default="", help="Comma-separated other methods to compare in report.json.")
 def cli_init_embeddings(source_model, source_tokenizer, target_tokenizer, out_dir, method, pad_to_multiple_of,
-                        dummy_prefix, seed, multivariate_scale, copy_files, heldout, report_max_tokens,
-                        compare_methods):
+                        dummy_prefix, seed, multivariate_scale, mean_noise_scale, copy_files, heldout,
+                        report_max_tokens, compare_methods):
     """Extend a LLaMA's embeddings to an extended tokenizer (like the reference init_model.py, embeddings only)."""
     section = {
         "method": method, "dummy_prefix": dummy_prefix, "seed": seed, "multivariate_scale": multivariate_scale,
+        "mean_noise_scale": mean_noise_scale,
         "pad_to_multiple_of": pad_to_multiple_of,
         "report": {"max_tokens": report_max_tokens, "compare_methods": [m for m in compare_methods.split(",") if m]},
     }

@@ -9,6 +9,13 @@ Methods (`model.init.method`), each applied to the input embeddings and, unless 
   ``dummy_prefix=True`` (default) reproduces that; ``False`` encodes the bare text (["中", "国"]).
   A piece whose old encoding is empty gets the mean of all old rows (counted in the summary).
 - ``mean``: every new row is the mean of all old rows.
+- ``mean_noise``: the mean of all old rows plus small Gaussian noise, so that new rows are not identical (identical
+  rows get identical gradients from the input side): mean + mean_noise_scale * sigma * z, sigma the per-dimension
+  standard deviation of the old rows, z seeded as for multivariate. Hewitt (2021, "Initializing new word embeddings
+  for pretrained language models") argues for the mean with a small spread around it; this is its diagonal form.
+- ``subword_mean_norm``: the subword mean, rescaled to the mean norm of the old rows it averages (norm-corrected):
+  a mean of k rows is shorter than real rows (about 1/sqrt(k) for unrelated rows), so its logits under a tied or
+  trained lm_head start too close to the average; the correction keeps the direction and restores the length.
 - ``multivariate``: rows drawn from N(mean, scale * covariance) of the old rows. Exactly: z = torch.randn(n_new, d,
   generator=torch.Generator().manual_seed(seed + k), dtype=float32) with k = 0 for the input embeddings and 1 for
   lm_head; rows = mean + z @ L.T in float64, L = cholesky(scale * cov) (cov with n - 1 in the denominator; a
@@ -44,7 +51,7 @@ from cpt.model.layout import (
     BASE_VOCAB_KEY, EMBED_NAME, HEAD_NAME, PAD_MULTIPLE_KEY, UNPADDED_KEY, read_layout, read_model_config,
     read_tensor, tied_embeddings,
 )
-from cpt.model.rows import extend_matrix, old_token_ids, padded_size
+from cpt.model.rows import SUBWORD_METHODS, extend_matrix, old_token_ids, padded_size
 from cpt.model.safetensors_io import write_checkpoint
 from cpt.model.vocab import TOKENIZER_FILES, copy_tokenizer_files, tokenizer_pieces, tokenizer_vocab_size
 from cpt.records import category_files
@@ -94,7 +101,7 @@ def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.Pat
     if not tied and HEAD_NAME not in layout.weight_map:
         raise ModelError(f"{src / 'config.json'}: tie_word_embeddings is false but the checkpoint has no "
                          f"{HEAD_NAME!r}; the checkpoint is incomplete")
-    id_lists = old_token_ids(old_tok, new_pieces, dummy_prefix) if method == "subword_mean" else None
+    id_lists = old_token_ids(old_tok, new_pieces, dummy_prefix) if method in SUBWORD_METHODS else None
 
     new_tensors, details = {}, {}
     for k, name in enumerate([EMBED_NAME] + ([] if tied else [HEAD_NAME])):
@@ -104,7 +111,7 @@ def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.Pat
                              f"expected ({facts['vocab_size']}, hidden) from config.json")
         with torch.no_grad():
             mat, info = extend_matrix(W[:n_old], n_total, n_tok, method, id_lists=id_lists, seed=seed + k,
-                                      scale=s["multivariate_scale"])
+                                      scale=s["multivariate_scale"], noise_scale=s["mean_noise_scale"])
         new_tensors[name] = mat
         details[name] = {"dtype": str(W.dtype).replace("torch.", ""), "shape": list(mat.shape), **info}
         del W
@@ -143,6 +150,8 @@ def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.Pat
     }
     if method == "multivariate":
         summary["multivariate_scale"] = s["multivariate_scale"]
+    if method == "mean_noise":
+        summary["mean_noise_scale"] = s["mean_noise_scale"]
     if id_lists is not None:
         lens = [len(x) for x in id_lists]
         prefix_id = _dummy_prefix_id(old_tok)

@@ -1,4 +1,6 @@
-"""The init report: row-norm statistics per method and held-out loss per language before and after the extension."""
+"""The init report: row-norm statistics per method, held-out loss and bits per byte per language before and after
+the extension, and the next-token KL divergence from the source model on English, for the written method and every
+`report.compare_methods` entry (`comparison`: one row per method)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from cpt.errors import ModelError
 from cpt.model.layout import (
     EMBED_NAME, HEAD_NAME, UNPADDED_KEY, read_layout, read_model_config, read_tensor, tied_embeddings,
 )
-from cpt.model.rows import extend_matrix, old_token_ids
+from cpt.model.rows import SUBWORD_METHODS, extend_matrix, old_token_ids
 from cpt.model.vocab import tokenizer_pieces, tokenizer_vocab_size
 
 def norm_stats(W, lo: int, hi: int) -> dict:
@@ -71,6 +73,42 @@ def heldout_loss(model, tokenizer, texts: Sequence[str], seq_len: int, batch_siz
             "bits_per_byte": round(r["nll_nats"] / math.log(2) / max(r["bytes"], 1), 6)}
 
 
+def english_ids(tok_old, tok_new, texts: Sequence[str] | None) -> dict | None:
+    """The English texts' ids under the old tokenizer (valid for both models) and whether the new tokenizer gives
+    the same ids (its guarantee on English text); None without English texts."""
+    if not texts:
+        return None
+    old = tok_old(list(texts), add_special_tokens=False)["input_ids"]
+    new = tok_new(list(texts), add_special_tokens=False)["input_ids"]
+    return {"ids": old, "identical": old == new}
+
+
+def english_kl(before_model, after_model, tok_old, docs, seq_len: int, batch_size: int) -> dict:
+    """KL(source || initialised) of the next-token distribution on `docs` (cpt.evaluate.kl, same windows as the
+    held-out loss)."""
+    from cpt.evaluate.kl import next_token_kl
+    from cpt.evaluate.scoring import pad_token_id
+
+    r = next_token_kl(before_model, after_model, docs, tok_old.bos_token_id, seq_len + 1, pad_token_id(tok_old),
+                      batch_size * (seq_len + 1))
+    return {k: (round(v, 8) if isinstance(v, float) else v) for k, v in r.items()}
+
+
+def comparison(methods: Sequence[str], loss: Mapping[str, Any], kl: Mapping[str, Any]) -> list[dict]:
+    """One row per method: step-0 bits per byte per language (and its change) and the English KL."""
+    rows = []
+    for m in methods:
+        row: dict[str, Any] = {"method": m}
+        for lang in sorted(loss):
+            a = loss[lang]["after"][m]
+            row[f"{lang}_bits_per_byte"] = a["bits_per_byte"]
+            row[f"{lang}_delta_bits_per_byte"] = a["delta_bits_per_byte"]
+        if m in kl:
+            row["en_kl_nats"] = kl[m]["mean_kl_nats"]
+        rows.append(row)
+    return rows
+
+
 def _load_tokenizer(tokenizer_dir: Path):
     from transformers import AutoTokenizer
 
@@ -124,12 +162,14 @@ def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, 
     others = [m for m in methods if m != method]
     if others:
         new_pieces = tokenizer_pieces(new_tok)[n_old:n_tok]
-        id_lists = old_token_ids(old_tok, new_pieces, s["dummy_prefix"]) if "subword_mean" in others else None
+        id_lists = (old_token_ids(old_tok, new_pieces, s["dummy_prefix"])
+                    if set(SUBWORD_METHODS) & set(others) else None)
         for k, name in enumerate(names):
             W = read_tensor(src_layout, name)[:n_old]
             for m in others:
                 matrices[m][name], _ = extend_matrix(W, n_total, n_tok, m, id_lists=id_lists, seed=seed + k,
-                                                     scale=s["multivariate_scale"])
+                                                     scale=s["multivariate_scale"],
+                                                     noise_scale=s["mean_noise_scale"])
     report: dict[str, Any] = {
         "method": method, "tie_word_embeddings": tied,
         "vocab": {"old": n_old, "new": n_tok, "matrix_rows": n_total, "new_rows": n_tok - n_old,
@@ -148,14 +188,19 @@ def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, 
         for lang, ts in texts.items():
             loss[lang] = {"texts": len(ts), "before": heldout_loss(before_model, tok_old, ts, seq_len, batch_size),
                           "after": {}}
-        del before_model
+        kl_docs = english_ids(tok_old, tok_new, texts.get("en")) if rep["kl"] else None
+        if not kl_docs:
+            del before_model
         after_model = _load_model(dst)
+        kl: dict[str, Any] = {}
         for m in methods:
             if m != method:
                 with torch.no_grad():
                     after_model.get_input_embeddings().weight.copy_(matrices[m][EMBED_NAME])
                     if not tied:
                         after_model.get_output_embeddings().weight.copy_(matrices[m][HEAD_NAME])
+            if kl_docs:
+                kl[m] = english_kl(before_model, after_model, tok_old, kl_docs["ids"], seq_len, batch_size)
             for lang, ts in texts.items():
                 rec = heldout_loss(after_model, tok_new, ts, seq_len, batch_size)
                 b = loss[lang]["before"]
@@ -163,6 +208,11 @@ def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, 
                 rec["delta_bits_per_byte"] = round(rec["bits_per_byte"] - b["bits_per_byte"], 6)
                 loss[lang]["after"][m] = rec
         report["loss"] = loss
+        if kl_docs:
+            report["kl_en"] = {"definition": "mean over English held-out positions of KL(source || initialised) of "
+                                             "the next-token distribution, nats (cpt.evaluate.kl)",
+                               "english_ids_identical": kl_docs["identical"], "methods": kl}
+        report["comparison"] = comparison(methods, loss, kl)
         report["heldout"] = {lang: [str(f) for f in files] for lang, files in heldout.items()}
         report["max_tokens"] = max_tokens
         lines = []
@@ -170,6 +220,8 @@ def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, 
             a = loss[lang]["after"][method]
             lines.append(f"{lang}: loss {loss[lang]['before']['loss']:.4f} -> {a['loss']:.4f} nats/token "
                          f"({a['delta_loss']:+.4f}), {a['delta_bits_per_byte']:+.4f} bits/byte")
+        if method in kl:
+            lines.append(f"English next-token KL from the source {kl[method]['mean_kl_nats']:.5f} nats")
         report["summary"] = f"{method}: " + "; ".join(lines)
         if "en" in loss:
             report["english_loss_moved"] = loss["en"]["after"][method]["delta_loss"]

@@ -12,7 +12,9 @@ from cpt.model.vocab import open_model_tokenizer
 if TYPE_CHECKING:
     import torch
 
-METHODS = ("subword_mean", "mean", "multivariate")
+METHODS = ("subword_mean", "mean", "multivariate", "mean_noise", "subword_mean_norm")
+SUBWORD_METHODS = ("subword_mean", "subword_mean_norm")  # need each new piece's old token ids
+SEEDED_METHODS = ("multivariate", "mean_noise")
 ROW_CHUNK = 4096
 
 
@@ -73,6 +75,38 @@ def subword_mean_rows(W, id_lists: Sequence[Sequence[int]], fallback) -> tuple["
     return out, n_empty
 
 
+def mean_noise_rows(W, n_new: int, seed: int, scale: float, mu=None) -> "torch.Tensor":
+    """float32 (n_new, d): mean + scale * sigma * z, sigma the per-dimension standard deviation of W's rows
+    (n - 1), z = torch.randn(n_new, d, generator=manual_seed(seed), float32); computed in float64."""
+    import torch
+
+    mu = row_mean(W) if mu is None else mu
+    sigma = row_covariance(W, mu).diagonal().clamp_min(0).sqrt()
+    g = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(n_new, W.shape[1], generator=g, dtype=torch.float32)
+    return (mu + float(scale) * sigma * z.to(torch.float64)).to(torch.float32)
+
+
+def subword_mean_norm_rows(W, id_lists: Sequence[Sequence[int]], fallback) -> tuple["torch.Tensor", int]:
+    """float32 (n_new, d): the subword mean rescaled to the mean norm of the rows it averages. Averaging k
+    rows that point different ways shrinks the norm (about 1/sqrt(k) for unrelated rows), so plain subword-mean
+    rows are shorter than the rows of real tokens; this keeps the mean's direction and restores the length.
+    Empty lists get `fallback` (unscaled); a zero mean stays zero."""
+    import torch
+
+    rows, n_empty = subword_mean_rows(W, id_lists, fallback)
+    norms = W.to(torch.float32).norm(dim=1)
+    lengths = [len(x) for x in id_lists]
+    flat = torch.tensor([i for x in id_lists for i in x], dtype=torch.long)
+    seg = torch.repeat_interleave(torch.arange(len(id_lists)), torch.tensor(lengths, dtype=torch.long))
+    target = torch.zeros(len(id_lists), dtype=torch.float32).index_add_(0, seg, norms[flat])
+    target /= torch.tensor(lengths, dtype=torch.float32).clamp_min(1)
+    have = rows.norm(dim=1)
+    ok = (torch.tensor(lengths) > 0) & (have > 0)
+    rows[ok] *= (target[ok] / have[ok]).unsqueeze(1)
+    return rows, n_empty
+
+
 def multivariate_rows(W, n_new: int, seed: int, scale: float = 1.0, mu=None) -> "torch.Tensor":
     """float32 (n_new, d) samples of N(mean, scale * cov) of W's rows (see the module docstring for the exact recipe)."""
     import torch
@@ -93,7 +127,7 @@ def multivariate_rows(W, n_new: int, seed: int, scale: float = 1.0, mu=None) -> 
 
 
 def extend_matrix(W_old, n_total: int, n_tok: int, method: str, *, id_lists=None, seed: int = 0,
-                  scale: float = 1.0) -> tuple["torch.Tensor", dict]:
+                  scale: float = 1.0, noise_scale: float = 0.0) -> tuple["torch.Tensor", dict]:
     """(n_total, d) matrix in W_old's dtype: old rows as they are, new rows by `method`, padded rows = mean."""
     import torch
 
@@ -107,13 +141,16 @@ def extend_matrix(W_old, n_total: int, n_tok: int, method: str, *, id_lists=None
     mu = row_mean(W32)
     info: dict[str, Any] = {}
     if n_new > 0:
-        if method == "subword_mean":
+        if method in SUBWORD_METHODS:
             if id_lists is None or len(id_lists) != n_new:
-                raise ModelError(f"subword_mean needs one id list per new piece ({n_new})")
-            rows, n_empty = subword_mean_rows(W32, id_lists, mu)
+                raise ModelError(f"{method} needs one id list per new piece ({n_new})")
+            fn = subword_mean_rows if method == "subword_mean" else subword_mean_norm_rows
+            rows, n_empty = fn(W32, id_lists, mu)
             info["empty_fallback"] = n_empty
         elif method == "mean":
             rows = mu.to(torch.float32).expand(n_new, d)
+        elif method == "mean_noise":
+            rows = mean_noise_rows(W32, n_new, seed, noise_scale, mu=mu)
         else:
             rows = multivariate_rows(W32, n_new, seed, scale, mu=mu)
         out[n_old:n_tok] = rows.to(W_old.dtype)

@@ -1,8 +1,8 @@
 """CPU compatibility shims for ColossalAI 0.5.0 (the ONLY place where ColossalAI is patched).
 
 ColossalAI's CPU accelerator raises on methods that are meaningless on a CPU (synchronize, empty_cache,
-streams, device count, seeding) instead of doing nothing, and a few code paths assume a GPU. Measured here
-(see ENVIRONMENT.md): with these shims TorchDDPPlugin and LowLevelZeroPlugin (ZeRO-1/2) train with gloo on CPU
+streams, device count, seeding) instead of doing nothing, and a few code paths assume a GPU. Measured on CPU
+with torch 2.13 and ColossalAI 0.5.0 (installed --no-deps, README "Known limits"): with these shims TorchDDPPlugin and LowLevelZeroPlugin (ZeRO-1/2) train with gloo on CPU
 and ddp optimizer checkpoints load. Every shim is listed in SHIMS with a probe that proves the unpatched
 library still needs it; tests/unit/test_train_compat.py fails when an upgrade makes one unnecessary or wrong.
 

@@ -1,6 +1,6 @@
 """Bucketed training data: reader of the dataset contract, a bucket-ordered resumable distributed sampler, a collator.
 
-Dataset contract (PREAMBLE): <dataset>/manifest.json {"buckets": [dir names in training order], ...} and one
+Dataset contract (written by cpt.dataset, see cpt.dataset.manifest): <dataset>/manifest.json {"buckets": [dir names in training order], ...} and one
 `datasets` save_to_disk directory per bucket with input_ids, labels, doc_lengths (unpadded sequences).
 
 Order guarantee: a *micro step* is one micro batch on every data-parallel rank. Every micro step holds samples of
@@ -141,7 +141,7 @@ class BucketOrderedSampler:
     """
 
     def __init__(self, bucket_sizes: Sequence[int], micro_batch_size: int, num_replicas: int, rank: int,
-                 seed: int, epochs: int = 1):
+                 seed: int, epochs: int):
         if not 0 <= rank < num_replicas:
             raise TrainError(f"rank {rank} outside [0, {num_replicas})")
         if sum(bucket_sizes) == 0:
@@ -299,7 +299,7 @@ class Collator:
     restarting at 0) they never mix with real tokens either.
     """
 
-    def __init__(self, pad_token_id: int = 0, use_doc_lengths: bool = False, cross_document_attention: bool = True,
+    def __init__(self, *, use_doc_lengths: bool, cross_document_attention: bool, pad_token_id: int = 0,
                  attention_impl: str = "sdpa", dtype: torch.dtype = torch.float32, pad_to_multiple_of: int = 1):
         self.pad = pad_token_id
         self.use_doc_lengths = use_doc_lengths
@@ -333,7 +333,7 @@ class Collator:
             seg = segment_ids_from_doc_lengths(r["doc_lengths"], L)
             seg = seg + [seg[-1] + 1 if seg else 0] * (width - L)  # padding = its own segment
             segments[i] = torch.as_tensor(seg)
-            pos, start = [], 0
+            pos = []
             for d in list(r["doc_lengths"]) + ([width - L] if width > L else []):
                 pos.extend(range(int(d)))
             positions[i] = torch.as_tensor(pos)

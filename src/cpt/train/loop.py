@@ -7,12 +7,9 @@ Exit codes: 0 done, 75 (EX_TEMPFAIL) preempted after a checkpoint (rerun the sam
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import math
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from cpt.consistency import check_dataset_model
 from cpt.errors import PREEMPTED_EXIT_CODE, CheckpointError, TrainError
@@ -30,8 +26,14 @@ from cpt.train.config import TrainConfig, with_dataset_max_length
 from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
 from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_token, peak_flops_per_device
 from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
-from cpt.train.plugins import PluginTraits, traits
+from cpt.train.plugins import traits
 from cpt.train.progress import ProgressLog
+from cpt.train.resume import plan_resume
+from cpt.train.rng import reseed
+from cpt.train.runtime import (SampleTrace, all_reduce_max, all_reduce_sum, attention_implementation,
+                               attention_that_ran, check_ranks_agree, device_type, gradient_checkpointing_active,
+                               init_distributed, load_model, model_loss_sum, peak_memory_bytes,
+                               pipeline_criterion, token_loss_sum, update_run_json)
 
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # keys that may change between a checkpoint and its resume without breaking exactness
@@ -74,192 +76,6 @@ class PreemptFlag:
     @property
     def raised(self) -> bool:
         return self.signum is not None
-
-
-def device_type() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def init_distributed(seed: int) -> None:
-    """torchrun sets RANK/WORLD_SIZE/...; a plain `python -m cpt.train` runs as a world of one."""
-    import colossalai
-
-    if device_type() == "cpu":
-        from cpt.train.compat import apply_cpu_shims
-
-        apply_cpu_shims()
-    if dist.is_initialized():
-        return
-    if "RANK" not in os.environ:
-        os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                           "MASTER_PORT": str(_free_port())})
-    colossalai.launch_from_torch(seed=seed, verbose=False)
-
-
-def attention_implementation(cfg: TrainConfig, dev: str) -> tuple[str, str | None]:
-    """(HF attn_implementation, why flash attention is not used or None)."""
-    if not cfg.flash_attention:
-        return "sdpa", "train.flash_attention is false"
-    if dev != "cuda":
-        return "sdpa", f"flash attention needs a CUDA GPU (device: {dev})"
-    if importlib.util.find_spec("flash_attn") is None:
-        return "sdpa", "the flash_attn package is not installed (pip install -e .[gpu])"
-    return "flash_attention_2", None
-
-
-def attention_that_ran(model, plugin) -> str:
-    """The attention the boosted model computes with: shardformer's ColoAttention when the 3d plugin enables
-    flash attention (it replaces the HF attention), else the HF implementation the model was built with."""
-    shard_config = getattr(plugin, "shard_config", None)
-    if shard_config is not None and getattr(shard_config, "enable_flash_attention", False):
-        return "colossalai_coloattention"
-    inner = model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
-    return str(getattr(inner.config, "_attn_implementation", "unknown"))
-
-
-def gradient_checkpointing_active(model) -> bool:
-    inner = model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
-    return any(getattr(m, "gradient_checkpointing", False) for m in inner.modules())
-
-
-def peak_memory_bytes(dev: str) -> int:
-    """Peak device memory of this process (CUDA allocator) or, on CPU, its peak resident set size."""
-    if dev == "cuda":
-        return int(torch.cuda.max_memory_allocated())
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def update_run_json(output: Path, trainer: dict) -> None:
-    """Merge the trainer's facts (attention that ran, layout, memory) into <output>/run.json under "trainer",
-    keeping what the stage launcher wrote there (its key)."""
-    path = output / "run.json"
-    data = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            data = {}
-    data["trainer"] = {**data.get("trainer", {}), **trainer}
-    output.mkdir(parents=True, exist_ok=True)
-    ckpt.write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def load_model(model_dir: Path, pt: PluginTraits, attn: str, dev: str):
-    """The HF model, built lazily (LazyInitContext: no weights materialised until the plugin has sharded the
-    model; booster.boost loads them) where the plugin supports it, else loaded in the dtype the plugin
-    computes in (no full fp32 copy for ZeRO)."""
-    from transformers import AutoModelForCausalLM
-
-    if pt.lazy_init:
-        from colossalai.lazy import LazyInitContext
-
-        with LazyInitContext(default_device=torch.device(dev) if dev == "cpu" else torch.device(
-                "cuda", torch.cuda.current_device())):
-            return AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=pt.load_dtype,
-                                                        attn_implementation=attn)
-    return AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=pt.load_dtype, attn_implementation=attn)
-
-
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of next-token cross entropies over unmasked labels (fp32)."""
-    logits = logits[:, :-1, :].float()
-    target = labels[:, 1:].to(logits.device)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE_INDEX,
-                           reduction="sum")
-
-
-def model_loss_sum(out, labels: torch.Tensor) -> torch.Tensor:
-    """Token-loss sum from a model that computed its own (mean) loss. A micro batch without any label (only
-    padding slots) has loss 0/0 = NaN; it contributes an exact zero that still back-propagates through the
-    model, so every rank runs the same collectives."""
-    n_lab = int((labels[:, 1:] != IGNORE_INDEX).sum())
-    if n_lab == 0:
-        return out.logits.float().sum() * 0.0
-    return out.loss.float() * n_lab
-
-
-def pipeline_criterion(scale: float, sums: list):
-    """Criterion for booster.execute_pipeline: the micro-batch's token-loss sum x `scale`; appends the unscaled
-    sum (detached) to `sums` for logging."""
-
-    def criterion(out, micro_batch):
-        loss_sum = model_loss_sum(out, micro_batch["labels"])
-        sums.append(loss_sum.detach())
-        return loss_sum * scale
-
-    return criterion
-
-
-def _all_reduce(values: list[float], dev) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=dev)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def _all_reduce_max(values: list[float], dev) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=dev if dev == "cpu" else torch.cuda.current_device())
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
-
-
-def params_digest(model) -> str:
-    """sha256 over the bytes of every parameter (name order) of this rank's (full) model copy."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def check_ranks_agree(model, plugin_traits: PluginTraits) -> str | None:
-    """Every data-parallel replica must hold identical weights; raises TrainError otherwise."""
-    if not plugin_traits.replicated_params:  # parameters are sharded, not replicated
-        return None
-    digest = params_digest(model)
-    digests = [None] * dist.get_world_size()
-    dist.all_gather_object(digests, digest)
-    if len(set(digests)) != 1:
-        raise TrainError(f"data-parallel ranks disagree on the final weights: {digests}")
-    return digest
-
-
-class SampleTrace:
-    """Per-rank jsonl of the samples trained at each step (train.trace_samples), truncated on resume."""
-
-    def __init__(self, out_dir: Path, rank: int, enabled: bool, resume_step: int, world: int = 1):
-        self.enabled = enabled
-        self.path = out_dir / "trace" / f"rank-{rank:05d}.jsonl"
-        if not enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        paths = [self.path]
-        if rank == 0:  # ranks of an earlier, larger world (elastic resume) are truncated by rank 0
-            paths += [p for p in self.path.parent.glob("rank-*.jsonl") if int(p.stem.split("-")[1]) >= world]
-        for path in paths:
-            keep = []
-            if path.exists():
-                keep = [ln for ln in path.read_text(encoding="utf-8").splitlines()
-                        if ln.strip() and json.loads(ln)["step"] <= resume_step]
-            path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-
-    def log(self, step: int, epoch: int, micro_step: int, rows: list[dict]):
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, "epoch": epoch, "micro_step": micro_step,
-                                    "index": [r["index"] for r in rows], "bucket": [r["bucket"] for r in rows],
-                                    "padding": [bool(r.get("padding")) for r in rows]}) + "\n")
 
 
 def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | None, output_dir: str | Path,
@@ -324,7 +140,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     found = None if benchmark else ckpt.find_resume_checkpoint(ckpt_root, log=say)
     resume = None
     if found is not None:
-        resume = ckpt.plan_resume(found, cfg.to_dict(), world, dp_size, pt.resume.reshard, cfg.plugin,
+        resume = plan_resume(found, cfg.to_dict(), world, dp_size, pt.resume.reshard, cfg.plugin,
                                   RESUME_MUTABLE_KEYS)
     accum = resume.accumulation_steps if resume else cfg.accumulation_steps
     sampler = BucketOrderedSampler(data.bucket_sizes, cfg.micro_batch_size, dp_size, dp_rank, cfg.seed, cfg.epochs)
@@ -376,7 +192,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         ckpt.load_checkpoint(booster, model, optimizer, scheduler, resume.path, load_rng=not resume.elastic,
                              extra_load=None if resume.elastic else load_masters)  # elastic: masters re-derived
         if resume.elastic:
-            ckpt.reseed(cfg.seed, rank, step)
+            reseed(cfg.seed, rank, step)
         say(f"resumed from {resume.path} at step {step} of {total_steps}" + (f"; {resume.note}" if resume.note
                                                                              else ""))
     elif cfg.init == "checkpoint" and not benchmark:
@@ -436,7 +252,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 batch["lengths"] = torch.tensor([len(r["input_ids"]) for r in rows])
                 batches.append(batch)
             # one collective per step: token counts + "a rank was asked to stop"
-            g_label, g_real, g_stop = _all_reduce([label_tokens, real_tokens, float(preempt.raised)],
+            g_label, g_real, g_stop = all_reduce_sum([label_tokens, real_tokens, float(preempt.raised)],
                                                   dev if dev == "cpu" else torch.cuda.current_device())
             g_label, g_real = g_label / layout.data_replicas, g_real / layout.data_replicas
             if g_stop > 0:
@@ -487,7 +303,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             optimizer.zero_grad()
             step += 1
             tokens_seen += int(g_real)
-            (g_loss_sum,) = _all_reduce([float(loss_sum_local)], dev if dev == "cpu" else torch.cuda.current_device())
+            (g_loss_sum,) = all_reduce_sum([float(loss_sum_local)], dev if dev == "cpu" else torch.cuda.current_device())
             loss_value = g_loss_sum / layout.loss_replicas / denom
             if not math.isfinite(loss_value) and cfg.precision != "fp16":
                 raise TrainError(f"step {step}: loss is {loss_value} (diverged); lower train.lr or check the data")
@@ -532,7 +348,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                     f"written; rerun the same command to start")
             return RunResult(PREEMPTED_EXIT_CODE, step, tokens_seen, None, history)
         final = None
-        (peak_mem,) = _all_reduce_max([peak_memory_bytes(dev)], dev)
+        (peak_mem,) = all_reduce_max([peak_memory_bytes(dev)], dev)
         if rank == 0:
             update_run_json(output, {"peak_memory_bytes_max_rank": int(peak_mem), "steps": step})
         digest = check_ranks_agree(model, pt)

@@ -307,7 +307,7 @@ def export_merged(peft_model, hf_config, src_model_dir, out_dir: Path, dtype: to
     """Write the merged model as a plain HF directory (safetensors shards, config, tokenizer files) atomically."""
     from huggingface_hub import save_torch_state_dict
 
-    from cpt.train.checkpoint import TOKENIZER_FILES
+    from cpt.tokenizer.hf import TOKENIZER_FILES
 
     out = Path(out_dir)
     tmp = out.with_name(f".tmp-{out.name}")
