@@ -43,6 +43,10 @@ def backend_tokenizer(tokenizer):
             f"{getattr(tokenizer, 'name_or_path', tokenizer)}: not a fast tokenizer (no tokenizer.json backend); "
             f"save it with a tokenizer.json or install `tokenizers` so AutoTokenizer can convert it"
         )
+    from tokenizers import Tokenizer
+
+    # a copy: transformers resets the flag on its own backend at every call (split_special_tokens)
+    backend = Tokenizer.from_str(backend.to_str())
     backend.encode_special_tokens = True
     return backend
 

@@ -87,7 +87,7 @@ def test_llama3_template_needs_its_tokens(tok):
     with pytest.raises(TokenizerError, match="<\\|begin_of_text\\|>"):
         SFTEncoder(tok, "llama3", 4096)
     with pytest.raises(ConfigError, match="template"):
-        get_template("chatml")
+        get_template("vicuna")
 
 
 def _line(obj):

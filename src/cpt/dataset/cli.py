@@ -99,7 +99,8 @@ def cli_prepare_pretrain(overlong, **kw):
 
 @click.command("prepare-sft")
 @_common_options
-@click.option("--template", type=click.Choice(["llama2", "llama3", "plain"]), default=None,
+@click.option("--template", default=None,
+              type=click.Choice(["llama2", "llama3", "plain", "chatml", "llama3_chat"]),
               help="Conversation template (dataset.sft.template).")
 @click.option("--pack/--no-pack", default=None, help="Pack several conversations per sequence (default: no).")
 def cli_prepare_sft(template, pack, **kw):

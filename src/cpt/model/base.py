@@ -1,6 +1,7 @@
 """Base models: a user's local HF LLaMA directory, or a tiny seeded LLaMA with the real vocabulary size.
 
-Two kinds, chosen by `model.base.kind` in config:
+Three kinds, chosen by `model.base.kind` in config (gguf: cpt.model.from_gguf, a quantized GGUF LLaMA from a pinned
+source dequantized into safetensors, sha256 recorded):
 
 - ``local``: a Hugging Face LLaMA directory the user already has (LLaMA-2 7B/13B or any SentencePiece LLaMA).
   It is checked against the base tokenizer (model type, vocabulary size, and the pieces themselves when the
@@ -24,7 +25,8 @@ from typing import Any, Mapping
 from cpt.schema import complete
 from cpt.errors import ModelError
 from cpt.model.layout import UNPADDED_KEY, place_file, read_layout, read_model_config, tied_embeddings
-from cpt.model.vocab import TOKENIZER_FILES, copy_tokenizer_files, load_sp_proto, tokenizer_pieces, tokenizer_vocab_size
+from cpt.model.vocab import (TOKENIZER_FILES, copy_tokenizer_files, open_model_tokenizer, tokenizer_pieces,
+                             tokenizer_vocab_size)
 
 def check_model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike) -> dict:
     """Check that a model directory is a LLaMA whose vocabulary matches the tokenizer; return facts about it.
@@ -79,8 +81,7 @@ def create_tiny_llama(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLi
     if p["num_attention_heads"] % p["num_key_value_heads"]:
         raise ModelError(f"model.base.tiny: num_attention_heads {p['num_attention_heads']} is not a multiple of "
                          f"num_key_value_heads {p['num_key_value_heads']}")
-    proto = load_sp_proto(tokenizer_dir)
-    ts = proto.trainer_spec
+    tok = open_model_tokenizer(tokenizer_dir)
     vocab = tokenizer_vocab_size(tokenizer_dir)
     config = LlamaConfig(
         vocab_size=vocab,
@@ -94,9 +95,9 @@ def create_tiny_llama(out_dir: str | os.PathLike, tokenizer_dir: str | os.PathLi
         rms_norm_eps=float(p["rms_norm_eps"]),
         initializer_range=float(p["initializer_range"]),
         tie_word_embeddings=bool(p["tie_word_embeddings"]),
-        bos_token_id=ts.bos_id if ts.bos_id >= 0 else 1,
-        eos_token_id=ts.eos_id if ts.eos_id >= 0 else 2,
-        pad_token_id=ts.pad_id if ts.pad_id >= 0 else None,
+        bos_token_id=tok.bos_id if tok.bos_id is not None else 1,
+        eos_token_id=tok.eos_id if tok.eos_id is not None else 2,
+        pad_token_id=tok.pad_id,
         torch_dtype=p["torch_dtype"],
     )
     torch.manual_seed(int(p["seed"]))
@@ -139,6 +140,12 @@ def build_base_model(section: Mapping[str, Any], tokenizer_dir: str | os.PathLik
     if s["kind"] == "tiny":
         info = create_tiny_llama(out_dir, tokenizer_dir, s["tiny"])
         inputs = {"tokenizer": tokenizer_dir}
+    elif s["kind"] == "gguf":
+        from cpt.model.from_gguf import dequantize_gguf
+        from cpt.sources import archive_path
+
+        info = dequantize_gguf(s, tokenizer_dir, out_dir)
+        inputs = {"tokenizer": tokenizer_dir, "archive": archive_path(s["source"])}
     else:
         info = link_local_model(s["path"], out_dir, tokenizer_dir, s["link"])
         inputs = {"tokenizer": tokenizer_dir, "model": s["path"]}

@@ -53,7 +53,7 @@ from cpt.model.layout import (
 )
 from cpt.model.rows import SUBWORD_METHODS, extend_matrix, old_token_ids, padded_size
 from cpt.model.safetensors_io import write_checkpoint
-from cpt.model.vocab import TOKENIZER_FILES, copy_tokenizer_files, load_sp_proto, tokenizer_vocab_size
+from cpt.model.vocab import TOKENIZER_FILES, copy_tokenizer_files, tokenizer_pieces, tokenizer_vocab_size
 from cpt.records import category_files
 
 log = logging.getLogger(__name__)
@@ -62,17 +62,19 @@ SKIP_FILES = {"config.json", "provenance.json", "report.json", "model.safetensor
 
 
 def _check_extension(old_tok: Path, new_tok: Path) -> tuple[list[str], int, int]:
-    old = [p.piece for p in load_sp_proto(old_tok).pieces]
-    new = [p.piece for p in load_sp_proto(new_tok).pieces]
+    from cpt.tokenizer.family import model_file
+
+    old = tokenizer_pieces(old_tok)
+    new = tokenizer_pieces(new_tok)
     if len(new) < len(old) or new[:len(old)] != old:
         first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
-        raise ModelError(f"{new_tok / 'tokenizer.model'}: not an extension of {old_tok / 'tokenizer.model'} (its "
+        raise ModelError(f"{model_file(new_tok)}: not an extension of {model_file(old_tok)} (its "
                          f"first {len(old)} pieces must be the old ones in order; first difference at id {first}); "
                          f"use the extended tokenizer built from this base tokenizer")
     n_tok = tokenizer_vocab_size(new_tok)
     if n_tok != len(new):
-        raise ModelError(f"{new_tok}: has added tokens beyond its SentencePiece pieces ({n_tok} vs {len(new)}); "
-                         f"only pieces in tokenizer.model can be initialised")
+        raise ModelError(f"{new_tok}: has added tokens beyond its pieces ({n_tok} vs {len(new)}); "
+                         f"only pieces of {model_file(new_tok).name} can be initialised")
     return new[len(old):], len(old), n_tok
 
 
@@ -162,8 +164,8 @@ def init_embeddings(source_model: str | os.PathLike, old_tokenizer: str | os.Pat
 
 
 def _dummy_prefix_id(tokenizer_dir: Path) -> int | None:
-    for i, p in enumerate(load_sp_proto(tokenizer_dir).pieces):
-        if p.piece == "\u2581":
+    for i, p in enumerate(tokenizer_pieces(tokenizer_dir)):
+        if p == "\u2581":
             return i
     return None
 

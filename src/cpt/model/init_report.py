@@ -15,7 +15,7 @@ from cpt.model.layout import (
     EMBED_NAME, HEAD_NAME, UNPADDED_KEY, read_layout, read_model_config, read_tensor, tied_embeddings,
 )
 from cpt.model.rows import SUBWORD_METHODS, extend_matrix, old_token_ids
-from cpt.model.vocab import load_sp_proto, tokenizer_vocab_size
+from cpt.model.vocab import tokenizer_pieces, tokenizer_vocab_size
 
 def norm_stats(W, lo: int, hi: int) -> dict:
     import torch
@@ -161,7 +161,7 @@ def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, 
         matrices[method][name] = read_tensor(dst_layout, name)
     others = [m for m in methods if m != method]
     if others:
-        new_pieces = [p.piece for p in load_sp_proto(new_tok).pieces][n_old:n_tok]
+        new_pieces = tokenizer_pieces(new_tok)[n_old:n_tok]
         id_lists = (old_token_ids(old_tok, new_pieces, s["dummy_prefix"])
                     if set(SUBWORD_METHODS) & set(others) else None)
         for k, name in enumerate(names):

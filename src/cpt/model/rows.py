@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 from cpt.errors import ModelError
-from cpt.model.vocab import load_sp_proto
+from cpt.model.vocab import open_model_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -20,14 +20,9 @@ ROW_CHUNK = 4096
 
 def old_token_ids(old_tokenizer_dir: str | os.PathLike, pieces: Sequence[str], dummy_prefix: bool
                   ) -> list[list[int]]:
-    """Ids of each piece's text under the OLD tokenizer (no bos/eos), all pieces in one batch call."""
-    from cpt.tokenizer.spm import processor
-
-    proto = load_sp_proto(old_tokenizer_dir)
-    if not dummy_prefix:
-        proto.normalizer_spec.add_dummy_prefix = False
-    sp = processor(proto)
-    return [list(x) for x in sp.encode(list(pieces))] if pieces else []
+    """Ids of each piece's text under the OLD tokenizer (no bos/eos), all pieces in one batch call (the family's
+    subword_ids: SentencePiece with or without its dummy prefix; byte-level BPE: the old merges on the piece)."""
+    return open_model_tokenizer(old_tokenizer_dir).subword_ids(list(pieces), dummy_prefix=dummy_prefix)
 
 
 def row_mean(W) -> "torch.Tensor":

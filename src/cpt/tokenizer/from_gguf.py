@@ -106,3 +106,67 @@ def parse_reference(inp: bytes | str, out: bytes | str, where: str = "reference"
             raise TokenizerError(f"{where}.out:{i}: not a list of token ids: {line[:60]!r}") from None
         cases.append((text, ids))
     return cases
+
+
+# ------------------------------------------------------------------------------------------------ byte-level BPE
+# tokenizer.ggml.pre -> the pre-tokenizer of Hugging Face's tokenizer.json (the regexes llama.cpp names by them)
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+PRE_TOKENIZERS = {
+    "gpt2": _BYTE_LEVEL,
+    "default": _BYTE_LEVEL,
+    "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]},
+    "llama-bpe": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": _LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
+        {**_BYTE_LEVEL, "use_regex": False}]},
+}
+
+
+def bpe_tokenizer_from_gguf(path: str | os.PathLike, where: str | None = None) -> tuple[dict, dict]:
+    """(tokenizer.json, tokenizer_config.json) contents of the byte-level BPE vocabulary of a GGUF file
+    (tokenizer.ggml.model == "gpt2": tokens, merges, token types; control tokens become special added tokens)."""
+    import gguf
+
+    where = where or str(path)
+    try:
+        fields = gguf.GGUFReader(str(path)).fields
+    except Exception as exc:
+        raise TokenizerError(f"{where}: cannot read GGUF ({exc})") from None
+
+    def get(key, default=None):
+        if key not in fields:
+            if default is not None:
+                return default
+            raise TokenizerError(f"{where}: GGUF has no {key}; not a byte-level BPE vocabulary")
+        f = fields[key]
+        return f.contents()
+
+    model = get("tokenizer.ggml.model")
+    if model != "gpt2":
+        raise TokenizerError(f"{where}: tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') vocabularies "
+                             f"convert to a tokenizer.json")
+    pre = get("tokenizer.ggml.pre", "default")
+    if pre not in PRE_TOKENIZERS:
+        raise TokenizerError(f"{where}: tokenizer.ggml.pre {pre!r} is not one of {', '.join(PRE_TOKENIZERS)}")
+    tokens, types = list(get("tokenizer.ggml.tokens")), [int(t) for t in get("tokenizer.ggml.token_type")]
+    merges = [m.split(" ", 1) for m in get("tokenizer.ggml.merges")]
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+              "special": True} for i, (t, ty) in enumerate(zip(tokens, types)) if ty == 3]  # CONTROL
+    data = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+            "pre_tokenizer": PRE_TOKENIZERS[pre],
+            "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+                               "use_regex": True},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                      "ignore_merges": pre == "llama-bpe",
+                      "vocab": {t: i for i, t in enumerate(tokens)}, "merges": merges}}
+    config = {}
+    for key, name in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("unk_token", "unknown_token_id"),
+                      ("pad_token", "padding_token_id")):
+        if f"tokenizer.ggml.{name}" in fields:
+            config[key] = tokens[int(get(f"tokenizer.ggml.{name}"))]
+    if "tokenizer.chat_template" in fields:
+        config["chat_template"] = get("tokenizer.chat_template")
+    return data, config

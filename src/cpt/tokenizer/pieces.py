@@ -4,6 +4,8 @@ Candidates come from sources listed in order of priority (config `tokenizer.cand
   train     a SentencePiece BPE model trained on the TRAIN split of the Chinese categories (identity normalisation,
             byte fallback, seeded); ranked by the trained model's score (= its merge order; single characters,
             which the trainer appends after all merges, come last)
+  train_bpe a BPE trained with the `tokenizers` trainer on the same split (characters, split at whitespace and
+            punctuation); ranked by merge order, then single characters
   jieba     a `word freq pos` word list (jieba/dict.txt), ranked by frequency
   gguf      the NORMAL pieces of a GGUF SentencePiece vocabulary (e.g. Baichuan's), ranked by score
   jsonl     a user list of {"piece": ...} lines, in file order
@@ -140,6 +142,31 @@ def train_candidate_model(texts: Iterable[str], vocab_size: int, seed: int = 123
     except RuntimeError as exc:
         raise TokenizerError(f"candidate training failed: {exc}") from None
     return model.getvalue()
+
+
+def train_bpe_candidates(texts: Iterable[str], vocab_size: int, max_piece_length: int = 8,
+                         source: str = "train_bpe") -> list[Candidate]:
+    """Chinese pieces from a BPE trained with the `tokenizers` trainer (characters, not bytes; text split at
+    whitespace and punctuation first), ranked by merge order, then the single characters by frequency. The
+    trainer's vocab_size counts its alphabet (every character seen), so it must exceed that to learn merges."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    sentences = list(trainer_sentences(texts))
+    if not sentences:
+        raise TokenizerError("candidate training: no text (check the zh TRAIN split files)")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
+    trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), show_progress=False,
+                                  max_token_length=int(max_piece_length))
+    tok.train_from_iterator(sentences, trainer=trainer)
+    model = json.loads(tok.to_str())["model"]
+    merged = [a + b for a, b in (m.split(" ", 1) if isinstance(m, str) else m for m in model["merges"])]
+    n = len(merged)
+    freq = Counter(ch for line in sentences for ch in line)
+    chars = sorted((t for t in model["vocab"] if len(t) == 1), key=lambda t: (-freq[t], t))
+    return [Candidate(p, source, float(n - i)) for i, p in enumerate(merged)] + \
+        [Candidate(c, source, 0.0) for c in chars]
 
 
 # ------------------------------------------------------------------------------------------------ sources
@@ -300,6 +327,14 @@ def _source_candidates(spec: Mapping[str, Any], train_files: Sequence[str | os.P
             (work_dir / f"candidates-{name}.model").write_bytes(model)
             info["model"] = f"candidates-{name}.model"
         return name, candidates_from_model(model, name), info
+    if kind == "train_bpe":
+        if not train_files:
+            raise TokenizerError(f"{key}: kind train_bpe needs the zh TRAIN split files; none given")
+        t0 = time.time()
+        cands = train_bpe_candidates(read_texts(train_files), spec.get("vocab_size", 20000),
+                                     spec.get("max_piece_length", 8), name)
+        return name, iter(cands), {"trained_pieces": len(cands), "train_seconds": round(time.time() - t0, 2),
+                                   "train_files": [str(p) for p in train_files]}
     if kind == "jieba":
         src, member = spec.get("source", "jieba"), spec.get("member", "jieba/dict.txt")
         return name, candidates_from_jieba(read_member(src, member), name, spec.get("min_freq", 0)), \
@@ -313,7 +348,7 @@ def _source_candidates(spec: Mapping[str, Any], train_files: Sequence[str | os.P
             raise ConfigError(f"{key}.path: required for kind jsonl")
         pieces = read_pieces_jsonl(spec["path"])
         return name, (Candidate(p, name, -i) for i, p in enumerate(pieces)), {"path": str(spec["path"])}
-    raise ConfigError(f"{key}.kind: {kind!r} is not one of train, jieba, gguf, jsonl")
+    raise ConfigError(f"{key}.kind: {kind!r} is not one of train, train_bpe, jieba, gguf, jsonl")
 
 
 def select_pieces(section: Mapping[str, Any], base_dir: str | os.PathLike, out_dir: str | os.PathLike,

@@ -111,3 +111,6 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
                          f"latest checkpoint if one was written)")
     if not (out / "final" / "config.json").is_file():
         raise TrainError(f"{out}/final: training finished without exporting the final model")
+    from cpt.sft import write_sft_chat_template
+
+    write_sft_chat_template(out / "final", dataset)  # SFT: HF apply_chat_template builds the ids training used
