@@ -80,8 +80,6 @@ class FastTokenizer:
 
 
 def load_tokenizer(tokenizer_dir) -> FastTokenizer:
-    from pathlib import Path
-
     from cpt.consistency import require_tokenizer
 
     d = require_tokenizer(tokenizer_dir)  # one short error for an empty / wrong directory

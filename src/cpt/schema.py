@@ -203,8 +203,6 @@ def apply_overrides(config: Mapping[str, Any], items, prefix: str = "", schema_k
     `config` is a whole experiment config (KEY a dotted key from the top; `prefix`, e.g. "dataset", is added when
     KEY does not start with a section name), or, with `schema_key`, the section at that key (KEY relative to it; a leading `prefix` is
     dropped: `cpt train --set train.lr=...` and `--set lr=...` are the same)."""
-    import yaml
-
     out = copy.deepcopy(dict(config))
     pre = [p for p in prefix.split(".") if p]
     for key, value in parse_pairs(items, option, "KEY=VALUE").items():

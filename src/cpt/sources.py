@@ -7,8 +7,6 @@ archive first, so a corrupted or substituted download is an error naming the fil
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 import subprocess
 import sys

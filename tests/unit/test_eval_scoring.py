@@ -13,7 +13,7 @@ sys.path.insert(0, str(FIX))
 
 import tiny_models  # noqa: E402
 
-from cpt.evaluate import formats, prompts, scoring  # noqa: E402
+from cpt.evaluate import answer_stats, formats, prompts, scoring  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_weighted_and_macro_averages():
     assert agg["accuracy"] == pytest.approx(3 / 8 * 100)
     assert agg["macro_accuracy"] == pytest.approx(37.5)
     other = scoring.aggregate([{"subject": "c", "correct": True}] * 2)
-    assert scoring.weighted_average([agg, other]) == pytest.approx(5 / 10 * 100)
+    assert answer_stats.weighted_average([agg, other]) == pytest.approx(5 / 10 * 100)
 
 
 def test_length_batches_respect_budget():

@@ -4,7 +4,6 @@ defaults that are config keys are the schema's (workflow/schemas/evaluate.schema
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 

@@ -17,13 +17,13 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
 from cpt.errors import EvalError
 from cpt.evaluate import likelihood
-from cpt.evaluate.answer_stats import aggregate, letter_stats, weighted_average  # noqa: F401 - part of this API
+from cpt.evaluate.answer_stats import aggregate, letter_stats
 from cpt.evaluate.formats import Benchmark, Question
 from cpt.evaluate.prompts import answer_text, build_parts, few_shot_pool
 from cpt.schema import default

@@ -7,7 +7,6 @@ taken as the section itself; no file = defaults) and takes its input/output path
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from cpt.errors import TokenizerError
 from cpt.tokenizer.spm import ModelProto, llama_proto
