@@ -23,7 +23,7 @@ def proto():
 
 @pytest.fixture(scope="module")
 def cases():
-    return reference_cases()
+    return reference_cases("llama-cpp-python", DEFAULT_MEMBER)
 
 
 def test_reference_file_format(cases):

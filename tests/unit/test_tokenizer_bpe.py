@@ -31,7 +31,7 @@ def stage(tmp_path_factory):
     target = len(open_tokenizer(bpe_base_dir())) + 400
     section = {"vocab_size": target, "candidates": {"sources": [{"kind": "train_bpe", "vocab_size": 6000}]},
                "expansion": {"max_intermediate_pieces": 4, "english_lines": 3000}}
-    select_pieces(section, bpe_base_dir(), out, [train])
+    select_pieces(section, bpe_base_dir(), out, [train], seed=1234)
     report = build_extended_tokenizer(section, bpe_base_dir(), out / "pieces.jsonl", out / "extended",
                                       out / "candidates.jsonl", english_files=[en], zh_files=[held])
     return out, report, target

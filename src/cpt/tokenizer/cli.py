@@ -10,6 +10,8 @@ import json
 
 import click
 
+from cpt.schema import default
+
 
 def _section(config: str | None, vocab_size: int | None = None) -> dict:
     section: dict = {}
@@ -54,7 +56,7 @@ def cli_base_tokenizer(config, local, out):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="directory for pieces.jsonl, candidates.jsonl, candidates.json")
 @click.option("--vocab-size", type=int, default=None, help="final vocabulary size (overrides the config)")
-@click.option("--seed", type=int, default=1234)
+@click.option("--seed", type=int, default=default("tokenizer.seed"), show_default=True)
 def cli_select_pieces(config, base_dir, train_files, out_dir, vocab_size, seed):
     """Step 1.5: candidates -> filtered, ranked, capped pieces.jsonl."""
     from cpt.tokenizer.pieces import select_pieces

@@ -34,9 +34,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from cpt.errors import ConfigError, RecordError, TokenizerError
 from cpt.records import iter_json_objects
+from cpt.schema import complete, default
 from cpt.tokenizer.spm import SPIECE, load_proto
 
 log = logging.getLogger(__name__)
+# word list source kind gguf: the pinned source and member used when the source spec names none
+GGUF_WORDS = ("llama-cpp-python", "vendor/llama.cpp/models/ggml-vocab-baichuan.gguf")
 
 # Han ideographs: CJK Unified Ideographs + extensions A-H, compatibility ideographs, radicals, 〇
 _HAN = (
@@ -120,7 +123,7 @@ def trainer_sentences(texts: Iterable[str], max_bytes: int = 4000) -> Iterator[s
                 yield buf
 
 
-def train_candidate_model(texts: Iterable[str], vocab_size: int, seed: int = 1234, character_coverage: float = 0.9995,
+def train_candidate_model(texts: Iterable[str], vocab_size: int, *, seed: int, character_coverage: float = 0.9995,
                           max_piece_length: int = 8, num_threads: int = 1, input_sentence_size: int = 0) -> bytes:
     """Train a SentencePiece BPE model (identity normalisation, byte fallback) and return its serialized bytes."""
     import sentencepiece as spm
@@ -245,14 +248,22 @@ def charset_pattern(rule: str) -> re.Pattern:
 class CandidateFilter:
     """Normalise and filter candidates; remembers what it accepted (no duplicates) and counts rejections."""
 
-    def __init__(self, base_pieces: Iterable[str], charset: str = "han", strip_prefix: bool = True,
-                 max_chars: int = 16, min_chars: int = 1):
+    def __init__(self, base_pieces: Iterable[str], *, charset: str, strip_prefix: bool, max_chars: int,
+                 min_chars: int):
         self.base = set(base_pieces)
         self.pattern = charset_pattern(charset)
         self.strip_prefix = strip_prefix
         self.max_chars = max_chars
         self.min_chars = min_chars
         self.accepted: set[str] = set()
+
+    @classmethod
+    def from_config(cls, base_pieces: Iterable[str], candidates: Mapping[str, Any] | None,
+                    charset: str | None = None) -> "CandidateFilter":
+        """The filter of a `tokenizer.candidates` section (its defaults filled in); `charset` overrides its own."""
+        cfg = complete("tokenizer.candidates", candidates)
+        return cls(base_pieces, charset=charset or cfg["charset"], strip_prefix=cfg["strip_prefix"],
+                   max_chars=cfg["max_piece_chars"], min_chars=cfg["min_piece_chars"])
 
     def normalise(self, piece: str) -> str:
         if self.strip_prefix and piece.startswith(SPIECE):
@@ -340,8 +351,7 @@ def _source_candidates(spec: Mapping[str, Any], train_files: Sequence[str | os.P
         return name, candidates_from_jieba(read_member(src, member), name, spec.get("min_freq", 0)), \
             {"source": src, "member": member}
     if kind == "gguf":
-        src = spec.get("source", "llama-cpp-python")
-        member = spec.get("member", "vendor/llama.cpp/models/ggml-vocab-baichuan.gguf")
+        src, member = spec.get("source", GGUF_WORDS[0]), spec.get("member", GGUF_WORDS[1])
         return name, candidates_from_gguf(read_member(src, member), name), {"source": src, "member": member}
     if kind == "jsonl":
         if not spec.get("path"):
@@ -352,7 +362,7 @@ def _source_candidates(spec: Mapping[str, Any], train_files: Sequence[str | os.P
 
 
 def select_pieces(section: Mapping[str, Any], base_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                  train_files: Sequence[str | os.PathLike] = (), seed: int = 1234) -> dict:
+                  train_files: Sequence[str | os.PathLike] = (), *, seed: int) -> dict:
     """Write <out_dir>/pieces.jsonl (exactly vocab_size - base size pieces), candidates.jsonl (every surviving
     candidate in rank order, `selected` marking the pieces; the rest is the reserve) and candidates.json (counts).
 
@@ -365,17 +375,16 @@ def select_pieces(section: Mapping[str, Any], base_dir: str | os.PathLike, out_d
 
     base = open_tokenizer(base_dir)
     base_size = len(base)
-    cfg = dict(section.get("candidates") or {})
+    given = dict(section.get("candidates") or {})
+    cfg = complete("tokenizer.candidates", given, label="tokenizer.candidates")
     target = section.get("vocab_size")
-    sources = cfg.get("sources") or [{"kind": "train"}]
-    charset = cfg.get("charset", "han")
+    sources = cfg["sources"] or default("tokenizer.candidates.sources")
+    charset = None
     if section.get("pieces_file"):  # the user brings the list (reference format): only structural filters apply
         sources = [{"kind": "jsonl", "name": "pieces_file", "path": section["pieces_file"]}]
-        charset = cfg.get("charset", "any")
-    filt = CandidateFilter(base.base_strings(), charset=charset,
-                           strip_prefix=cfg.get("strip_prefix", True), max_chars=cfg.get("max_piece_chars", 16),
-                           min_chars=cfg.get("min_piece_chars", 1))
-    reserve_factor = float(cfg.get("reserve", 0.1))
+        charset = given.get("charset", "any")
+    filt = CandidateFilter.from_config(base.base_strings(), cfg, charset=charset)
+    reserve_factor = float(cfg["reserve"])
     need = None if target is None else int(target) - base_size
     if need is not None and need < 0:
         raise ConfigError(f"tokenizer.vocab_size: {target} is smaller than the base vocabulary ({base_size})")
