@@ -8,10 +8,19 @@ import pytest
 from tokenizer_fixtures import base_tokenizer_dir, botchan, zh_text_files
 
 from cpt.errors import TokenizerError
-from cpt.tokenizer import spm
-from cpt.tokenizer.expand import (append_pieces, build_extended_tokenizer, english_check, extend, find_unreachable,
+from cpt.schema import default
+from cpt.tokenizer import expand, spm
+from cpt.tokenizer.expand import (append_pieces, build_extended_tokenizer, english_check, find_unreachable,
                                   new_piece_scores, piece_text, repair_chain, witness_char)
 from cpt.tokenizer.pieces import select_pieces
+
+SPM_OPTIONS = ("score", "unreachable", "max_repair_pieces", "max_rounds")
+
+
+def extend(base, pieces, reserve=(), vocab_size=None, **options):
+    """expand.extend with the schema's tokenizer.expansion defaults for the options not given."""
+    given = {k: default(f"tokenizer.expansion.{k}") for k in SPM_OPTIONS}
+    return expand.extend(base, pieces, reserve, vocab_size, **{**given, **options})
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 from tokenizer_fixtures import base_tokenizer_dir, botchan
 
 from cpt.errors import TokenizerError
+from cpt.schema import default
 from cpt.tokenizer import spm
 from cpt.tokenizer.expand import extend
 from cpt.tokenizer.family import family_of, model_file, open_tokenizer
@@ -34,14 +35,16 @@ def test_encode_and_subword_ids_are_sentencepiece(tok):
     sp = spm.processor(spm.load_proto(base_tokenizer_dir() / "tokenizer.model"))
     lines = list(botchan()[:50]) + ["中华人民共和国"]
     assert tok.encode(lines) == sp.encode(lines, out_type=int)
-    with_prefix, bare = tok.subword_ids(["中国"]), tok.subword_ids(["中国"], dummy_prefix=False)
+    with_prefix, bare = tok.subword_ids(["中国"], dummy_prefix=True), tok.subword_ids(["中国"], dummy_prefix=False)
     assert with_prefix[0][0] == sp.piece_to_id("▁") and with_prefix[0][1:] == bare[0]
 
 
 def test_extend_is_expand_extend_and_save_writes_chat_template(tok, tmp_path):
     ext, report = tok.extend(["中国", "人民"], vocab_size=None)
+    options = {k: default(f"tokenizer.expansion.{k}") for k in ("score", "unreachable", "max_repair_pieces",
+                                                                  "max_rounds")}
     proto, ref = extend(spm.load_proto(base_tokenizer_dir() / "tokenizer.model"), ["中国", "人民"],
-                        vocab_size=None)
+                        vocab_size=None, **options)
     assert ext.proto.SerializeToString() == proto.SerializeToString() and report["added"] == ref["added"]
     assert ext.unreachable(32000) == []
     assert tok.english_check(ext, botchan()[:200])["identical"]

@@ -83,8 +83,10 @@ def compression_report(section: Mapping[str, Any], base_dir: str | os.PathLike, 
     from cpt.tokenizer.pieces import read_texts
 
     t0 = time.time()
-    cfg = dict(section.get("compression") or {})
-    limit = int(cfg.get("max_samples", 100000))
+    from cpt.schema import complete
+
+    cfg = complete("tokenizer.compression", section.get("compression"))
+    limit = int(cfg["max_samples"])
     texts = {}
     for lang, files in (("zh", zh_files), ("en", en_files)):
         if files:
@@ -98,7 +100,7 @@ def compression_report(section: Mapping[str, Any], base_dir: str | os.PathLike, 
         raise TokenizerError("compression: no held-out Chinese text given (corpus heldout files of zh categories)")
     sps = {"base": open_tokenizer(base_dir), "extended": open_tokenizer(extended_dir)}
     table = compression_table(sps, texts)
-    max_ratio = cfg.get("max_zh_ratio", 0.55)
+    max_ratio = cfg["max_zh_ratio"]
     zh_ratio = table["ratios"]["zh"]["extended"]
     table["acceptance"] = {"max_zh_ratio": max_ratio, "zh_ratio": zh_ratio,
                            "passed": max_ratio is None or (zh_ratio is not None and zh_ratio <= max_ratio)}

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from cpt.errors import ConfigError, TokenizerError
+from cpt.schema import complete
 from cpt.tokenizer.spm import (NORMAL, SPIECE, USER_DEFINED, ModelProto, bpe_segment, copy_proto, load_proto,
                                merge_scores, processor)
 
@@ -139,10 +140,10 @@ def english_check(base_sp, ext_sp, texts: Sequence[str]) -> dict:
     return {"lines": len(texts), "tokens": sum(map(len, a)), "identical": True}
 
 
-def extend(base: ModelProto, pieces: Sequence[str], reserve: Sequence[str] = (), vocab_size: int | None = None,
-           score: str = "ranked", unreachable: str = "repair", max_repair_pieces: int = 2,
-           max_rounds: int = 20) -> tuple[ModelProto, dict]:
-    """Append pieces (then reserve pieces as replacements) until exactly `vocab_size`, all reachable."""
+def extend(base: ModelProto, pieces: Sequence[str], reserve: Sequence[str] = (), vocab_size: int | None = None, *,
+           score: str, unreachable: str, max_repair_pieces: int, max_rounds: int) -> tuple[ModelProto, dict]:
+    """Append pieces (then reserve pieces as replacements) until exactly `vocab_size`, all reachable. The options
+    are those of config tokenizer.expansion (cpt.schema.complete fills them in)."""
     if unreachable not in ("repair", "drop"):
         raise ConfigError(f"tokenizer.expansion.unreachable: {unreachable!r} is not one of repair, drop")
     start = len(base.pieces)
@@ -330,7 +331,7 @@ def build_extended_tokenizer(section: Mapping[str, Any], base_dir: str | os.Path
     from cpt.tokenizer.pieces import read_pieces_jsonl, read_texts
 
     t0 = time.time()
-    cfg = dict(section.get("expansion") or {})
+    cfg = complete("tokenizer.expansion", section.get("expansion"))
     base = open_tokenizer(base_dir)
     pieces = read_pieces_jsonl(pieces_path)
     reserve: list[str] = []
@@ -339,10 +340,10 @@ def build_extended_tokenizer(section: Mapping[str, Any], base_dir: str | os.Path
             reserve = [r["piece"] for r in map(json.loads, f) if not r.get("selected")]
     options = {k: cfg[k] for k in EXTEND_OPTIONS if k in cfg}
     ext, report = base.extend(pieces, reserve, section.get("vocab_size"), **options)
-    english = _english_lines(english_files, int(cfg.get("english_lines", 5000)), cfg)
+    english = _english_lines(english_files, int(cfg["english_lines"]), cfg)
     report["english"] = base.english_check(ext, english)
     out = ext.save(out_dir)
-    n = int(cfg.get("agreement_lines", 300))
+    n = int(cfg["agreement_lines"])
     zh = []
     if zh_files:
         for text in read_texts(zh_files):
@@ -353,7 +354,7 @@ def build_extended_tokenizer(section: Mapping[str, Any], base_dir: str | os.Path
     # score: zero (the reference) ties all new pieces; HF's fast BPE then breaks ties by merge rank, not leftmost
     # position, and disagrees with sentencepiece (measured, 69,104 pieces: 161 of 317 texts). Allowed only on request.
     report["agreement"] = ext.check_agreement(out, sample, what="extended tokenizer",
-                                              raise_on_mismatch=cfg.get("require_fast_agreement", True))
+                                              raise_on_mismatch=cfg["require_fast_agreement"])
     report["wall_seconds"] = round(time.time() - t0, 2)
     (Path(out) / "expansion.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")

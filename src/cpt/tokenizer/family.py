@@ -80,7 +80,7 @@ class TokenizerFamily(abc.ABC):
         """Ids of every text (no bos/eos; special-token text is encoded as text)."""
 
     @abc.abstractmethod
-    def subword_ids(self, pieces: Sequence[str], dummy_prefix: bool = True) -> list[list[int]]:
+    def subword_ids(self, pieces: Sequence[str], *, dummy_prefix: bool) -> list[list[int]]:
         """Ids of each piece (another tokenizer's pieces of this family, e.g. new ones) under this tokenizer."""
 
     # ------------------------------------------------------------------ extension

@@ -60,7 +60,7 @@ class SentencePieceTokenizer(TokenizerFamily):
         texts = list(texts)
         return [list(x) for x in self.sp.encode(texts, out_type=int)] if texts else []
 
-    def subword_ids(self, pieces: Sequence[str], dummy_prefix: bool = True) -> list[list[int]]:
+    def subword_ids(self, pieces: Sequence[str], *, dummy_prefix: bool) -> list[list[int]]:
         """The reference's old-tokenizer call on each piece string (no bos/eos); without the dummy prefix when
         dummy_prefix is False."""
         if not pieces:
@@ -73,12 +73,14 @@ class SentencePieceTokenizer(TokenizerFamily):
 
     def extend(self, pieces: Sequence[str], reserve: Sequence[str] = (), vocab_size: int | None = None,
                **options: Any) -> tuple["SentencePieceTokenizer", dict]:
-        """expand.extend; options: score, unreachable, max_repair_pieces, max_rounds."""
+        """expand.extend; options (config tokenizer.expansion, defaults filled in): score, unreachable,
+        max_repair_pieces, max_rounds."""
+        from cpt.schema import complete
         from cpt.tokenizer.expand import extend
 
+        opts = complete("tokenizer.expansion", options)
         keys = ("score", "unreachable", "max_repair_pieces", "max_rounds")
-        proto, report = extend(self.proto, pieces, reserve, vocab_size,
-                               **{k: options[k] for k in keys if k in options})
+        proto, report = extend(self.proto, pieces, reserve, vocab_size, **{k: opts[k] for k in keys})
         return SentencePieceTokenizer(proto), report
 
     def unreachable(self, start: int) -> list[int]:
