@@ -97,6 +97,17 @@ def windows(ids: list[int], bos: int | None, max_length: int) -> list[list[int]]
     return out
 
 
+def pad_batch(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask of token windows, on `device`."""
+    width = max(len(w) for w in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, w in enumerate(batch):
+        ids[r, : len(w)] = torch.as_tensor(w)
+        mask[r, : len(w)] = 1
+    return ids.to(device), mask.to(device)
+
+
 @torch.inference_mode()
 def window_nll(model, batch: list[list[int]], pad_id: int, chunk: int = 512) -> list[float]:
     """Sum of next-token NLL (nats) over each window (targets = ids[1:]); right-padded batch; the LM head is
@@ -105,13 +116,7 @@ def window_nll(model, batch: list[list[int]], pad_id: int, chunk: int = 512) -> 
 
     base, head = _split_model(model)
     device = next(model.parameters()).device
-    width = max(len(w) for w in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for r, w in enumerate(batch):
-        ids[r, : len(w)] = torch.as_tensor(w)
-        mask[r, : len(w)] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = pad_batch(batch, pad_id, device)
     hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
     targets = ids[:, 1:].clone()
     targets[mask[:, 1:] == 0] = IGNORE_INDEX

@@ -31,7 +31,7 @@ def _log_probs(model, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
 def next_token_kl(model_p, model_q, docs: Sequence[Sequence[int]], bos: int | None, max_length: int,
                   pad_id: int, max_batch_tokens: int = 4096) -> dict:
     """Mean, max and total of KL(P || Q) (nats) over every predicting position of `docs` (token ids, no BOS)."""
-    from cpt.evaluate.bpb import windows
+    from cpt.evaluate.bpb import pad_batch, windows
     from cpt.evaluate.scoring import length_batches
 
     device = next(model_q.parameters()).device
@@ -40,13 +40,7 @@ def next_token_kl(model_p, model_q, docs: Sequence[Sequence[int]], bos: int | No
     total, worst, count = 0.0, 0.0, 0
     for idx in length_batches([len(w) for w in wins], max_batch_tokens, 64):
         batch = [wins[i] for i in idx]
-        width = max(len(w) for w in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, w in enumerate(batch):
-            ids[r, : len(w)] = torch.as_tensor(w)
-            mask[r, : len(w)] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = pad_batch(batch, pad_id, device)
         # positions that predict a real next token
         rows, cols = torch.nonzero(mask[:, 1:], as_tuple=True)
         lp = _log_probs(model_p, ids, mask, rows, cols, n_vocab)
