@@ -97,14 +97,15 @@ def windows(ids: list[int], bos: int | None, max_length: int) -> list[list[int]]
     return out
 
 
-def pad_batch(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and attention mask of token windows, on `device`."""
+def pad_batch(batch, pad_id: int, device, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask of token sequences, padded on the right (or the left), on `device`."""
     width = max(len(w) for w in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for r, w in enumerate(batch):
-        ids[r, : len(w)] = torch.as_tensor(w)
-        mask[r, : len(w)] = 1
+        cols = slice(width - len(w), width) if left else slice(0, len(w))
+        ids[r, cols] = torch.as_tensor(w, dtype=torch.long)
+        mask[r, cols] = 1
     return ids.to(device), mask.to(device)
 
 

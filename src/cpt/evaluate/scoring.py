@@ -23,6 +23,7 @@ import torch
 
 from cpt.errors import EvalError
 from cpt.evaluate import likelihood
+from cpt.evaluate.bpb import pad_batch
 from cpt.evaluate.answer_stats import aggregate, letter_stats
 from cpt.evaluate.formats import Benchmark, Question
 from cpt.evaluate.prompts import answer_text, build_parts, few_shot_pool
@@ -117,16 +118,6 @@ def build_prompts(tokenizer, bench: Benchmark, shots: int, max_length: int,
 
 
 # ------------------------------------------------------------------------------------------------ model forward
-def _pad_left(batch: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(x) for x in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for r, seq in enumerate(batch):
-        input_ids[r, width - len(seq):] = torch.as_tensor(seq, dtype=torch.long)
-        mask[r, width - len(seq):] = 1
-    return input_ids.to(device), mask.to(device)
-
-
 def _split_model(model):
     base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
     head = model.get_output_embeddings()
@@ -141,7 +132,7 @@ def last_position_logits(model, batch: Sequence[Sequence[int]], pad_id: int) -> 
     transformer body and the LM head applied to the last hidden state only."""
     base, head = _split_model(model)
     device = next(model.parameters()).device
-    input_ids, mask = _pad_left(batch, pad_id, device)
+    input_ids, mask = pad_batch(batch, pad_id, device, left=True)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     out = base(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
     hidden = out.last_hidden_state[:, -1, :]
@@ -245,7 +236,7 @@ def greedy_generate(model, batch: Sequence[Sequence[int]], pad_id: int, eos_id: 
                     max_new_tokens: int) -> list[list[int]]:
     """Greedy continuation of left-padded prompts with a KV cache; returns the new tokens of each prompt."""
     device = next(model.parameters()).device
-    input_ids, mask = _pad_left(batch, pad_id, device)
+    input_ids, mask = pad_batch(batch, pad_id, device, left=True)
     out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                          pad_token_id=pad_id, eos_token_id=eos_id, num_beams=1, temperature=None, top_p=None,
                          top_k=None)

@@ -129,15 +129,10 @@ def repair_chain(piece: str, scores: Mapping[str, float]) -> list[str] | None:
 
 def english_check(base_sp, ext_sp, texts: Sequence[str]) -> dict:
     """Identical ids on every English text, else TokenizerError naming the first difference."""
+    from cpt.tokenizer.family import identical_ids
+
     texts = list(texts)
-    a = base_sp.encode(texts, out_type=int)
-    b = ext_sp.encode(texts, out_type=int)
-    diffs = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-    if diffs:
-        i = diffs[0]
-        raise TokenizerError(f"extended tokenizer changes English: {len(diffs)} of {len(texts)} lines differ; "
-                             f"first {texts[i][:120]!r}: base {a[i][:30]} vs extended {b[i][:30]}")
-    return {"lines": len(texts), "tokens": sum(map(len, a)), "identical": True}
+    return identical_ids(texts, base_sp.encode(texts, out_type=int), ext_sp.encode(texts, out_type=int))
 
 
 def extend(base: ModelProto, pieces: Sequence[str], reserve: Sequence[str] = (), vocab_size: int | None = None, *,

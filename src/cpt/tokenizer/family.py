@@ -38,6 +38,17 @@ from cpt.errors import TokenizerError
 FAMILIES = ("sentencepiece", "bpe")
 
 
+def identical_ids(texts: Sequence[str], a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> dict:
+    """The English check's verdict: base ids `a` and extended ids `b` of every text are identical, else
+    TokenizerError naming the first difference."""
+    diffs = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    if diffs:
+        i = diffs[0]
+        raise TokenizerError(f"extended tokenizer changes English: {len(diffs)} of {len(texts)} lines differ; "
+                             f"first {texts[i][:120]!r}: base {a[i][:30]} vs extended {b[i][:30]}")
+    return {"lines": len(texts), "tokens": sum(map(len, a)), "identical": True}
+
+
 class TokenizerFamily(abc.ABC):
     """One tokenizer of one family (see the module docstring for the protocol)."""
 
@@ -97,13 +108,7 @@ class TokenizerFamily(abc.ABC):
     def english_check(self, extended: "TokenizerFamily", texts: Sequence[str]) -> dict:
         """Identical ids on every text under this (base) and the extended tokenizer, else TokenizerError."""
         texts = list(texts)
-        a, b = self.encode(texts), extended.encode(texts)
-        diffs = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-        if diffs:
-            i = diffs[0]
-            raise TokenizerError(f"extended tokenizer changes English: {len(diffs)} of {len(texts)} lines differ; "
-                                 f"first {texts[i][:120]!r}: base {a[i][:30]} vs extended {b[i][:30]}")
-        return {"lines": len(texts), "tokens": sum(map(len, a)), "identical": True}
+        return identical_ids(texts, self.encode(texts), extended.encode(texts))
 
     # ------------------------------------------------------------------ HF directories
     @abc.abstractmethod
