@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from cpt.errors import TrainError
-from cpt.train import checkpoint as ckpt
+from cpt.train.ckpt_io import write_text_atomic
 from cpt.train.config import TrainConfig
 from cpt.train.data import IGNORE_INDEX
 from cpt.train.plugins import PluginTraits
@@ -93,7 +93,7 @@ def update_run_json(output: Path, trainer: dict) -> None:
             data = {}
     data["trainer"] = {**data.get("trainer", {}), **trainer}
     output.mkdir(parents=True, exist_ok=True)
-    ckpt.write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def load_model(model_dir: Path, pt: PluginTraits, attn: str, dev: str):
