@@ -246,3 +246,31 @@ def test_target_modules_that_match_nothing_or_the_embeddings_are_refused():
     cfg = TrainConfig(plugin="3d", precision="bf16", lora=LoraSettings())
     with pytest.raises(TrainError, match="plugin '3d'.*ddp or zero2"):
         lora.check(cfg, traits(cfg))
+
+
+def test_adapter_init_is_a_function_of_train_seed_not_of_the_ranks_stream():
+    """The loop seeds every rank's stream differently (seed + rank); the adapters must not come from that stream:
+    ZeRO keeps each rank's own draw as its master shard (tests/distributed: zero2 then equals ddp)."""
+    from peft import get_peft_model
+
+    from cpt.train.config import TrainConfig
+    from cpt.train.plugins import traits
+
+    class PeftBooster:  # what ColossalAI's TorchDDP / LowLevelZero plugins do in enable_lora without a directory
+        def enable_lora(self, model, lora_config):
+            return get_peft_model(model, lora_config)
+
+    def adapters(rank_stream_seed, seed):
+        cfg = TrainConfig(plugin="zero2", seed=seed, lora=LoraSettings(target_modules=("q_proj", "v_proj")))
+        model = tiny()
+        torch.manual_seed(rank_stream_seed)  # as loop.py: cfg.seed + rank
+        peft_model, _ = lora.enable(PeftBooster(), model, cfg, traits(cfg), model.config, "m")
+        after = torch.rand(3)  # the rank's own stream continues as if no adapter had been drawn
+        torch.manual_seed(rank_stream_seed)
+        assert torch.equal(after, torch.rand(3))
+        return {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_A" in n}
+
+    rank0, rank1, other_seed = adapters(7, 7), adapters(8, 7), adapters(7, 8)
+    assert rank0.keys() == rank1.keys() and len(rank0) == 4
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert not any(torch.equal(rank0[k], other_seed[k]) for k in rank0)

@@ -18,6 +18,7 @@ frozen weights are all in the model checkpoint; the optimizer checkpoint holds o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -212,6 +213,19 @@ class LoraStage:
         return final
 
 
+@contextlib.contextmanager
+def adapter_init_rng(seed: int):
+    """The random stream peft draws the adapters' A matrices from: train.seed itself, the same on every rank and
+    at every world size, and the process's own streams untouched outside. The loop seeds each rank differently
+    (dropout, NEFTune); adapters drawn from those streams would differ per rank. DDP hides that by broadcasting
+    rank 0's parameters, ZeRO does not (each rank keeps the master shard of its own draw), so zero2 would train a
+    patchwork of the ranks' adapters and part from ddp (tests/distributed/test_lora_torchrun.py)."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def enable(booster, model: nn.Module, cfg: TrainConfig, plugin_traits, hf_config, model_dir) -> tuple:
     """Wrap `model` for a LoRA stage (before the optimizer is built and the model boosted); returns
     (peft model, LoraStage)."""
@@ -232,7 +246,8 @@ def enable(booster, model: nn.Module, cfg: TrainConfig, plugin_traits, hf_config
     if split is None and names["tied"]:
         _set_module(model, names["head"], TiedHead(emb))
     try:
-        peft_model = booster.enable_lora(model, lora_config=peft_config(settings))
+        with adapter_init_rng(cfg.seed):
+            peft_model = booster.enable_lora(model, lora_config=peft_config(settings))
     except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
         raise TrainError(f"train.lora.target_modules {list(settings.target_modules)}: {exc}") from None
     base = peft_model.get_base_model()
