@@ -244,3 +244,6 @@ class Layout:
 
     def evaluate(self, point: str) -> Path:
         return self.root / "evaluate" / point
+
+    def generations(self, point: str) -> Path:
+        return self.root / "generations" / point

@@ -121,10 +121,14 @@ def groups_for(config: Mapping) -> list[Group]:
         groups.append(Group(f"train-{s}", [str(L.final(s))], deps=[str(L.dataset(s)), *source],
                             params=params + [f"train.stages.{s}"], rule_files=["workflow/rules/train.smk"]))
     finals = [str(L.final(s)) for s in stages]
-    groups.append(Group("evaluate", [f"{root}/evaluate"], deps=[corpus, tokenizer, *base_model, str(L.model_init), *finals],
-                        params=["evaluate"], rule_files=["workflow/rules/evaluate.smk"]))
-    groups.append(Group("report", [str(L.report)], deps=[f"{root}/evaluate", *finals], params=["report"],
-                        rule_files=["workflow/rules/report.smk"]))
+    models = [*base_model, str(L.model_init), *finals]
+    eval_keys = [f"evaluate.{k}" for k in config.get("evaluate", {}) if k != "generate"] or ["evaluate"]
+    groups.append(Group("evaluate", [f"{root}/evaluate"], deps=[corpus, tokenizer, *models],
+                        params=eval_keys, rule_files=["workflow/rules/evaluate.smk"]))
+    groups.append(Group("generate", [f"{root}/generations"], deps=models, params=["evaluate.generate"],
+                        rule_files=["workflow/rules/evaluate.smk"]))
+    groups.append(Group("report", [str(L.report)], deps=[f"{root}/evaluate", f"{root}/generations", *finals],
+                        params=["report"], rule_files=["workflow/rules/report.smk"]))
     return groups
 
 

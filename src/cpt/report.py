@@ -82,6 +82,12 @@ def collect(root: str | os.PathLike, stages: Sequence[str] | None = None,
         else:
             data["bpb"][p] = bb
 
+    data["generations"] = {}
+    for p in points:
+        f = root / "generations" / p / "generations.jsonl"
+        if f.is_file():
+            data["generations"][p] = [rec for _, rec in iter_json_objects(f)]
+
     manifests = {}
     for name in ("corpus/raw", "corpus/heldout", "corpus/train", "clean"):
         m = _read_json(root / name / ("report.json" if name == "clean" else "manifest.json"))
@@ -140,6 +146,52 @@ def bpb_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
             rows.append([p] + [_fmt(L.get(lang, {}).get("bits_per_byte"), 4) for lang in langs]
                         + [_fmt(L.get(lang, {}).get("perplexity"), 2) for lang in langs])
     return header, rows
+
+
+def retention_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
+    """Bits per byte of every point relative to the first point's (the base model): +x% = worse than the base.
+    English at the last point against the base is what "English retention" means here."""
+    points = [p for p in data["points"] if p in data["bpb"]]
+    if len(points) < 2:
+        return [], []
+    ref = data["bpb"][points[0]]["languages"]
+    langs = sorted({lang for p in points for lang in data["bpb"][p].get("languages", {})})
+    header = ["model"] + [f"{lang} vs {points[0]}" for lang in langs]
+    rows = []
+    for p in points[1:]:
+        L = data["bpb"][p]["languages"]
+        cells = []
+        for lang in langs:
+            a, b = (L.get(lang) or {}).get("bits_per_byte"), (ref.get(lang) or {}).get("bits_per_byte")
+            cells.append("-" if a is None or not b else f"{100.0 * (a / b - 1.0):+.1f}%")
+        rows.append([p] + cells)
+    return header, rows
+
+
+def generation_lines(data: Mapping, width: int = 160) -> list[str]:
+    """Markdown: each prompt (and form: plain / chat) with every point's greedy continuation, one line each."""
+    gens = data.get("generations") or {}
+    if not gens:
+        return []
+    keys = []
+    for recs in gens.values():
+        for r in recs:
+            k = (r["index"], r["form"])
+            if k not in keys:
+                keys.append(k)
+    by_key = {p: {(r["index"], r["form"]): r for r in recs} for p, recs in gens.items()}
+    lines = []
+    for k in sorted(keys):
+        first = next(by_key[p][k] for p in gens if k in by_key[p])
+        lines += [f"**{first['lang']}** ({k[1]}): `{first['prompt']}`", ""]
+        for p in data["points"]:
+            if p in by_key and k in by_key[p]:
+                text = " ".join(by_key[p][k]["output"].split())  # one line: whitespace runs shown as one space
+                if len(text) > width:
+                    text = text[:width] + " ..."
+                lines.append(f"- {p}: {text or '_(only whitespace)_'}")
+        lines.append("")
+    return lines
 
 
 def to_markdown(header, rows) -> str:
@@ -234,6 +286,13 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
         lines.append("_(no training metrics)_")
     lines += ["", "## Cost", "", to_markdown(ch, cr), cost_note, ""]
     lines += ["## Bits per byte (held-out)", "", to_markdown(ph, pr)]
+    rh, rr = retention_rows(data)
+    if rr:
+        lines += ["Change in bits per byte against the first point (English at the last point = English "
+                  "retention; + is worse):", "", to_markdown(rh, rr)]
+    gl = generation_lines(data)
+    if gl:
+        lines += ["## Generations (greedy, evaluate.generate)", ""] + gl
     lines += ["## Benchmarks (accuracy %)", "", to_markdown(bh, br), BENCH_NOTE, ""]
     lines += ["### Answer-letter distributions", "", to_markdown(xh, xr)]
     lines += ["## Data", ""]
@@ -247,6 +306,8 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     report["train_final_loss"] = {s: (r[-1]["loss"] if r else None) for s, r in data["train"].items()}
     report["loss_segments"] = {x: {"segments": v["segments"], "vocabulary_changes": v["markers"]}
                                for x, v in layouts.items()}
+    report["bpb_vs_first_point"] = {r[0]: dict(zip(rh[1:], r[1:])) for r in rr}
+    report["generations"] = data["generations"]
     report["published"] = PUBLISHED
     report["cost"] = data["cost"]
     report["wall_seconds"] = round(time.time() - t0, 3)

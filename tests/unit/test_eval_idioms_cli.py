@@ -142,3 +142,34 @@ def test_evaluation_points_and_stage_benchmarks(tmp_path):
     assert "idioms" not in stage_benchmarks({**sec, "idioms": {"enabled": False}}, tmp_path)
     with pytest.raises(ConfigError, match="evaluate.idioms.name"):
         stage_benchmarks({"benchmarks": {"idioms": {"format": "cmmlu"}}, "idioms": {}}, tmp_path)
+
+
+def test_generate_point_writes_each_prompt_plain_and_as_a_chat_turn(tmp_path, model_dir):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from cpt.evaluate.generate import generate, generate_point, load_model
+    from cpt.sft import chat_template
+
+    section = {"max_new_tokens": 5, "prompts": [{"lang": "en", "text": "The answer"}, {"lang": "zh", "text": "答案："}]}
+    recs = generate_point(model_dir, tmp_path / "plain", section, device="cpu")
+    assert [(r["index"], r["form"]) for r in recs] == [(0, "plain"), (1, "plain")]  # no chat_template here
+    model, tok = load_model(model_dir, "cpu")
+    assert recs[1]["output"] == generate(model, tok, "答案：", 5)
+    lines = (tmp_path / "plain" / "generations.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x) for x in lines] == recs and (tmp_path / "plain" / "provenance.json").is_file()
+
+    chat_dir = tmp_path / "chat-model"
+    shutil.copytree(model_dir, chat_dir)
+    cfg_path = chat_dir / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["chat_template"] = chat_template("chatml")
+    cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
+    recs = generate_point(chat_dir, tmp_path / "chat", section, device="cpu")
+    assert [(r["index"], r["form"]) for r in recs] == [(0, "plain"), (0, "chat"), (1, "plain"), (1, "chat")]
+    tok = AutoTokenizer.from_pretrained(chat_dir)
+    ids = tok.apply_chat_template([{"role": "user", "content": "答案："}], add_generation_prompt=True)
+    assert recs[3]["prompt_tokens"] == len(ids)
+    assert not any(r["form"] == "chat" for r in generate_point(chat_dir, tmp_path / "off", {**section, "chat": False},
+                                                                 device="cpu"))

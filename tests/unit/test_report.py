@@ -253,3 +253,30 @@ def test_report_benchmark_tables_show_distribution_baseline_and_marks(tmp_path):
     assert "| init | mmlu | 26.00 | - | - | - |  |" in summary  # an old result without a distribution
     html_text = (tmp_path / "rep" / "benchmarks.html").read_text()
     assert "Answer-letter distributions" in html_text and "A 96% B 2% C 1% D 1%" in html_text
+
+
+def test_report_shows_bpb_against_the_base_and_every_points_generations(tmp_path):
+    root = tmp_path / "results" / "demo"
+    make_results(root)
+    points = ["base_model", "init", "base", "injection", "replay"]
+    for k, p in enumerate(points[:2] + points[-1:]):
+        recs = [{"index": 0, "lang": "en", "prompt": "The capital of France is", "form": "plain",
+                 "prompt_tokens": 6, "output": f" Paris{k}.\n\n  Next"},
+                {"index": 1, "lang": "zh", "prompt": "中国的首都是", "form": "plain", "prompt_tokens": 4,
+                 "output": "\n\n" if k == 0 else "北京。"}]
+        f = root / "generations" / p / "generations.jsonl"
+        f.parent.mkdir(parents=True)
+        f.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    out = tmp_path / "rep"
+    report.build_report(root, out, stages=["base", "injection", "replay"], points=points)
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    # make_results: en 2.0 + 0.05 k, zh 3.0 - 0.3 k; replay is k = 4
+    assert "| model | en vs base_model | zh vs base_model |" in summary
+    assert "| replay | +10.0% | -40.0% |" in summary and "| init | +2.5% | -10.0% |" in summary
+    assert "**en** (plain): `The capital of France is`" in summary
+    assert "- replay: Paris2. Next" in summary and "- base_model: _(only whitespace)_" in summary
+    gens = summary[summary.index("## Generations"):]
+    assert "- injection:" not in gens  # no generations there: no line
+    rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert rep["bpb_vs_first_point"]["replay"] == {"en vs base_model": "+10.0%", "zh vs base_model": "-40.0%"}
+    assert rep["generations"]["init"][1]["output"] == "北京。"

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 OVERLAY = Path(__file__).with_name("smollm2_shrunk.yaml")
 RULES = {"corpus_raw", "corpus_split", "corpus_sft", "clean_prepare", "clean_finalize", "tokenizer_base",
          "tokenizer_pieces", "tokenizer_extended", "tokenizer_compression", "model_base", "model_init",
-         "dataset_stage", "train", "evaluate_idioms", "evaluate", "report"}
+         "dataset_stage", "train", "evaluate_idioms", "evaluate", "evaluate_generate", "report"}
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -85,3 +85,32 @@ def test_zh_bits_per_byte_reported(run):
         assert "zh" in text and "en" in text, point
     summary = (res / "report" / "summary.md").read_text(encoding="utf-8")
     assert "Bits per byte" in summary and "sft" in summary
+
+
+def test_prompt_generations_at_every_point_match_plain_transformers(run):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, _, config, res, _ = run
+    gen = config["evaluate"]["generate"]
+    recs = {p: [json.loads(x) for x in (res / "generations" / p / "generations.jsonl").read_text().splitlines()]
+            for p in config["evaluate"]["points"]}
+    for p, rows in recs.items():
+        assert [(r["index"], r["lang"]) for r in rows if r["form"] == "plain"] == [(0, "en"), (1, "zh")], p
+    # the SFT model's tokenizer carries chatml: its prompts were also rendered as a user turn
+    chat = [r for r in recs["sft"] if r["form"] == "chat"]
+    tok = AutoTokenizer.from_pretrained(res / "train/sft/final")
+    assert len(chat) == 2 and chat[0]["prompt_tokens"] == len(tok.apply_chat_template(
+        [{"role": "user", "content": gen["prompts"][0]["text"]}], add_generation_prompt=True))
+    # independent greedy decoding of the English prompt at the extended, replayed model
+    model = AutoModelForCausalLM.from_pretrained(res / "train/replay/final").eval()
+    tok = AutoTokenizer.from_pretrained(res / "train/replay/final")
+    enc = tok(gen["prompts"][0]["text"], return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=gen["max_new_tokens"], do_sample=False,
+                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    want = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    got = next(r["output"] for r in recs["replay"] if r["form"] == "plain" and r["index"] == 0)
+    assert got == want
+    summary = (res / "report" / "summary.md").read_text(encoding="utf-8")
+    assert "## Generations" in summary and "中国的首都是" in summary and "vs base_model" in summary

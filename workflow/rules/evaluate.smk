@@ -44,8 +44,9 @@ rule evaluate:
     wildcard_constraints:
         point="|".join(EVAL_POINTS),
     params:
-        # the section without `points` (adding an evaluation point must not rerun the others)
-        section={k: v for k, v in config["evaluate"].items() if k != "points"},
+        # the section without `points` (adding an evaluation point must not rerun the others) and without
+        # `generate` (rule evaluate_generate's own)
+        section={k: v for k, v in config["evaluate"].items() if k not in ("points", "generate")},
         langs=cptconfig.category_languages(config),
     log:
         logfile("evaluate", "{point}"),
@@ -57,3 +58,27 @@ rule evaluate:
 
 
 TARGETS.extend(str(L.evaluate(p)) for p in EVAL_POINTS)
+
+
+rule evaluate_generate:
+    input:
+        model=eval_model_dir,
+    output:
+        directory(str(L.root / "generations" / "{point}")),
+    wildcard_constraints:
+        point="|".join(EVAL_POINTS),
+    params:
+        section=config["evaluate"]["generate"],
+        device=config["evaluate"].get("device"),
+    log:
+        logfile("evaluate_generate", "{point}"),
+    threads: threads_of("evaluate")
+    resources:
+        **resources_of("evaluate"),
+    script:
+        "../scripts/evaluate_generate.py"
+
+
+GENERATE_ON = config["evaluate"]["generate"]["enabled"]
+if GENERATE_ON:
+    TARGETS.extend(str(L.generations(p)) for p in EVAL_POINTS)

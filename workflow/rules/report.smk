@@ -16,6 +16,7 @@ rule report:
         # train/<stage>/metrics.jsonl is written by the job that writes train/<stage>/final (its declared output)
         training=[str(L.final(s)) for s in STAGES],
         evaluations=[str(L.evaluate(p)) for p in EVAL_POINTS],  # <point>/benchmarks.json, bpb.json
+        generations=[str(L.generations(p)) for p in EVAL_POINTS] if GENERATE_ON else [],
     output:
         tokenizer=report(str(REPORT_DIR / "tokenizer.html"), caption="../report/tokenizer.rst", category="Tokenizer"),
         loss_steps=report(str(REPORT_DIR / "loss_by_step.png"), caption="../report/loss.rst", category="Training"),
