@@ -127,7 +127,8 @@ def groups_for(config: Mapping) -> list[Group]:
                         params=eval_keys, rule_files=["workflow/rules/evaluate.smk"]))
     groups.append(Group("generate", [f"{root}/generations"], deps=models, params=["evaluate.generate"],
                         rule_files=["workflow/rules/evaluate.smk"]))
-    groups.append(Group("report", [str(L.report)], deps=[f"{root}/evaluate", f"{root}/generations", *finals],
+    groups.append(Group("report", [str(L.report)], deps=[f"{root}/evaluate", f"{root}/generations", str(L.model_init),
+                                                         *finals],
                         params=["report"], rule_files=["workflow/rules/report.smk"]))
     return groups
 

@@ -82,6 +82,7 @@ def collect(root: str | os.PathLike, stages: Sequence[str] | None = None,
         else:
             data["bpb"][p] = bb
 
+    data["init"] = _read_json(root / "model" / "init" / "report.json")
     data["generations"] = {}
     for p in points:
         f = root / "generations" / p / "generations.jsonl"
@@ -165,6 +166,22 @@ def retention_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
             a, b = (L.get(lang) or {}).get("bits_per_byte"), (ref.get(lang) or {}).get("bits_per_byte")
             cells.append("-" if a is None or not b else f"{100.0 * (a / b - 1.0):+.1f}%")
         rows.append([p] + cells)
+    return header, rows
+
+
+def init_rows(init: Mapping | None) -> tuple[list[str], list[list[str]]]:
+    """model/init/report.json's comparison: step-0 bits per byte per language and English KL per method."""
+    comp = (init or {}).get("comparison") or []
+    if not comp:
+        return [], []
+    before = {lang: ((init.get("loss") or {}).get(lang) or {}).get("before", {}).get("bits_per_byte")
+              for lang in ("en", "zh")}
+    header = ["method", "en bits/byte", "zh bits/byte", "English KL from the source (nats/position)"]
+    rows = [["(source model, old vocabulary)", _fmt(before["en"], 4), _fmt(before["zh"], 4), "0"]]
+    for r in comp:
+        mark = " (used)" if r["method"] == init.get("method") else ""
+        rows.append([r["method"] + mark, _fmt(r.get("en_bits_per_byte"), 4), _fmt(r.get("zh_bits_per_byte"), 4),
+                     _fmt(r.get("en_kl_nats"), 5)])
     return header, rows
 
 
@@ -272,6 +289,9 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
 
     lines = [f"# Experiment report: {exp}", ""]
     lines += ["## Tokenizer", "", to_markdown(th, tr)]
+    ih, ir = init_rows(data["init"])
+    if ir:
+        lines += ["## Initialisation of the new embedding rows (step 0, held-out text)", "", to_markdown(ih, ir)]
     lines += ["## Training", ""]
     for s, rows in data["train"].items():
         if rows:
@@ -308,6 +328,7 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
                                for x, v in layouts.items()}
     report["bpb_vs_first_point"] = {r[0]: dict(zip(rh[1:], r[1:])) for r in rr}
     report["generations"] = data["generations"]
+    report["init_comparison"] = (data["init"] or {}).get("comparison")
     report["published"] = PUBLISHED
     report["cost"] = data["cost"]
     report["wall_seconds"] = round(time.time() - t0, 3)

@@ -280,3 +280,22 @@ def test_report_shows_bpb_against_the_base_and_every_points_generations(tmp_path
     rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert rep["bpb_vs_first_point"]["replay"] == {"en vs base_model": "+10.0%", "zh vs base_model": "-40.0%"}
     assert rep["generations"]["init"][1]["output"] == "北京。"
+
+
+def test_report_compares_the_init_methods_of_model_init(tmp_path):
+    root = tmp_path / "results" / "demo"
+    make_results(root)
+    _write(root / "model" / "init" / "report.json", {
+        "method": "subword_mean",
+        "loss": {"en": {"before": {"bits_per_byte": 1.3962}}, "zh": {"before": {"bits_per_byte": 3.3399}}},
+        "comparison": [
+            {"method": "subword_mean", "en_bits_per_byte": 1.396521, "zh_bits_per_byte": 3.99828, "en_kl_nats": 0.00092},
+            {"method": "mean", "en_bits_per_byte": 1.396336, "zh_bits_per_byte": 5.605782, "en_kl_nats": 0.0004}]})
+    out = tmp_path / "rep"
+    report.build_report(root, out, stages=["base", "injection", "replay"], points=["base_model", "init"])
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "| (source model, old vocabulary) | 1.3962 | 3.3399 | 0 |" in summary
+    assert "| subword_mean (used) | 1.3965 | 3.9983 | 0.00092 |" in summary
+    assert "| mean | 1.3963 | 5.6058 | 0.00040 |" in summary
+    rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert [r["method"] for r in rep["init_comparison"]] == ["subword_mean", "mean"]

@@ -10,6 +10,7 @@ rule report:
     input:
         # everything cpt.report.collect reads, so the report reruns when any of it changes
         compression=str(L.compression),
+        init=str(L.model_init),  # report.json: the init methods compared
         corpus=[str(L.corpus_raw), str(L.corpus_train), str(L.corpus_heldout)],
         clean=[str(L.clean)] if config["clean"]["enabled"] else [],
         datasets=[str(L.dataset(s)) for s in STAGES],  # <stage>/manifest.json
