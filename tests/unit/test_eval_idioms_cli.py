@@ -173,3 +173,11 @@ def test_generate_point_writes_each_prompt_plain_and_as_a_chat_turn(tmp_path, mo
     assert recs[3]["prompt_tokens"] == len(ids)
     assert not any(r["form"] == "chat" for r in generate_point(chat_dir, tmp_path / "off", {**section, "chat": False},
                                                                  device="cpu"))
+
+
+def test_idioms_set_defaults_are_the_schemas():
+    from cpt.evaluate.cli import cli_idioms
+    from cpt.schema import default
+
+    opts = {p.name: p.default for p in cli_idioms.params}
+    assert opts["num_test"] == default("evaluate.idioms.num_test") and opts["num_dev"] == default("evaluate.idioms.num_dev")

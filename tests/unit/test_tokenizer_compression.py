@@ -85,3 +85,22 @@ def test_cli_end_to_end(tmp_path):
                          str(tok / "compression.json")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "| extended | zh | 32,300 |" in res.output
+
+
+@pytest.mark.parametrize("given, in_config, want", [(None, {"seed": 77}, 77), (5, {"seed": 77}, 5), (None, {}, None)])
+def test_select_pieces_takes_the_seed_from_the_config_unless_given(tmp_path, monkeypatch, given, in_config, want):
+    from cpt.cli import cli
+    from cpt.schema import default
+    from cpt.tokenizer import pieces
+
+    seen = {}
+    monkeypatch.setattr(pieces, "select_pieces", lambda section, *a, seed: seen.update(seed=seed) or {})
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"tokenizer": {"vocab_size": 32300, **in_config}}), encoding="utf-8")
+    base = tmp_path / "base"
+    base.mkdir()
+    args = ["select-pieces", "--config", str(cfg), "--base", str(base), "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(cli, args + (["--seed", str(given)] if given is not None else []), catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert seen["seed"] == (default("tokenizer.seed") if want is None else want)
+

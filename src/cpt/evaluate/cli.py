@@ -150,7 +150,7 @@ def cli_generate(model_dir, prompt, max_new_tokens, do_sample, temperature, top_
 @click.command("idioms-set")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--num-dev", type=int, default=IDIOMS["num_dev"], show_default=True)
-@click.option("--num-test", type=int, default=2000, show_default=True)
+@click.option("--num-test", type=int, default=IDIOMS["num_test"], show_default=True)
 @click.option("--seed", type=int, default=IDIOMS["seed"], show_default=True)
 @click.option("--max-explanation-chars", type=int, default=IDIOMS["max_explanation_chars"], show_default=True)
 def cli_idioms(out_dir, num_dev, num_test, seed, max_explanation_chars):

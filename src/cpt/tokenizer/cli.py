@@ -56,12 +56,16 @@ def cli_base_tokenizer(config, local, out):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="directory for pieces.jsonl, candidates.jsonl, candidates.json")
 @click.option("--vocab-size", type=int, default=None, help="final vocabulary size (overrides the config)")
-@click.option("--seed", type=int, default=default("tokenizer.seed"), show_default=True)
+@click.option("--seed", type=int, default=None,
+              help=f"candidate sampling seed (default: the config's tokenizer.seed, else {default('tokenizer.seed')})")
 def cli_select_pieces(config, base_dir, train_files, out_dir, vocab_size, seed):
     """Step 1.5: candidates -> filtered, ranked, capped pieces.jsonl."""
     from cpt.tokenizer.pieces import select_pieces
 
-    _echo(select_pieces(_section(config, vocab_size), base_dir, out_dir, list(train_files), seed=seed))
+    section = _section(config, vocab_size)
+    if seed is None:
+        seed = section.get("seed", default("tokenizer.seed"))
+    _echo(select_pieces(section, base_dir, out_dir, list(train_files), seed=seed))
 
 
 @click.command("extend-tokenizer")
