@@ -15,7 +15,6 @@ from click.testing import CliRunner
 from cpt.dataset.build import prepare_stage
 from cpt.dataset.cli import cli_prepare_pretrain, cli_prepare_sft
 from cpt.dataset.selection import select_stage
-from cpt.dataset.settings import stage_settings
 from cpt.dataset.tokenized import Corpus, tokenize_corpus
 from cpt.errors import ConfigError, RecordError
 from cpt.shards import load_buckets

@@ -175,8 +175,6 @@ def _metrics(path: Path, rates, tokens_per_step: int) -> None:
 
 
 def test_cost_per_stage_total_and_projection(tmp_path):
-    from cpt import cost
-
     root = tmp_path / "results" / "x"
     # stage a: 2 devices, median of the rates after the warm-up row = 400 tokens/s -> 200 per device;
     # 720,000 tokens -> 720,000 / 200 / 3600 = 1.0 device-hour, 0.5 wall hours, $2.50 at $2.50/h

@@ -11,7 +11,7 @@ from cpt.errors import ConfigError, RecordError, TokenizerError
 from cpt.tokenizer.pieces import (CandidateFilter, SourceStats, candidates_from_gguf, candidates_from_jieba,
                                   filter_candidates, read_pieces_jsonl, read_texts, select_pieces,
                                   train_candidate_model, trainer_sentences, write_pieces_jsonl)
-from cpt.tokenizer.spm import load_proto, processor
+from cpt.tokenizer.spm import load_proto
 
 
 def _jsonl(path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 
-from .conftest import TINY, snakemake, write_config
+from .conftest import snakemake, write_config
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

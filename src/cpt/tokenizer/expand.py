@@ -47,7 +47,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from cpt.errors import ConfigError, TokenizerError
 from cpt.schema import complete
-from cpt.tokenizer.spm import (NORMAL, SPIECE, USER_DEFINED, ModelProto, bpe_segment, copy_proto, load_proto,
+from cpt.tokenizer.spm import (NORMAL, SPIECE, USER_DEFINED, ModelProto, bpe_segment, copy_proto,
                                merge_scores, processor)
 
 log = logging.getLogger(__name__)
