@@ -166,6 +166,10 @@ def test_generate_point_writes_each_prompt_plain_and_as_a_chat_turn(tmp_path, mo
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["chat_template"] = chat_template("chatml")
     cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
+    cfg.pop("model_input_names", None)  # a generic PreTrainedTokenizerFast: it also returns token_type_ids
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
+    assert "token_type_ids" in AutoTokenizer.from_pretrained(chat_dir)("答案：")
     recs = generate_point(chat_dir, tmp_path / "chat", section, device="cpu")
     assert [(r["index"], r["form"]) for r in recs] == [(0, "plain"), (0, "chat"), (1, "plain"), (1, "chat")]
     tok = AutoTokenizer.from_pretrained(chat_dir)

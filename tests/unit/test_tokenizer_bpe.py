@@ -111,6 +111,8 @@ def test_saved_directory_loads_with_autotokenizer_and_agrees(stage):
     assert [hf.encode(t, add_special_tokens=False) for t in texts] == ext.encode(texts)
     assert len(hf) == len(ext) and hf.eos_token == "<|im_end|>"
     assert hf.decode(ext.encode(texts[:1])[0]) == texts[0]
+    # a causal LM's inputs only: generate() refuses token_type_ids
+    assert set(hf("中文 text")) == {"input_ids", "attention_mask"}
 
 
 def test_exact_size_with_intermediates_and_unsplittable_pieces(base):

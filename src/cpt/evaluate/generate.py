@@ -56,6 +56,9 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 64, do_sample:
         raise EvalError(f"temperature must be > 0 when sampling, got {temperature}")
     device = next(model.parameters()).device
     enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=add_special_tokens).to(device)
+    # only what a causal LM takes: a tokenizer directory without model_input_names (a generic
+    # PreTrainedTokenizerFast) also returns token_type_ids, which generate() refuses
+    enc = {k: enc[k] for k in ("input_ids", "attention_mask") if k in enc}
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                   pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
                   eos_token_id=tokenizer.eos_token_id)

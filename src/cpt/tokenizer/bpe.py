@@ -328,8 +328,9 @@ class ByteLevelBPETokenizer(TokenizerFamily):
         out.mkdir(parents=True, exist_ok=True)
         (out / "tokenizer.json").write_text(json.dumps(self.data, ensure_ascii=False), encoding="utf-8")
         cfg = {k: v for k, v in self.config.items() if k not in ("tokenizer_file", "added_tokens_decoder")}
+        # a causal LM takes no token_type_ids (PreTrainedTokenizerFast returns them unless told; generate() refuses them)
         cfg.update({"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": int(model_max_length),
-                    "clean_up_tokenization_spaces": False})
+                    "clean_up_tokenization_spaces": False, "model_input_names": ["input_ids", "attention_mask"]})
         for key in CONFIG_KEYS:
             tid = getattr(self, key.replace("_token", "_id"))
             if tid is not None:
