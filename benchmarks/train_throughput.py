@@ -137,8 +137,13 @@ def main(argv=None):
             return r.returncode
         result = json.loads((out / "benchmark.json").read_text())
         trainer = json.loads((out / "run.json").read_text()).get("trainer", {})
-    result.update(label=a.label, vocab=a.vocab, hidden=a.hidden, layers=a.layers,
-                  intermediate=a.intermediate or 2 * a.hidden, heads=a.heads,
+    shape = dict(vocab=a.vocab, hidden=a.hidden, layers=a.layers, intermediate=a.intermediate or 2 * a.hidden,
+                 heads=a.heads)
+    if a.model and not a.make_model:  # a given model: its own shape, not the (unused) shape arguments
+        hf = json.loads((Path(a.model) / "config.json").read_text())
+        shape = dict(vocab=hf["vocab_size"], hidden=hf["hidden_size"], layers=hf["num_hidden_layers"],
+                     intermediate=hf.get("intermediate_size"), heads=hf.get("num_attention_heads"))
+    result.update(label=a.label, **shape,
                   tokens_per_s_per_device=result["tokens_per_s_median"] / result["world_size"],
                   attention=trainer.get("attention"), grad_checkpointing=trainer.get("gradient_checkpointing"),
                   peak_memory_bytes=trainer.get("peak_memory_bytes_max_rank"), device_name=trainer.get("device_name"),

@@ -72,6 +72,26 @@ def set_aside_stale(output: Path, key: str) -> Path | None:
     return dest
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def rank_threads_env(env: Mapping[str, str], nproc: int) -> dict[str, str]:
+    """The thread settings of each of a rule's `nproc` ranks: the rule's CPUs divided between them, at least 1
+    each. The rule's CPUs: a SLURM job's SLURM_CPUS_PER_TASK (resources.train.cpus_per_task, what srun gives the
+    task that runs the ranks), else OMP_NUM_THREADS as Snakemake sets it from the rule's threads, else this
+    machine's CPUs.
+
+    Passed on unchanged, every rank would run the rule's whole budget of threads: 2 ranks x 2 threads on 2 cores
+    trained SmolLM2-135M 4.3x slower than 2 x 1 (docs/benchmarks.md). `launch.env` still wins (it is set on the
+    launch command line)."""
+    budget = next((int(v) for v in (env.get("SLURM_CPUS_PER_TASK", ""), env.get("OMP_NUM_THREADS", ""))
+                   if v.strip().isdigit() and int(v) > 0), None)
+    if budget is None:
+        budget = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_rank = str(max(1, budget // max(1, int(nproc))))
+    return {name: per_rank for name in THREAD_VARS}
+
+
 def local_launch_argv(nproc: int, train_args: list[str]) -> list[str]:
     """Single node: the preemption-aware torchrun wrapper (cpt.train.launch)."""
     return [sys.executable, "-m", "cpt.train.launch", "--standalone", "--nnodes", "1",
@@ -101,9 +121,10 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
                   "--no-progress"]
     argv = (launcher or local_launch_argv)(nproc, train_args)
     log.info("launch: %s", " ".join(argv))
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    code = subprocess.call(argv, env=env)
+    threads = rank_threads_env(os.environ, nproc)
+    log.info("each of the %d ranks runs %s threads (the rule's CPUs shared between its ranks)", nproc,
+             threads["OMP_NUM_THREADS"])
+    code = subprocess.call(argv, env={**os.environ, **threads})
     if code == PREEMPTED_EXIT_CODE:
         raise TrainError(f"{out}: preempted after a checkpoint; rerun the workflow to resume from it")
     if code != 0:

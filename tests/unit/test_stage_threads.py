@@ -1,0 +1,52 @@
+"""A training rule's CPUs are shared between its ranks: each rank gets the rule's threads divided by the ranks
+(Snakemake sets OMP_NUM_THREADS to the rule's threads; passed on unchanged, 2 ranks x 2 threads oversubscribed
+2 cores and trained 4.3x slower)."""
+
+import json
+import os
+import sys
+import textwrap
+
+import pytest
+
+from cpt.train.stage import THREAD_VARS, rank_threads_env, run_stage
+
+
+@pytest.mark.parametrize("budget, nproc, expected", [("2", 2, "1"), ("8", 2, "4"), ("16", 8, "2"), ("3", 2, "1"),
+                                                      ("1", 4, "1"), ("6", 1, "6")])
+def test_the_rule_threads_are_divided_between_the_ranks(budget, nproc, expected):
+    env = rank_threads_env({"OMP_NUM_THREADS": budget}, nproc)
+    assert set(env) == set(THREAD_VARS)
+    assert set(env.values()) == {expected}
+
+
+def test_without_a_budget_the_machine_cpus_are_divided():
+    cpus = len(os.sched_getaffinity(0))
+    for raw in ({}, {"OMP_NUM_THREADS": ""}, {"OMP_NUM_THREADS": "many"}, {"OMP_NUM_THREADS": "0"}):
+        assert rank_threads_env(raw, 2)["OMP_NUM_THREADS"] == str(max(1, cpus // 2))
+
+
+def test_a_slurm_task_shares_its_cpus_per_task():
+    """In a SLURM job the ranks run in one srun task of cpus_per_task CPUs; Snakemake's threads (the ranks per
+    node) do not say how many CPUs that task has."""
+    env = rank_threads_env({"SLURM_CPUS_PER_TASK": "16", "OMP_NUM_THREADS": "8"}, 8)
+    assert env["OMP_NUM_THREADS"] == "2"
+
+
+def test_run_stage_starts_the_ranks_with_their_share(tmp_path, monkeypatch):
+    """The launched command sees the divided settings, not the rule's budget (a stand-in trainer records its
+    environment and writes the final model's config)."""
+    out = tmp_path / "stage"
+    model, dataset = tmp_path / "model", tmp_path / "dataset"
+    model.mkdir(), dataset.mkdir()
+    script = textwrap.dedent(f"""
+        import json, os, pathlib
+        final = pathlib.Path({str(out)!r}) / "final"
+        final.mkdir(parents=True, exist_ok=True)
+        (final / "config.json").write_text(json.dumps({{k: os.environ.get(k) for k in {list(THREAD_VARS)!r}}}))
+    """)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setenv("MKL_NUM_THREADS", "4")
+    run_stage({}, model, dataset, out, nproc=2, launcher=lambda nproc, args: [sys.executable, "-c", script])
+    seen = json.loads((out / "final" / "config.json").read_text())
+    assert seen == {k: "2" for k in THREAD_VARS}
