@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "src"))
 from cpt.train.testing import make_tiny_model, torchrun_command  # noqa: E402
 
 HEADER = (f"{'label':28} {'plugin':7} {'prec':5} {'gc':3} {'attention':24} {'procs':5} {'V/h/L':16} "
-          f"{'seq x mb':9} {'tok/s/GPU':>10} {'MFU':>7} {'peak GiB':>9}")
+          f"{'seq x mb':9} {'thr':>3} {'tok/s/GPU':>10} {'MFU':>7} {'peak GiB':>9}")
 
 
 def row(r: dict) -> str:
@@ -42,7 +42,8 @@ def row(r: dict) -> str:
     shape = f"{r['vocab']}/{r['hidden']}/{r['layers']}"
     seq = f"{r['seq_len']}x{r['micro_batch_size']}"
     return (f"{r.get('label', ''):28} {r['plugin']:7} {r['precision']:5} {gc:3} {str(r.get('attention')):24} "
-            f"{r['world_size']:<5} {shape:16} {seq:9} {r['tokens_per_s_per_device']:>10,.0f} {mfu:>7} {peak:>9}")
+            f"{r['world_size']:<5} {shape:16} {seq:9} {str(r.get('rank_threads', '')):>3} "
+            f"{r['tokens_per_s_per_device']:>10,.0f} {mfu:>7} {peak:>9}")
 
 
 def parse(argv):
@@ -68,6 +69,8 @@ def parse(argv):
     ap.add_argument("--model", default=None, help="use this HF model dir instead of building one")
     ap.add_argument("--make-model", default=None, help="build the model of the shape here, keep it, and use it")
     ap.add_argument("--model-dtype", choices=("fp32", "bf16"), default="fp32", help="dtype of the built model files")
+    ap.add_argument("--rank-threads", type=int, default=None,
+                    help="CPU threads of each rank (OMP/MKL_NUM_THREADS; default: $OMP_NUM_THREADS, else 1)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds before the run is stopped")
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--dry-run", action="store_true")
@@ -126,7 +129,8 @@ def main(argv=None):
             make_tiny_model(model, vocab_size=a.vocab, hidden=a.hidden, layers=a.layers, heads=a.heads,
                             intermediate=a.intermediate, max_positions=max(a.seq_len, 512),
                             dtype=torch.bfloat16 if a.model_dtype == "bf16" else torch.float32)
-        env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        threads = str(a.rank_threads or os.environ.get("OMP_NUM_THREADS", "1"))
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         try:
             r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
         except subprocess.TimeoutExpired:
@@ -143,7 +147,7 @@ def main(argv=None):
         hf = json.loads((Path(a.model) / "config.json").read_text())
         shape = dict(vocab=hf["vocab_size"], hidden=hf["hidden_size"], layers=hf["num_hidden_layers"],
                      intermediate=hf.get("intermediate_size"), heads=hf.get("num_attention_heads"))
-    result.update(label=a.label, **shape,
+    result.update(label=a.label, **shape, rank_threads=int(threads),
                   tokens_per_s_per_device=result["tokens_per_s_median"] / result["world_size"],
                   attention=trainer.get("attention"), grad_checkpointing=trainer.get("gradient_checkpointing"),
                   peak_memory_bytes=trainer.get("peak_memory_bytes_max_rank"), device_name=trainer.get("device_name"),
