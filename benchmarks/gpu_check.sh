@@ -130,7 +130,7 @@ else
   # paths and settings of the experiment's first training stage, from the config itself
   read -r REAL_MODEL REAL_DATA REAL_SEQ REAL_SETS < <("$PY" - "$REAL_CONFIG" <<'EOF'
 import sys, yaml
-from cpt.config import Layout
+from cpt.artifacts.layout import Layout
 cfg = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
 lay = Layout(cfg)
 stages = cfg["train"]["stages"]
