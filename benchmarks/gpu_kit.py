@@ -132,13 +132,20 @@ def read_image_list(path: Path = IMAGE_LIST) -> dict[str, ImagePkg]:
 # ------------------------------------------------------------------------------------------------------ wheels
 @dataclass
 class Wheel:
-    path: Path
+    path: Path | None    # the .whl, or None for an installed distribution standing in for it (`root`)
     lane: str
     name: str
     version: str
     requires: list
     modules: dict  # module name -> member path (.py) or None (compiled / package dir without __init__ source)
     top: set
+    root: Path | None = None  # site-packages folder of an installed distribution
+
+    def read(self, member: str, zips: dict) -> str:
+        if self.root is not None:
+            return (self.root / member).read_text(encoding="utf-8", errors="replace")
+        z = zips.setdefault(self.path, zipfile.ZipFile(self.path))
+        return z.read(member).decode("utf-8", "replace")
 
 
 def _module_names(names) -> dict:
@@ -176,6 +183,25 @@ def read_wheel(path: Path, lane: str) -> Wheel:
     requires = [v for k, v in fields if k == "Requires-Dist"]
     mods = _module_names(names)
     return Wheel(path, lane, name, version, requires, mods, {m.split(".")[0] for m in mods})
+
+
+def installed_kit(items: list[KitItem]) -> list[Wheel]:
+    """The kit list's distributions as installed in this Python (same versions as the wheels: the list pins the
+    lock's): the completeness check of the list itself, without downloading anything (tests/unit/test_gpu_kit.py)."""
+    import importlib.metadata as md
+
+    out = []
+    for it in items:
+        try:
+            dist = md.distribution(it.name)
+        except md.PackageNotFoundError:
+            raise SystemExit(f"{it.name}=={it.version} (gpu_kit.txt:{it.line}) is not installed here") from None
+        files = [str(f) for f in (dist.files or []) if not str(f).startswith("..")]
+        mods = _module_names(files)
+        root = Path(dist.locate_file(""))
+        out.append(Wheel(None, it.lane, dist.metadata["Name"], dist.version, list(dist.requires or []), mods,
+                         {m.split(".")[0] for m in mods}, root))
+    return out
 
 
 def kit_wheels(kit: Path) -> list[Wheel]:
@@ -272,7 +298,7 @@ def imports_of(source: str, module: str, is_package: bool, filename: str = "<src
                     for stmt in part:
                         visit_stmt(stmt, lazy, optional)
                 continue
-            if isinstance(child, ast.If) and _is_type_checking(child.test):
+            if isinstance(child, ast.If) and (_is_type_checking(child.test) or _is_availability(child.test)):
                 for stmt in child.body:
                     visit_stmt(stmt, lazy, True)
                 for stmt in child.orelse:
@@ -300,6 +326,13 @@ def imports_of(source: str, module: str, is_package: bool, filename: str = "<src
 
     visit(tree, False, False)
     return out
+
+
+def _is_availability(test) -> bool:
+    """`if config.NIBABEL_AVAILABLE:` / `if is_flash_attn_available():`: a library's own optional-import guard."""
+    names = [n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(test)
+             if isinstance(n, (ast.Name, ast.Attribute))]
+    return any(re.search(r"AVAILABLE|(^|_)available$|^is_.*_available", x) for x in names)
 
 
 def _is_type_checking(test) -> bool:
@@ -351,8 +384,7 @@ class Sources:
             member = w.modules.get(module)
             if member is None:
                 return None
-            z = self._zips.setdefault(w.path, zipfile.ZipFile(w.path))
-            return z.read(member).decode("utf-8", "replace"), member.endswith("__init__.py")
+            return w.read(member, self._zips), member.endswith("__init__.py")
         return None
 
     def is_module(self, module: str) -> bool:
@@ -402,7 +434,18 @@ def import_closure(sources: Sources, entry_modules, entry_files) -> tuple[dict, 
 
 
 # ------------------------------------------------------------------------------------------------------ check
-def _requirement_problems(w: Wheel, lane_wheels: dict, image: dict, ignore: set) -> list[str]:
+def _lowest(ver: str | None) -> str | None:
+    """An image version: exact ("2.11.0", "2.11.0+cu130") or, where only a range is known, its lower bound (which
+    is compared with a requirement's caps only: the image may well have a newer version)."""
+    if not ver:
+        return None
+    if ver[0].isdigit():
+        return ver.split("+")[0]
+    low = re.search(r">=\s*([0-9][^,]*)", ver)
+    return low.group(1).strip() if low else None
+
+
+def _requirement_problems(w: Wheel, lane_wheels: dict, image: dict, ignore: set, extras: list) -> list[str]:
     from packaging.requirements import Requirement
     from packaging.version import Version
 
@@ -421,20 +464,29 @@ def _requirement_problems(w: Wheel, lane_wheels: dict, image: dict, ignore: set)
             continue
         if name in image:
             ver = image[name].version
-            if ver and req.specifier and not req.specifier.contains(Version(ver.split("+")[0]), prereleases=True):
+            low = _lowest(ver)
+            spec_set = req.specifier
+            if ver and not ver[0].isdigit():  # a range: its lower bound can only break a cap (<, <=, ==, ~=)
+                from packaging.specifiers import SpecifierSet
+
+                spec_set = SpecifierSet(",".join(str(x) for x in req.specifier if x.operator not in (">", ">=", "!=")))
+            if low and spec_set and not spec_set.contains(Version(low), prereleases=True):
                 out.append(f"{w.name} {w.version} requires {spec}; the image has {image[name].name} {ver}")
+            if req.extras:
+                extras.append(f"{w.name} {w.version} requires {spec}: the image's {req.name} extras are not checked")
             continue
         out.append(f"{w.name} {w.version} requires {spec}: neither in the kit's lanes nor in the image")
     return out
 
 
-def check(kit: Path, repo: Path = REPO, kit_list: Path = KIT_LIST, image_list: Path = IMAGE_LIST,
+def check(kit: Path | None, repo: Path = REPO, kit_list: Path = KIT_LIST, image_list: Path = IMAGE_LIST,
           entry_modules=ENTRY_MODULES, entry_files=ENTRY_FILES) -> dict:
-    """{engine: {"missing": [...], "requirements": [...], ...}} and "ok"."""
+    """{engine: {"missing": [...], "requirements": [...], ...}} and "ok". kit None: the list's distributions as
+    installed here stand in for the wheels."""
     items = read_kit_list(kit_list)
     image = read_image_list(image_list)
-    wheels = kit_wheels(kit)
-    report = {"kit": str(kit), "engines": {}, "problems": []}
+    wheels = kit_wheels(kit) if kit is not None else installed_kit(items)
+    report = {"kit": str(kit) if kit is not None else "(installed distributions)", "engines": {}, "problems": []}
     by_name = {norm(w.name): w for w in wheels}
     for it in items:  # the kit holds exactly the list, at the listed versions, in the listed lanes
         w = by_name.get(norm(it.name))
@@ -464,10 +516,13 @@ def check(kit: Path, repo: Path = REPO, kit_list: Path = KIT_LIST, image_list: P
         names = {}
         for w in lane_wheels:
             names.setdefault(norm(w.name), w)
-        reqs = [p for w in lane_wheels for p in _requirement_problems(w, names, image, ignore.get(norm(w.name), set()))]
+        extras: list = []
+        reqs = [p for w in lane_wheels
+                for p in _requirement_problems(w, names, image, ignore.get(norm(w.name), set()), extras)]
         report["engines"][engine] = {"lanes": list(lanes), "wheels": len(lane_wheels), "missing": missing,
                                      "requirements": reqs, "third_party": provided,
                                      "absent_by_design": sorted(ENGINE_ABSENT.get(engine, set()) & set(required)),
+                                     "extras_unchecked": extras,
                                      "optional_imports_skipped": len(optional)}
     report["ok"] = not report["problems"] and all(
         not e["missing"] and not e["requirements"] for e in report["engines"].values())
@@ -714,7 +769,7 @@ def main(argv=None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--config", type=Path, default=REPO / "config" / "smollm2-zh.yaml")
     p = sub.add_parser("check")
-    p.add_argument("kit", type=Path)
+    p.add_argument("kit", type=Path, nargs="?", help="a built kit (default: the list's installed distributions)")
     p.add_argument("--json-out", default=None)
     p = sub.add_parser("torch-api")
     p.add_argument("action", choices=("scan", "verify", "resolve"))
