@@ -230,7 +230,8 @@ elif [ $rc != 0 ]; then
   TORCH_ENGINE_REASON="the engine probe failed: $(echo "$TORCH_PROBE" | tail -1)"
   FAILED=1
 fi
-echo "{\"available\": $([ -z "$TORCH_ENGINE_REASON" ] && echo true || echo false)}" >"$OUT/torch-engine.json"
+"$PY" -c 'import json, sys; json.dump({"available": not sys.argv[2], "sets": sys.argv[3].split(), "reason": sys.argv[2] or None}, open(sys.argv[1], "w"), indent=2)' \
+  "$OUT/torch-engine.json" "$TORCH_ENGINE_REASON" "$TORCH_ENGINE_SETS"
 
 # ---- 2. the 7B-shaped slice -------------------------------------------------------------------------------------
 SLICE_MODEL="$OUT/slice-model"
@@ -254,7 +255,8 @@ KERNELS_DONE=0
 kernels() {  # ColossalAI's JIT kernels (CPU Adam + fused Adam, HybridAdam's), once, before its first case
   [ "$KERNELS_DONE" = 1 ] && return 0
   KERNELS_DONE=1
-  PYTHONPATH="$PP_colossalai" step kernels 60 "$PY" -m cpt.train.kernels --prebuild-kernels "${DRYFLAG[@]}"
+  PYTHONPATH="$PP_colossalai" step kernels 60 timeout "${GPU_CHECK_KERNELS_TIMEOUT_S:-240}" \
+    "$PY" -m cpt.train.kernels --prebuild-kernels "${DRYFLAG[@]}"
 }
 model_built=0
 run_case() {  # run_case LABEL ENGINE OPTIONS...
