@@ -30,8 +30,8 @@
 # --dry-run (tests/unit/test_gpu_check.py, on CPU): runs nothing heavy and measures nothing; checks every command
 # line: each training case is validated by train_throughput.py --dry-run (training keys + the plugin a CUDA device
 # would get), the engine probe reports the torch engine's availability, the kernel step lists what it would build;
-# with --kit it installs the kit for real into $OUT/site (cross-installed for CPython 3.12 x86-64) and runs the
-# kit's completeness check, and validates the command lines in the current environment (the kit's CPython 3.12
+# with --kit it installs the kit for real into $GPU_CHECK_SCRATCH/site (cross-installed for CPython 3.12 x86-64)
+# and runs the kit's completeness check, and validates the command lines in the current environment (the kit's CPython 3.12
 # binaries load on no other Python). Exits non-zero if any check fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +60,10 @@ fi
 SMK=${SNAKEMAKE:-.venv/bin/snakemake}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-SITE=${GPU_CHECK_SITE:-$OUT/site}
+# big things out of the repository: the installed kit (~200 MB) and the generated models (the slice: 2 GB)
+SCRATCH=${GPU_CHECK_SCRATCH:-${TMPDIR:-/tmp}/cpt-gpu-check}
+SITE=$SCRATCH/site
+mkdir -p "$SCRATCH"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export HF_DATASETS_OFFLINE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 BUDGET_S=${GPU_CHECK_BUDGET_S:-470}   # < 8 min in all
@@ -230,11 +233,14 @@ elif [ $rc != 0 ]; then
   TORCH_ENGINE_REASON="the engine probe failed: $(echo "$TORCH_PROBE" | tail -1)"
   FAILED=1
 fi
-"$PY" -c 'import json, sys; json.dump({"available": not sys.argv[2], "sets": sys.argv[3].split(), "reason": sys.argv[2] or None}, open(sys.argv[1], "w"), indent=2)' \
-  "$OUT/torch-engine.json" "$TORCH_ENGINE_REASON" "$TORCH_ENGINE_SETS"
+"$PY" - "$OUT/torch-engine.json" "$TORCH_ENGINE_REASON" "$TORCH_ENGINE_SETS" <<'EOF'
+import json, sys
+path, reason, sets = sys.argv[1:]
+json.dump({"available": not reason, "sets": sets.split(), "reason": reason or None}, open(path, "w"), indent=2)
+EOF
 
 # ---- 2. the 7B-shaped slice -------------------------------------------------------------------------------------
-SLICE_MODEL="$OUT/slice-model"
+SLICE_MODEL="$SCRATCH/slice-model"
 SHAPE=(--vocab 69104 --hidden 4096 --intermediate 11008 --heads 32 --layers 2 --seq-len 4096 --micro-batch 1
        --steps 8 --precision bf16 --nproc 1)
 torch_sets=()
@@ -271,7 +277,8 @@ run_case() {  # run_case LABEL ENGINE OPTIONS...
     kernels
   fi
   if [[ " ${opts[*]} " == *" --flash-attention on "* ]] && [ "$DRY" = 0 ] && ! flash_present "$pp"; then
-    note "$label" "$engine" "not available" "flash_attn is not installed (not in the image; its wheels are built per torch and CUDA, far over the kit's 64 MiB): train.flash_attention=true would run SDPA, measured by the sdpa case"
+    note "$label" "$engine" "not available" "flash_attn is not installed (not in the image; its wheels are built \
+per torch and CUDA, far over the kit's 64 MiB): train.flash_attention=true would run SDPA, measured by the sdpa case"
     return 0
   fi
   local model_opt=(--model "$SLICE_MODEL")
@@ -310,6 +317,7 @@ print(" ".join(f"--set {k}={str(v).lower() if isinstance(v, bool) else v}" for k
 EOF
   ) || { FAILED=1; return; }
   local mb=${sets##* }; sets=${sets% *}; local seq=${sets##* }; sets=${sets% *}
+  [ "$DRY" = 0 ] && rm -rf "$SCRATCH/real-model"   # never a model of an earlier kit's shape
   read -r -a setv <<< "$sets"
   for engine in torch colossalai; do
     local label=real-$engine pp=$PP_colossalai extra=(--plugin zero2)
@@ -319,8 +327,9 @@ EOF
     else
       kernels
     fi
-    local model_opt=(--model "$OUT/real-model")
-    [ -f "$OUT/real-model/config.json" ] || model_opt=(--model-config "$shape" --make-model "$OUT/real-model" --model-dtype bf16)
+    local model_opt=(--model "$SCRATCH/real-model")   # built from the kit's config by the first case that runs
+    [ -f "$SCRATCH/real-model/config.json" ] || \
+      model_opt=(--model-config "$shape" --make-model "$SCRATCH/real-model" --model-dtype bf16)
     PYTHONPATH="$pp" step "$label" 45 "$PY" benchmarks/train_throughput.py --label "$label" --precision bf16 \
       --seq-len "$seq" --micro-batch "$mb" --steps 5 --nproc 1 --flash-attention on "${extra[@]}" "${setv[@]}" \
       "${model_opt[@]}" --timeout 120 --json-out "$OUT/cases/$label.json" "${DRYFLAG[@]}"

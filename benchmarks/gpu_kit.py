@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import base64
 import csv
 import hashlib
 import io
@@ -642,7 +641,6 @@ def torch_names(repo: Path = REPO, dirs=SCAN_DIRS) -> dict[str, list[str]]:
                     if isinstance(cur, ast.Name) and cur.id in alias:
                         full = ".".join([alias[cur.id], *reversed(chain)])
                         found.setdefault(full, []).append(f"{rel}:{node.lineno}")
-    # keep the longest spelled chains only where a prefix is a plain namespace step (torch.distributed is kept too)
     return dict(sorted(found.items()))
 
 

@@ -49,7 +49,8 @@ def row(r: dict) -> str:
     gc = "on" if r.get("grad_checkpointing") else "off"
     shape = f"{r['vocab']}/{r['hidden']}/{r['layers']}"
     seq = f"{r['seq_len']}x{r['micro_batch_size']}"
-    return (f"{r.get('label', ''):28} {r.get('engine', 'colossalai'):10} {r['plugin']:7} {r['precision']:5} {gc:3} {str(r.get('attention')):24} "
+    return (f"{r.get('label', ''):28} {r.get('engine', 'colossalai'):10} {r['plugin']:7} {r['precision']:5} {gc:3} "
+            f"{str(r.get('attention')):24} "
             f"{r['world_size']:<5} {shape:16} {seq:9} {str(r.get('rank_threads', '')):>3} "
             f"{r['tokens_per_s_per_device']:>10,.0f} {mfu:>7} {peak:>9}")
 

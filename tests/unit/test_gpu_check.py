@@ -22,7 +22,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 
 def dry(tmp_path, *args, **env):
     e = dict(os.environ, PYTHON=sys.executable, SNAKEMAKE=str(Path(sys.executable).with_name("snakemake")),
-             PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1", **env)
+             PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1", GPU_CHECK_SCRATCH=str(tmp_path / "scratch"), **env)
     return subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(tmp_path / "gc"), *args], env=e, cwd=REPO,
                           capture_output=True, text=True, timeout=600)
 
@@ -85,7 +85,7 @@ def synthetic_kit(tmp_path, lanes=("common", "colossalai", "hf451")) -> Path:
 def test_kit_dry_run_installs_the_lanes_and_runs_the_completeness_check(tmp_path):
     kit = synthetic_kit(tmp_path)
     r = dry(tmp_path, "--kit", str(kit), GPU_CHECK_STEPS="none")
-    site = tmp_path / "gc" / "site"
+    site = tmp_path / "scratch" / "site"
     for lane in ("common", "colossalai", "hf451"):  # installed for CPython 3.12, one --target folder per lane
         assert (site / lane / f"kitprobe_{lane}" / "__init__.py").read_text() == f"LANE = {lane!r}\n"
     assert "sha256 verified" in r.stderr and "installed 1 wheels into" in r.stderr
@@ -103,7 +103,7 @@ def test_kit_that_differs_from_its_manifest_is_refused(tmp_path):
     r = dry(tmp_path, "--kit", str(kit), GPU_CHECK_STEPS="none")
     assert r.returncode == 1 and "kit files differ from manifest.json" in r.stderr
     assert "the kit did not install; nothing else can run" in r.stderr
-    assert not (tmp_path / "gc" / "site").exists()
+    assert not (tmp_path / "scratch" / "site").exists()
 
 
 def test_a_bad_case_fails_the_dry_run(tmp_path):
