@@ -498,6 +498,11 @@ def check(kit: Path | None, repo: Path = REPO, kit_list: Path = KIT_LIST, image_
     for w in wheels:
         if norm(w.name) not in listed:
             report["problems"].append(f"{w.path.name}: in the kit but not in {kit_list.name}")
+    gone = [m for m in entry_modules if Sources(repo, [], {}, set()).source(m) is None]
+    gone += [f for f in entry_files if not (repo / f).is_file()]
+    if gone:  # an entry point that moved would make the check pass on nothing
+        report["problems"].append(f"entry points not found in {repo}: {gone} (update ENTRY_MODULES/ENTRY_FILES "
+                                  f"in benchmarks/gpu_kit.py)")
     ignore = {norm(it.name): it.ignore for it in items}
     scan = {t for it in items if it.scan for w in wheels if norm(w.name) == norm(it.name) for t in w.top}
     for engine, lanes in ENGINES.items():

@@ -162,6 +162,14 @@ def test_checker_flags_a_wheel_that_is_not_the_listed_version(tiny):
     assert not rep["ok"]
 
 
+def test_an_entry_point_that_moved_fails_the_check(tiny):
+    rep = gk.check(tiny["kit"], repo=tiny["repo"], kit_list=tiny["list"], image_list=tiny["image"],
+                   entry_modules=("cpt.train.entry", "cpt.train.gone"), entry_files=("benchmarks/x.py",))
+    assert not rep["ok"]
+    assert any("entry points not found" in p and "cpt.train.gone" in p and "benchmarks/x.py" in p
+               for p in rep["problems"]), rep["problems"]
+
+
 def test_unlisted_lane_and_unpinned_entries_are_errors(tmp_path):
     bad = tmp_path / "k.txt"
     bad.write_text("common fancy\n")
