@@ -402,7 +402,8 @@ def import_closure(sources: Sources, entry_modules, entry_files) -> tuple[dict, 
     queue = [(m, None) for m in entry_modules]
     for f in entry_files:
         p = sources.repo / f
-        queue.append(("__file__:" + f, p.read_text(encoding="utf-8")))
+        if p.is_file():  # a missing one is a problem check() reports
+            queue.append(("__file__:" + f, p.read_text(encoding="utf-8")))
     while queue:
         mod, text = queue.pop()
         if mod in seen:
