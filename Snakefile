@@ -19,8 +19,8 @@ if not workflow.overwrite_configfiles:
 # The schema (workflow/schemas/, one file per section) is checked twice: by the library, which names every bad key
 # in one message and fills in the section defaults, and by Snakemake's own validator.
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
-from cpt.config import validate as cpt_validate  # noqa: E402
-from cpt.yamlio import read_yaml  # noqa: E402
+from cpt.workflow.experiment import validate as cpt_validate  # noqa: E402
+from cpt.core.yamlio import read_yaml  # noqa: E402
 
 for _configfile in workflow.configfiles:  # Snakemake's own loader lets the last of two equal keys win silently
     read_yaml(_configfile)
@@ -32,7 +32,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 # A checkout restored by `dvc pull` has file times in no particular order: align those of the outputs DVC confirms
 # against dvc.lock (once; only where Snakemake has no metadata yet), so Snakemake does not plan them again.
 if workflow.is_main_process:
-    from cpt.dvcstages import align_checkout_mtimes  # noqa: E402
+    from cpt.workflow.dvc import align_checkout_mtimes  # noqa: E402
 
     align_checkout_mtimes(".", log=lambda m: print(m, file=sys.stderr))
 

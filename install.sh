@@ -26,5 +26,5 @@ if [ "$(cat "$VENV/.cpt-installed" 2>/dev/null)" != "$(stamp_of)" ]; then
   "$VENV/bin/python" -c "import torch, transformers, colossalai, snakemake, sentencepiece, datasets" 2>/dev/null
   stamp_of > "$VENV/.cpt-installed"
 fi
-"$VENV/bin/python" -m cpt.sources fetch >/dev/null
+"$VENV/bin/python" -m cpt.core.sources fetch >/dev/null
 echo "install.sh: ready ($VENV)" >&2

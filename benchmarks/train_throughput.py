@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from cpt.train.testing import make_tiny_model, torchrun_command  # noqa: E402
+from cpt.testing import make_tiny_model, torchrun_command  # noqa: E402
 
 HEADER = (f"{'label':28} {'engine':10} {'plugin':7} {'prec':5} {'gc':3} {'attention':24} {'procs':5} {'V/h/L':16} "
           f"{'seq x mb':9} {'thr':>3} {'tok/s/GPU':>10} {'MFU':>7} {'peak GiB':>9}")
@@ -137,7 +137,7 @@ def main(argv=None):
         cmd = (torchrun_command(sys.executable, a.nproc, train_args) if a.nproc > 1
                else [sys.executable, "-m", "cpt.train", *train_args])
         if a.dry_run:
-            from cpt.errors import CptError
+            from cpt.core.errors import CptError
 
             try:
                 return dry_run(a, cmd)

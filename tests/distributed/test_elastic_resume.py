@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cpt.train.testing import check_bucket_order, make_bucket_dataset, make_tiny_model, read_trace, torchrun_command
+from cpt.testing import check_bucket_order, make_bucket_dataset, make_tiny_model, read_trace, torchrun_command
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

@@ -18,8 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from cpt.train.testing import (assert_curves_agree, assert_same_bits, final_tensors, make_bucket_dataset,
-                               make_tiny_model, read_metrics, run_torchrun)
+from cpt.testing import (
+    assert_curves_agree,
+    assert_same_bits,
+    final_tensors,
+    make_bucket_dataset,
+    make_tiny_model,
+    read_metrics,
+    run_torchrun,
+)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

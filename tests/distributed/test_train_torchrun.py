@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cpt.train.testing import (check_bucket_order, make_bucket_dataset, make_tiny_model, read_trace,
-                               torchrun_command)
+from cpt.testing import check_bucket_order, make_bucket_dataset, make_tiny_model, read_trace, torchrun_command
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -162,10 +161,10 @@ def test_sigterm_stops_all_ranks_at_one_step_with_checkpoint(inputs, tmp_path):
 
 
 def test_launcher_turns_sigterm_into_exit_75(inputs, tmp_path):
-    from cpt.train.testing import free_port
+    from cpt.testing import free_port
 
     out = tmp_path / "stage"
-    cmd = [sys.executable, "-m", "cpt.train.launch", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+    cmd = [sys.executable, "-m", "cpt.launch.torchrun", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), "--",
            *args(inputs, out, extra=["--set", "epochs=400", "--set", "save_interval=100000"])]
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
@@ -207,7 +206,7 @@ def test_bf16_with_gradient_checkpointing_tracks_fp32_ddp(plugin, inputs, ddp_ru
         out = tmp_path / "stage"
         r = torchrun(args(inputs, out, plugin=plugin, extra=BF16_GC))
         assert r.returncode == 0, r.stderr[-4000:]
-    from cpt.train.testing import assert_curves_agree
+    from cpt.testing import assert_curves_agree
 
     m = assert_trained(out)
     assert_curves_agree(m, metrics(ddp_run), BF16_LOSS)
@@ -230,7 +229,7 @@ def test_zero2_bf16_sigkill_then_rerun_is_bit_identical(inputs, zero2_bf16_gc_ru
     resumed = torchrun(args(inputs, out, plugin="zero2", extra=BF16_GC))
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resumed from" in resumed.stderr
-    from cpt.train.testing import assert_same_bits
+    from cpt.testing import assert_same_bits
 
     assert_same_bits(final_tensors(out), final_tensors(zero2_bf16_gc_run))
     assert [x["loss"] for x in metrics(out)] == [x["loss"] for x in metrics(zero2_bf16_gc_run)]

@@ -1,7 +1,7 @@
 """DVC over the Snakemake workflow: dvc.yaml is current and agrees with the Snakefile; the committed .dvc/ setup;
 a fresh clone's `dvc pull` gives the artifacts and a Snakemake that has nothing to do.
 
-dvc.yaml is generated from the Snakemake DAG (python -m cpt.dvcstages); these tests fail when it is stale or
+dvc.yaml is generated from the Snakemake DAG (python -m cpt.workflow.dvc); these tests fail when it is stale or
 when the Snakefile produces an artifact no DVC stage versions (or a DVC stage names a path Snakemake never makes).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpt.dvcstages import render, snakemake_outputs
+from cpt.workflow.dvc import render, snakemake_outputs
 
 pytestmark = [pytest.mark.dvc]
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def _tree_hashes(root: Path) -> dict[str, str]:
 def test_dvc_yaml_is_generated_from_the_current_workflow():
     committed = (REPO / "dvc.yaml").read_text(encoding="utf-8")
     assert committed == render(CONFIG), (
-        "dvc.yaml is stale: regenerate with `python -m cpt.dvcstages --config config/config.yaml --out dvc.yaml`")
+        "dvc.yaml is stale: regenerate with `python -m cpt.workflow.dvc --config config/config.yaml --out dvc.yaml`")
 
 
 def test_dvc_yaml_and_snakefile_agree_about_artifact_paths():
@@ -90,6 +90,7 @@ def test_committed_dvc_setup_has_the_documented_default_remote():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert "src/cpt/train" in stages["train-base"]["deps"] and "src/cpt/tokenizer" in stages["tokenizer"]["deps"]
     assert "src/cpt/train" not in stages["tokenizer"]["deps"]  # a change to the trainer reruns training only
+    assert "src/cpt/core/config.py" in stages["train-base"]["deps"]  # shared layers: module by module
 
 
 def _mini_dvc_repo(root: Path) -> Path:
@@ -106,7 +107,7 @@ def _mini_dvc_repo(root: Path) -> Path:
 
 
 def test_times_of_dvc_restored_outputs_are_aligned_once(tmp_path):
-    from cpt.dvcstages import MARKER, align_checkout_mtimes
+    from cpt.workflow.dvc import MARKER, align_checkout_mtimes
 
     root = _mini_dvc_repo(tmp_path / "r")
     a, b = root / "out_a" / ".snakemake_timestamp", root / "out_b" / ".snakemake_timestamp"

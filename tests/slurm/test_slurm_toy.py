@@ -1,4 +1,4 @@
-"""The SLURM profile + cpt.launch against a real local SLURM, on a 2-rule workflow (tests/slurm/toy).
+"""The SLURM profile + cpt.launch.plan against a real local SLURM, on a 2-rule workflow (tests/slurm/toy).
 
 - the workflow runs through `snakemake --profile profiles/slurm`; its jobs are visible to squeue;
   a rerun after success submits nothing
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpt.launch import expand_nodelist
+from cpt.launch.plan import expand_nodelist
 
 pytestmark = [pytest.mark.slurm]
 

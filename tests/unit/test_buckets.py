@@ -1,12 +1,12 @@
-"""cpt.buckets: near-equal token bins per category after a seeded shuffle; bucket i = bin i of every category."""
+"""cpt.dataset.buckets: near-equal token bins per category after a seeded shuffle; bucket i = bin i of every category."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cpt.buckets import Selection, bucket_rows, rng_for, split_into_bins, stable_int, take_tokens
-from cpt.errors import ConfigError
+from cpt.core.errors import ConfigError
+from cpt.dataset.buckets import Selection, bucket_rows, rng_for, split_into_bins, stable_int, take_tokens
 
 
 @pytest.mark.parametrize("n, num_bins", [(1000, 10), (37, 10), (5, 10), (0, 3), (200, 1)])

@@ -9,9 +9,9 @@ import json
 import pytest
 from tokenizer_fixtures import bpe_base_dir
 
-from cpt.packing import IGNORE_INDEX
-from cpt.sft import SFTEncoder, chat_template, write_sft_chat_template
-from cpt.tokenizer.family import open_tokenizer
+from cpt.artifacts.dataset import IGNORE_INDEX
+from cpt.dataset.sft import SFTEncoder, chat_template, write_sft_chat_template
+from cpt.tokenizer.registry import open_tokenizer
 
 L3 = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>")
 CONVS = [

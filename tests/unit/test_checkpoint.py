@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cpt.errors import CheckpointError
+from cpt.core.errors import CheckpointError
+from cpt.testing import make_bucket_dataset, make_tiny_model
 from cpt.train import checkpoint as ckpt
-from cpt.train.testing import make_bucket_dataset, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = ["--set", "plugin=zero2", "--set", "precision=fp32", "--set", "micro_batch_size=2", "--set", "lr=3e-3",

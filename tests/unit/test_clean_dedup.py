@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cpt.clean.dedup import Deduplicator, exact_key, shingles, signatures
-from cpt.schema import default
+from cpt.core.schema import default
 
 # the Deduplicator's settings as the workflow gives them (clean.dedup with the schema's defaults)
 DEDUP = {k: v for k, v in default("clean.dedup").items() if k != "ngram"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cpt.clean.filters import FILTER_ORDER, TextStats, first_failure
-from cpt.schema import default
 from cpt.clean.quality import score
+from cpt.core.schema import default
 
 ZH_NEWS = ("１９９７年，是中国发展历史上非常重要的很不平凡的一年。中国人民决心继承邓小平同志的遗志，继续把建设有中国特色"
            "社会主义事业推向前进。中国政府顺利恢复对香港行使主权，并按照“一国两制”、“港人治港”、高度自治的方针保持香港"

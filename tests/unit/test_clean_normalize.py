@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from cpt.clean.normalize import (apply_width, fix_gbk_mojibake, fix_unicode, normalize_text, normalize_whitespace,
-                                 strip_cjk_spaces, to_simplified)
-from cpt.schema import default
+from cpt.clean.normalize import (
+    apply_width,
+    fix_gbk_mojibake,
+    fix_unicode,
+    normalize_text,
+    normalize_whitespace,
+    strip_cjk_spaces,
+    to_simplified,
+)
+from cpt.core.schema import default
 
 ZH = "今天天气很好，我们去北京大学参观。"
 
@@ -62,7 +69,7 @@ def test_skip_path_equals_opencc_on_real_text():
 
     import opencc
 
-    from cpt.sources import read_member
+    from cpt.core.sources import read_member
 
     cc = opencc.OpenCC("t2s")
     poems = json.loads(read_member("chinese-poetry", "dist/mengxue/tangshisanbaishou.json"))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cpt.clean import prepare, finalize, run_clean
+from cpt.clean import finalize, prepare, run_clean
 from cpt.clean.pipeline import REASON_ORDER, quality_cut, resolve_section
-from cpt.errors import ConfigError, RecordError
+from cpt.core.errors import ConfigError, RecordError
 
 ZH = ("中国政府顺利恢复对香港行使主权，并按照“一国两制”、“港人治港”、高度自治的方针保持香港的繁荣稳定。中国共产党"
       "成功地召开了第十五次全国代表大会，高举邓小平理论伟大旗帜，总结百年历史，展望新的世纪，制定了中国跨世纪发展的"
@@ -177,7 +177,7 @@ def test_per_category_overrides(tmp_path):
 def test_cli_clean_writes_outputs_and_provenance(tmp_path):
     from click.testing import CliRunner
 
-    from cpt.clean import cli_clean
+    from cpt.clean.cli import cli_clean
 
     write_raw(tmp_path / "raw")
     import yaml
@@ -199,7 +199,7 @@ def test_real_demo_text_is_mostly_kept(tmp_path):
     """Defaults keep real, clean demo text: People's Daily, Traditional Tang poems, idioms, Shakespeare."""
     import re
 
-    from cpt.sources import read_member
+    from cpt.core.sources import read_member
 
     raw = tmp_path / "raw"
     raw.mkdir()

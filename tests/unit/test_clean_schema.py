@@ -6,9 +6,10 @@ from pathlib import Path
 
 import yaml
 
-from cpt import config as cc
-from cpt import schema as sc
+from cpt.artifacts.corpus import category_languages
 from cpt.clean import resolve_section
+from cpt.core import schema as sc
+from cpt.workflow import experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,9 +30,9 @@ def test_demo_config_validates_with_clean_enabled():
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     cfg["clean"]["enabled"] = True
     cfg["clean"]["categories"] = {"zh_classical": {"filters": {"lang_min_prob": None}}}
-    full = cc.validate(cfg)
+    full = experiment.validate(cfg)
     sec = resolve_section(full["clean"])
     assert sec == full["clean"]  # what the workflow validated is what the library runs with
     assert sec["categories"]["zh_classical"] == {"filters": {"lang_min_prob": None}}  # overrides stay overrides
-    langs = cc.category_languages(full)
+    langs = category_languages(full)
     assert set(langs) == set(full["corpus"]["categories"]) and set(langs.values()) == {"zh", "en"}

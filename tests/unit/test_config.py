@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpt import config as cc
-from cpt import schema as sc
-from cpt.errors import ConfigError
+from cpt.artifacts.corpus import category_languages
+from cpt.artifacts.layout import Layout
+from cpt.core import config as cc
+from cpt.core import schema as sc
+from cpt.core.errors import ConfigError
+from cpt.workflow import experiment
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
@@ -31,16 +34,16 @@ def test_shipped_configs_validate(path):
 
         merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
         update_config(merged, yaml.safe_load(path.read_text(encoding="utf-8")))
-        cfg = cc.validate(merged)
+        cfg = experiment.validate(merged)
     else:
-        cfg = cc.load(path)
+        cfg = experiment.load(path)
     assert cfg["experiment"]
     assert cc.stage_names(cfg)
 
 
 def test_defaults_are_filled(demo):
     demo.pop("seed")
-    cfg = cc.validate(demo)
+    cfg = experiment.validate(demo)
     assert cfg["seed"] == 1234
     assert "seed" not in demo  # the input is not mutated
 
@@ -48,19 +51,19 @@ def test_defaults_are_filled(demo):
 def test_unknown_key_named(demo):
     demo["tokenizr"] = {}
     with pytest.raises(ConfigError, match=r"config key tokenizr: Additional properties"):
-        cc.validate(demo)
+        experiment.validate(demo)
 
 
 def test_bad_type_named(demo):
     demo["resources"]["train"]["mem_mb"] = "lots"
     with pytest.raises(ConfigError, match=r"config key resources\.train\.mem_mb: 'lots' is not of type 'integer'"):
-        cc.validate(demo)
+        experiment.validate(demo)
 
 
 def test_missing_section_named(demo):
     del demo["train"]
     with pytest.raises(ConfigError, match=r"config key train: 'train' is a required property"):
-        cc.validate(demo)
+        experiment.validate(demo)
 
 
 @pytest.mark.parametrize("where, value, match", [
@@ -77,15 +80,15 @@ def test_cross_section_rules_name_the_key(demo, where, value, match):
         node = node[key]
     node[where[-1]] = value
     with pytest.raises(ConfigError, match=match):
-        cc.validate(demo)
+        experiment.validate(demo)
 
 
 def test_stage_chain(demo):
-    cfg = cc.validate(demo)
+    cfg = experiment.validate(demo)
     assert cc.stage_tokenizer(cfg, "base") == "base"
     assert cc.stage_tokenizer(cfg, "injection") == "extended"
     assert cc.stage_tokenizer(cfg, "replay") == "extended"
-    layout = cc.Layout(cfg)
+    layout = Layout(cfg)
     assert layout.model_source("injection") == Path("results/demo/train/injection/final")
     assert layout.model_source("init") == Path("results/demo/model/init")
 
@@ -93,7 +96,7 @@ def test_stage_chain(demo):
 def test_stage_section_merges_defaults(demo):
     demo["train"]["defaults"]["lr"] = 1e-3
     demo["train"]["stages"]["replay"]["lr"] = 5e-4
-    cfg = cc.validate(demo)
+    cfg = experiment.validate(demo)
     assert cc.stage_section(cfg, "replay")["lr"] == 5e-4
     assert cc.stage_section(cfg, "injection")["lr"] == 1e-3
     # the replay stage's section does not carry other stages' values: changing one stage changes one params hash
@@ -163,14 +166,14 @@ def test_strings_get_the_schemas_types(demo):
     demo["model"]["init"]["pad_to_multiple_of"] = "null"
     demo["evaluate"]["bpb"]["enabled"] = "false"
     demo["dataset"]["stages"]["replay"]["replay"]["share"] = "0.25"
-    cfg = cc.validate(demo)
+    cfg = experiment.validate(demo)
     assert cfg["dataset"]["max_length"] == 256 and cfg["train"]["defaults"]["lr"] == 1e-4
     assert cfg["model"]["init"]["pad_to_multiple_of"] is None and cfg["evaluate"]["bpb"]["enabled"] is False
     assert cfg["dataset"]["stages"]["replay"]["replay"]["share"] == 0.25
     assert sc.coerce({"experiment": "123"})["experiment"] == "123"  # a string key stays a string
     demo["dataset"]["max_length"] = "lots"
     with pytest.raises(ConfigError, match=r"dataset\.max_length: 'lots' is not of type 'integer'"):
-        cc.validate(demo)
+        experiment.validate(demo)
 
 
 def test_overrides_use_the_schemas_types(demo):
@@ -198,9 +201,9 @@ def test_parse_pairs_is_the_one_key_value_parser():
 
 
 def test_replay_from_and_dataset_config(demo):
-    cfg = cc.validate(demo)
+    cfg = experiment.validate(demo)
     assert cc.replay_from(cfg["dataset"]["stages"]["replay"]) == ["base", "injection"]
     assert cc.replay_from({"replay": {"from": "base", "share": 0.1}}) == ["base"] and cc.replay_from(None) == []
     ds = cc.dataset_config(cfg, "replay")
     assert list(ds["stages"]) == ["replay"] and ds["max_length"] == cfg["dataset"]["max_length"]
-    assert cc.category_languages(cfg)["zh_news"] == "zh"
+    assert category_languages(cfg)["zh_news"] == "zh"

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpt import config as cc
-from cpt.errors import ConfigError
-from cpt.yamlio import loads, read_yaml
+from cpt.core import config as cc
+from cpt.core.errors import ConfigError
+from cpt.core.yamlio import loads, read_yaml
+from cpt.workflow import experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,14 +26,14 @@ def demo():
 def test_unknown_from_stage_names_the_key(demo):
     demo["model"]["init"]["from_stage"] = "englsh"
     with pytest.raises(ConfigError, match=r"config key model\.init\.from_stage: 'englsh' is not a training stage"):
-        cc.validate(demo)
+        experiment.validate(demo)
 
 
 def test_init_from_chain_through_an_unknown_stage_names_the_key(demo):
     demo["train"]["stages"]["base"]["init_from"] = "pretrain"   # model.init.from_stage (base) follows this chain
     with pytest.raises(ConfigError, match=r"config key train\.stages\.base\.init_from: 'pretrain' is neither"):
-        cc.validate(demo)
-    raw = cc.validate(yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8")))
+        experiment.validate(demo)
+    raw = experiment.validate(yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8")))
     raw["train"]["stages"]["injection"]["init_from"] = "warmup"  # the helper itself, called on a broken config
     with pytest.raises(ConfigError, match=r"config key train\.stages\.injection\.init_from: 'warmup' is no"):
         cc.stage_tokenizer(raw, "replay")
@@ -43,7 +44,7 @@ def test_stage_replaying_from_itself_names_the_key(demo, frm):
     demo["dataset"]["stages"]["replay"]["replay"]["from"] = frm
     with pytest.raises(ConfigError, match=r"config key dataset\.stages\.replay\.replay\.from: a stage cannot "
                                           r"replay from itself"):
-        cc.validate(demo)
+        experiment.validate(demo)
 
 
 def test_duplicate_key_names_file_line_and_key(tmp_path):
@@ -53,7 +54,7 @@ def test_duplicate_key_names_file_line_and_key(tmp_path):
     path.write_text(text, encoding="utf-8")
     line = next(no for no, ln in enumerate(text.splitlines(), 1) if ln.startswith("  vocab_size: 40000"))
     with pytest.raises(ConfigError, match=rf"dup\.yaml:{line}: config key tokenizer\.vocab_size: given twice"):
-        cc.load(path)
+        experiment.load(path)
     with pytest.raises(ConfigError, match=r"config key a\.1\.b: given twice \(first at line 3\)"):
         loads("a:\n  - x\n  - b: 1\n    b: 2\n")
     assert loads("a: {b: 1}\nc: [1, 2]\n") == {"a": {"b": 1}, "c": [1, 2]}

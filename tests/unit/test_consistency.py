@@ -1,4 +1,4 @@
-"""cpt.consistency: one identity of a tokenizer (its vocabulary), and one clear error when model, tokenizer and
+"""cpt.artifacts.identity: one identity of a tokenizer (its vocabulary), and one clear error when model, tokenizer and
 dataset do not belong together."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _dataset_support import build_tokenizer
-from cpt.consistency import check_dataset_model, require_tokenizer, tokenizer_identity
-from cpt.errors import DatasetError, TokenizerError
+
+from cpt.artifacts.identity import check_dataset_model, require_tokenizer, tokenizer_identity
+from cpt.core.errors import DatasetError, TokenizerError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,7 +101,7 @@ def test_cpt_train_refuses_a_dataset_of_another_tokenizer(tokenizers, tmp_path):
     from _dataset_support import random_corpus
 
     from cpt.dataset.build import prepare_stage
-    from cpt.train.testing import make_tiny_model
+    from cpt.testing import make_tiny_model
 
     small, large = tokenizers["small"], tokenizers["large"]
     (tmp_path / "in").mkdir()

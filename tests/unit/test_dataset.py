@@ -12,12 +12,12 @@ import pytest
 from _dataset_support import build_tokenizer, random_corpus
 from click.testing import CliRunner
 
+from cpt.core.errors import ConfigError, RecordError
 from cpt.dataset.build import prepare_stage
 from cpt.dataset.cli import cli_prepare_pretrain, cli_prepare_sft
 from cpt.dataset.selection import select_stage
+from cpt.dataset.shards import load_buckets
 from cpt.dataset.tokenized import Corpus, tokenize_corpus
-from cpt.errors import ConfigError, RecordError
-from cpt.shards import load_buckets
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def test_bad_record_stops_with_file_and_line(tokdir, tmp_path):
     cfg = _cfg()
     cfg["on_bad_record"] = "skip"
     m = prepare_stage([p.parent], tokdir, tmp_path / "o", cfg, "s", progress=False)
-    assert m["documents"]["records_skipped_at_tokenization"] == {"ill_typed": 1}   # cpt.records' reason
+    assert m["documents"]["records_skipped_at_tokenization"] == {"ill_typed": 1}   # cpt.artifacts.records' reason
     assert m["record_validation"]["lines"] == 2 and m["record_validation"]["records"] == 1
     assert m["record_validation"]["examples"][0].endswith("c.jsonl:2: ill_typed: field 'target' must be a string, "
                                                           "got integer")
@@ -211,7 +211,7 @@ def test_bad_record_stops_with_file_and_line(tokdir, tmp_path):
 
 
 def test_bad_records_across_blocks_and_files_counted_by_reason(tokdir, tmp_path):
-    """Blocks of 2 lines: line numbers stay file lines; an empty file is cpt.records' empty_file; blank lines are
+    """Blocks of 2 lines: line numbers stay file lines; an empty file is cpt.artifacts.records' empty_file; blank lines are
     counted, not skipped; a cache tokenized with skip is not reused for on_bad_record: raise."""
     d = tmp_path / "in"
     d.mkdir()
@@ -290,10 +290,10 @@ def test_tokenizer_json_dir_gives_the_same_bytes(built, tokdir, corpus, tmp_path
 
 
 def test_replay_reads_what_the_earlier_stage_selected(tokdir, corpus, tmp_path):
-    from cpt.config import dataset_config
+    from cpt.core.config import dataset_config
     from cpt.dataset.selection import read_selection
 
-    # the workflow's shape: the dataset section with only the built stage in `stages` (cpt.config.dataset_config)
+    # the workflow's shape: the dataset section with only the built stage in `stages` (cpt.core.config.dataset_config)
     full = {"dataset": {"max_length": 128, "num_bins": 2, "seed": 3, "stages": {
         "base": {"categories": {"en_book": {"max_tokens": 8000}, "zh_misc": {}}},
         "inj": {"categories": ["zh_news"], "replay": {"from": ["base"], "share": 0.2}}}}}
@@ -327,7 +327,7 @@ def test_all_records_skipped_is_an_error_naming_the_stage_and_the_counts(tokdir,
     (d / "a.jsonl").write_text('{"source": "", "target": " ", "category": "c"}\n[1]\n{"target": 3}\n')
     cfg = _cfg()
     cfg["on_bad_record"] = "skip"
-    from cpt.errors import DatasetError
+    from cpt.core.errors import DatasetError
 
     with pytest.raises(DatasetError) as e:
         prepare_stage([d], tokdir, tmp_path / "o", cfg, "s", progress=False)
@@ -338,7 +338,7 @@ def test_all_records_skipped_is_an_error_naming_the_stage_and_the_counts(tokdir,
 
 
 def test_manifest_records_the_tokenizer_identity(tokdir, corpus, tmp_path):
-    from cpt.consistency import tokenizer_identity
+    from cpt.artifacts.identity import tokenizer_identity
 
     m = prepare_stage([corpus[0]], tokdir, tmp_path / "o", _cfg(), "s", progress=False)
     assert m["tokenizer_identity"] == tokenizer_identity(tokdir)

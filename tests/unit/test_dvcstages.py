@@ -1,11 +1,11 @@
-"""cpt.dvcstages: grouping the Snakemake DAG's outputs into DVC stages (pure part; tests/dvc runs DVC)."""
+"""cpt.workflow.dvc: grouping the Snakemake DAG's outputs into DVC stages (pure part; tests/dvc runs DVC)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cpt.dvcstages import assign_targets, dvc_yaml, groups_for
-from cpt.errors import ConfigError
+from cpt.core.errors import ConfigError
+from cpt.workflow.dvc import assign_targets, dvc_yaml, groups_for
 
 CFG = {
     "experiment": "x",

@@ -6,21 +6,20 @@ import json
 import math
 import os
 
+import _spm_fixtures as fx
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
-import _spm_fixtures as fx
+from cpt.core.errors import ConfigError, ModelError
+from cpt.model.base import create_tiny_llama
 from cpt.model.cli import cli_init_embeddings
 from cpt.model.init import init_embeddings, run_init
-from cpt.model.layout import EMBED_NAME, HEAD_NAME
 from cpt.model.rows import old_token_ids
 from cpt.model.safetensors_io import write_safetensors_subset
-from cpt.errors import ConfigError, ModelError
-from cpt.model.base import create_tiny_llama
-from cpt.model.layout import read_layout
+from cpt.model.weights import EMBED_NAME, HEAD_NAME, read_layout
 
 TINY = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 64, "max_position_embeddings": 256}
@@ -394,7 +393,7 @@ def test_reference_tokenization_on_the_real_llama2_vocabulary(tmp_path):
 def test_next_token_kl_zero_for_identical_model_positive_otherwise(toks, models, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from cpt.evaluate.kl import next_token_kl
+    from cpt.measure.kl import next_token_kl
 
     base, ext, _ = toks
     a = AutoModelForCausalLM.from_pretrained(models / "fp32").eval()
@@ -410,7 +409,7 @@ def test_next_token_kl_zero_for_identical_model_positive_otherwise(toks, models,
     r1 = next_token_kl(a, b, docs, bos=1, max_length=32, pad_id=0, max_batch_tokens=100)
     assert r1["mean_kl_nats"] > 0
     # independent: full forward of each window, KL over the old vocabulary of softmax(a) vs softmax(b)
-    from cpt.evaluate.bpb import windows
+    from cpt.measure.bpb import windows
 
     total, n = 0.0, 0
     n_old = a.config.vocab_size

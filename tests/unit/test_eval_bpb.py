@@ -14,8 +14,8 @@ sys.path.insert(0, str(FIX))
 
 import tiny_models  # noqa: E402
 
-from cpt.evaluate import bpb  # noqa: E402
-from cpt.schema import default  # noqa: E402
+from cpt.core.schema import default  # noqa: E402
+from cpt.measure import bpb  # noqa: E402
 
 BATCH = default("evaluate.bpb.max_batch_tokens")
 
@@ -102,7 +102,7 @@ def test_detect_language():
 
 
 def test_read_texts_names_bad_lines(tmp_path):
-    from cpt.errors import RecordError
+    from cpt.core.errors import RecordError
 
     p = tmp_path / "h.jsonl"
     p.write_text('{"source": "a", "target": "b"}\n\n{"source": "c"}\n', encoding="utf-8")

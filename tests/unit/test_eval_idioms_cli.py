@@ -14,8 +14,8 @@ sys.path.insert(0, str(FIX))
 
 import tiny_models  # noqa: E402
 
+from cpt.core.schema import default  # noqa: E402
 from cpt.evaluate import formats, idioms  # noqa: E402
-from cpt.schema import default  # noqa: E402
 
 MAX_CHARS = default("evaluate.idioms.max_explanation_chars")
 
@@ -23,7 +23,7 @@ MAX_CHARS = default("evaluate.idioms.max_explanation_chars")
 @pytest.fixture(scope="module")
 def raw_idioms():
     try:
-        from cpt.sources import read_member
+        from cpt.core.sources import read_member
 
         return read_member(idioms.SOURCE, idioms.MEMBER)
     except Exception as exc:  # the archive is fetched by install.sh
@@ -123,7 +123,7 @@ def test_cli_generate_greedy_is_deterministic_and_sampling_is_seeded(model_dir):
 
 
 def test_evaluation_points_and_stage_benchmarks(tmp_path):
-    from cpt.errors import ConfigError
+    from cpt.core.errors import ConfigError
     from cpt.evaluate.run import evaluation_points, stage_benchmarks
 
     cfg = {"train": {"stages": {"base": {"init_from": "base_model"}, "injection": {"init_from": "init"},
@@ -149,8 +149,8 @@ def test_generate_point_writes_each_prompt_plain_and_as_a_chat_turn(tmp_path, mo
 
     from transformers import AutoTokenizer
 
+    from cpt.dataset.sft import chat_template
     from cpt.evaluate.generate import generate, generate_point, load_model
-    from cpt.sft import chat_template
 
     section = {"max_new_tokens": 5, "prompts": [{"lang": "en", "text": "The answer"}, {"lang": "zh", "text": "答案："}]}
     recs = generate_point(model_dir, tmp_path / "plain", section, device="cpu")
@@ -180,8 +180,8 @@ def test_generate_point_writes_each_prompt_plain_and_as_a_chat_turn(tmp_path, mo
 
 
 def test_idioms_set_defaults_are_the_schemas():
+    from cpt.core.schema import default
     from cpt.evaluate.cli import cli_idioms
-    from cpt.schema import default
 
     opts = {p.name: p.default for p in cli_idioms.params}
     assert opts["num_test"] == default("evaluate.idioms.num_test") and opts["num_dev"] == default("evaluate.idioms.num_dev")

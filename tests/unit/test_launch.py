@@ -1,4 +1,4 @@
-"""cpt.launch: per-rule SLURM resources and the torchrun / srun + torchrun command lines.
+"""cpt.launch.plan: per-rule SLURM resources and the torchrun / srun + torchrun command lines.
 
 The pure functions are checked on their argv; the node command is also run for real (2 "nodes" on this machine,
 gloo) to prove the rendezvous it builds works, and that SLURM's step signal reaches the trainer, not torchrun.
@@ -19,11 +19,19 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cpt.errors import PREEMPTED_EXIT_CODE, ConfigError, TrainError
-from cpt.launch import (
-    LaunchSpec, derive_port, expand_nodelist, local_argv, main, merge_resources,
-    parse_scontrol_job, plan_launch, rule_resources, slurm_argv,
+from cpt.core.errors import PREEMPTED_EXIT_CODE, ConfigError, TrainError
+from cpt.core.resources import merge_resources
+from cpt.launch.plan import (
+    LaunchSpec,
+    derive_port,
+    expand_nodelist,
+    local_argv,
+    main,
+    parse_scontrol_job,
+    plan_launch,
+    slurm_argv,
 )
+from cpt.launch.resources import rule_resources
 
 REPO = Path(__file__).resolve().parents[2]
 TOY = REPO / "tests" / "slurm" / "toy_trainer.py"
@@ -276,13 +284,13 @@ def test_resource_keys_match_the_config_schema():
     import yaml
 
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "resources.schema.yaml").read_text())
-    from cpt.launch import RESOURCE_DEFAULTS
+    from cpt.core.resources import RESOURCE_DEFAULTS
 
     assert set(schema["additionalProperties"]["properties"]) == set(RESOURCE_DEFAULTS)
 
 
 def test_launch_options_from_config_round_trip_through_main(capsys, monkeypatch):
-    from cpt.launch import launch_options
+    from cpt.launch.plan import launch_options
 
     opts = launch_options({"env": {"NCCL_DEBUG": "WARN", "NCCL_SOCKET_IFNAME": "ib0"}, "port": 29555,
                            "srun_args": ["--cpu-bind=none"], "rdzv_backend": "c10d"})
@@ -305,7 +313,7 @@ def test_launch_options_from_config_round_trip_through_main(capsys, monkeypatch)
 def test_stage_launcher_wraps_the_preemption_aware_torchrun(monkeypatch):
     from types import SimpleNamespace
 
-    from cpt.launch import stage_launcher
+    from cpt.launch.plan import stage_launcher
 
     res = SimpleNamespace(nodes=2, cpus_per_task=16, gpus_per_node=8, nproc_per_node=8)
     env = {"SLURM_JOB_ID": "11", "SLURM_JOB_NODELIST": "g[1-2]", "SLURMD_NODENAME": "g1"}
@@ -315,12 +323,12 @@ def test_stage_launcher_wraps_the_preemption_aware_torchrun(monkeypatch):
     srun = argv[argv.index("srun"):]
     assert "--nodes=2" in srun and "--gres=gpu:8" in srun and "--cpus-per-task=16" in srun
     words = shlex.split(srun[-1].split("exec ", 1)[1])
-    assert words[:3] == [sys.executable, "-m", "cpt.train.launch"]
+    assert words[:3] == [sys.executable, "-m", "cpt.launch.torchrun"]
     assert words[words.index("--"):] == ["--", "--config", "c.json", "--output", "out dir"]
     assert "--rdzv_endpoint=g1:29999" in words and "--nnodes=2" in words
 
     local = stage_launcher({"nodes": 1}, env={})(2, ["--output", "o"])
-    assert local[:3] == [sys.executable, "-m", "cpt.train.launch"] and "--standalone" in local
+    assert local[:3] == [sys.executable, "-m", "cpt.launch.torchrun"] and "--standalone" in local
     assert local[local.index("--"):] == ["--", "--output", "o"]
     with pytest.raises(TrainError, match="2 node"):
         stage_launcher({"nodes": 8}, env=env, run=no_scontrol)(8, ["x"])
@@ -329,7 +337,7 @@ def test_stage_launcher_wraps_the_preemption_aware_torchrun(monkeypatch):
 def test_launch_schema_keys_match_launch_options():
     import yaml
 
-    from cpt.launch import launch_options
+    from cpt.launch.plan import launch_options
 
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "launch.schema.yaml").read_text())
     defaults = {k: v["default"] for k, v in schema["properties"].items()}
@@ -339,15 +347,15 @@ def test_launch_schema_keys_match_launch_options():
 def test_config_with_launch_section_validates():
     import yaml
 
-    from cpt import config as cptconfig
+    from cpt.workflow import experiment
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["launch"] = {"env": {"NCCL_DEBUG": "WARN"}, "port": 29600}
-    out = cptconfig.validate(cfg)
+    out = experiment.validate(cfg)
     assert out["launch"]["rdzv_backend"] == "static"
     cfg["launch"] = {"nccl_debug": "WARN"}
     with pytest.raises(ConfigError, match="launch"):
-        cptconfig.validate(cfg)
+        experiment.validate(cfg)
 
 
 def _plugins():
@@ -377,13 +385,15 @@ def test_gpus_per_node_implies_ranks_everywhere(plugin):
     plugin; the SLURM request, threads, the rule's nproc and the srun + torchrun line all come from rule_resources."""
     import yaml
 
-    from cpt import config as cptconfig
-    from cpt.launch import rule_threads, stage_launcher
+    from cpt.core import config as cptconfig
+    from cpt.launch.plan import stage_launcher
+    from cpt.launch.resources import rule_threads
+    from cpt.workflow import experiment
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     cfg["train"]["defaults"]["plugin"] = plugin
     cfg["resources"]["train"] = {"nodes": 2, "gpus_per_node": 8, "cpus_per_task": 32}
-    cfg = cptconfig.validate(cfg)
+    cfg = experiment.validate(cfg)
     assert cptconfig.stage_section(cfg, "replay")["plugin"] == plugin
     res = rule_resources(cfg["resources"], "train")           # what workflow/rules/train.smk asks SLURM for
     gpus = res["nodes"] * int(res["gres"].rsplit(":", 1)[1])
@@ -402,7 +412,7 @@ def test_gpus_per_node_implies_ranks_everywhere(plugin):
 
 
 def test_nproc_per_node_when_set_wins_over_gpus():
-    from cpt.launch import rule_threads
+    from cpt.launch.resources import rule_threads
 
     res = {"train": {"nodes": 2, "gpus_per_node": 8, "nproc_per_node": 4}}
     assert rule_resources(res, "train")["nproc_per_node"] == 4 == rule_threads(res, "train")

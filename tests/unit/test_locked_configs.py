@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cpt import config as cptconfig
-from cpt.launch import rule_resources
+from cpt.launch.resources import rule_resources
+from cpt.workflow import experiment
 
 REPO = Path(__file__).resolve().parents[2]
 LOCKED = ["config/colossal-llama-2-7b.yaml", "config/colossal-llama-2-13b.yaml"]
@@ -19,7 +19,7 @@ MARKERS = ("# published", "# example-script", "# our choice", "# yours")
 @pytest.mark.parametrize("name", LOCKED)
 def test_locked_config_is_valid_and_every_value_is_marked(name):
     path = REPO / name
-    cfg = cptconfig.load(path)
+    cfg = experiment.load(path)
     assert cfg["experiment"] == Path(name).stem  # results/<experiment>/ never collides with another config
     unmarked = []
     for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -33,7 +33,7 @@ def test_locked_config_is_valid_and_every_value_is_marked(name):
 
 
 def test_published_and_example_script_numbers_are_locked():
-    cfg = cptconfig.load(REPO / LOCKED[0])
+    cfg = experiment.load(REPO / LOCKED[0])
     assert cfg["tokenizer"]["vocab_size"] == 69104
     assert cfg["dataset"]["max_length"] == 4096
     d = cfg["train"]["defaults"]
@@ -47,6 +47,6 @@ def test_published_and_example_script_numbers_are_locked():
 
 @pytest.mark.parametrize("name", LOCKED)
 def test_every_rule_resource_section_maps_to_slurm(name):
-    cfg = cptconfig.load(REPO / name)
+    cfg = experiment.load(REPO / name)
     for rule in cfg["resources"]:
         rule_resources(cfg["resources"], rule, distributed=(rule == "train"))

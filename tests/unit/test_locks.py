@@ -1,4 +1,4 @@
-"""cpt.locks: one writer per output (verbs, Snakemake scripts, the trainer), umask modes on everything written."""
+"""cpt.core.locks: one writer per output (verbs, Snakemake scripts, the trainer), umask modes on everything written."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from pathlib import Path
 import click
 import pytest
 
-from cpt import locks
-from cpt.errors import OutputLockedError
+from cpt.core import locks
+from cpt.core.errors import OutputLockedError
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = """
 import sys, time
-from cpt.locks import output_lock
+from cpt.core.locks import output_lock
 with output_lock(sys.argv[1:]):
     print("held", flush=True)
     time.sleep(120)
@@ -74,7 +74,7 @@ def test_all_or_nothing_and_released_on_exit(tmp_path, holder):
 
 def test_reentrant_and_inherited_by_children_but_not_by_strangers(tmp_path):
     out = tmp_path / "train" / "stage"
-    probe = "import sys; from cpt.locks import output_lock\nwith output_lock([sys.argv[1]]): print('ok')"
+    probe = "import sys; from cpt.core.locks import output_lock\nwith output_lock([sys.argv[1]]): print('ok')"
     with locks.output_lock([out]):
         with locks.output_lock([out]):  # same process: re-entrant
             pass
@@ -128,7 +128,7 @@ def test_safetensors_save_file_is_0600_and_writing_fixes_it(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out" / "w.safetensors").stat().st_mode) == 0o644
     if raw == 0o644:
-        pytest.fail("safetensors now honours the umask: cpt.locks.honour_umask may no longer be needed")
+        pytest.fail("safetensors now honours the umask: cpt.core.locks.honour_umask may no longer be needed")
 
 
 def test_every_verb_declares_its_outputs():

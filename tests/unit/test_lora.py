@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from cpt.errors import ConfigError, TrainError
+from cpt.core.errors import ConfigError, TrainError
 from cpt.train import lora
 from cpt.train.config import LoraSettings, from_mapping, load_config
 
@@ -39,7 +39,7 @@ def adapted(model, settings: LoraSettings, seed=1):
 
 # ------------------------------------------------------------------------------------------------ settings
 def test_schema_defaults_are_the_settings_defaults():
-    from cpt.schema import complete
+    from cpt.core.schema import complete
 
     assert complete("train.defaults.lora", {}) == LoraSettings().to_dict()
 
@@ -77,10 +77,10 @@ def test_bad_lora_settings_name_the_key(section, key):
 
 
 def test_experiment_config_with_a_lora_stage_validates():
-    from cpt.config import stage_section, validate
-    from cpt.schema import REPO_ROOT
-
     import yaml
+
+    from cpt.core.config import stage_section, validate
+    from cpt.core.schema import REPO_ROOT
 
     config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
     config["train"]["stages"]["replay"]["lora"] = {"rank": 4, "train_embeddings": "new_rows"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cpt.train.testing import make_bucket_dataset, make_tiny_model
+from cpt.testing import make_bucket_dataset, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

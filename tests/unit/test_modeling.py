@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import shutil
 
+import _spm_fixtures as fx
 import pytest
 import torch
 from click.testing import CliRunner
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-import _spm_fixtures as fx
-from cpt.errors import ConfigError, ModelError
+from cpt.core.errors import ConfigError, ModelError
 from cpt.model.base import (
-    build_base_model, check_model_tokenizer, create_tiny_llama,
+    build_base_model,
+    check_model_tokenizer,
+    create_tiny_llama,
 )
 from cpt.model.cli import cli_base_model
-from cpt.model.layout import read_layout
 from cpt.model.vocab import tokenizer_vocab_size
+from cpt.model.weights import read_layout
 
 TINY = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 64, "max_position_embeddings": 128}
@@ -115,7 +117,7 @@ def test_local_model_with_other_pieces_same_size_is_rejected(toks, tmp_path):
 
 def test_local_kind_errors_name_the_config_key(toks, tmp_path):
     base, _ = toks
-    # the schema's errors (cpt.config) name the key; a path that is not a directory is the model step's
+    # the schema's errors (cpt.core.config) name the key; a path that is not a directory is the model step's
     with pytest.raises(ConfigError, match="config key model.base.path: 'path' is a required property"):
         build_base_model({"kind": "local"}, base, tmp_path / "o")
     with pytest.raises(ModelError, match="model.base.path"):

@@ -1,4 +1,4 @@
-"""cpt.packing: records validated by cpt.records, exact masks, overlong handling with counted skips, lossless
+"""cpt.dataset.packing: records validated by cpt.artifacts.records, exact masks, overlong handling with counted skips, lossless
 best-fit packing."""
 
 from __future__ import annotations
@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 from _dataset_support import build_tokenizer
 
-from cpt.errors import ConfigError, RecordError
-from cpt.packing import (
-    IGNORE_INDEX, BestFitPacker, PieceStats, backend_tokenizer, iter_packed, pack_lengths, pretrain_labels,
-    split_document, tokenize_pretrain_lines,
+from cpt.artifacts.dataset import IGNORE_INDEX
+from cpt.artifacts.records import REASONS, iter_records
+from cpt.core.errors import ConfigError, RecordError
+from cpt.dataset.packing import (
+    BestFitPacker,
+    PieceStats,
+    backend_tokenizer,
+    iter_packed,
+    pack_lengths,
+    pretrain_labels,
+    split_document,
+    tokenize_pretrain_lines,
 )
-from cpt.records import REASONS, iter_records
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +72,7 @@ def test_tokens_and_mask_are_exact(tok):
     (b'{"source": "", "target": "", "category": "c"}\n', "empty_target"),
 ])
 def test_bad_records_error_or_counted_skip(tok, tmp_path, line, reason):
-    """Every bad-record class: the same RecordError (reason, file:line, text) as cpt.records gives, or a skip
+    """Every bad-record class: the same RecordError (reason, file:line, text) as cpt.artifacts.records gives, or a skip
     counted under that reason with dataset.on_bad_record: skip."""
     good = _lines([{"source": "", "target": "fine", "category": "c"}])
     backend = backend_tokenizer(tok)
@@ -87,7 +94,7 @@ def test_bad_records_error_or_counted_skip(tok, tmp_path, line, reason):
 
 
 def test_bad_record_mode_is_checked():
-    from cpt.schema import complete
+    from cpt.core.schema import complete
 
     with pytest.raises(ConfigError, match="dataset.on_bad_record: 'ignore' is not one of"):
         complete("dataset", {"on_bad_record": "ignore"})
@@ -179,7 +186,7 @@ def test_packer_rejects_items_that_do_not_fit():
 def test_tokenizer_json_is_read_without_transformers_and_agrees(tok, tmp_path):
     from _dataset_support import sample_text
 
-    from cpt.packing import load_tokenizer
+    from cpt.dataset.packing import load_tokenizer
 
     tok.save_pretrained(str(tmp_path))
     fast = load_tokenizer(tmp_path)
@@ -191,7 +198,7 @@ def test_tokenizer_json_is_read_without_transformers_and_agrees(tok, tmp_path):
     got = [e.ids for e in fast.backend.encode_batch(texts, add_special_tokens=False)]
     assert got == tok(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     (tmp_path / "tokenizer.json").write_text("{}")
-    from cpt.errors import TokenizerError
+    from cpt.core.errors import TokenizerError
 
     with pytest.raises(TokenizerError, match="tokenizer.json"):
         load_tokenizer(tmp_path)

@@ -1,4 +1,4 @@
-"""cpt.records: every failure class raises RecordError naming file:line, and is counted under its reason in skip mode."""
+"""cpt.artifacts.records: every failure class raises RecordError naming file:line, and is counted under its reason in skip mode."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cpt.errors import RecordError
-from cpt.records import REASONS, RecordStats, cli_validate, iter_json_objects, iter_located, read_records, write_jsonl
+from cpt.artifacts.records import REASONS, RecordStats, iter_json_objects, iter_located, read_records, write_jsonl
+from cpt.core.errors import RecordError
+from cpt.corpus.cli import cli_validate
 
 GOOD = {"source": "", "target": "正文", "category": "zh_news"}
 GOOD_SFT = {"messages": [{"from": "human", "content": "问"}, {"from": "assistant", "content": "答"}]}
@@ -186,7 +187,7 @@ def test_cli_validate(tmp_path):
 def test_record_error_survives_pickling():
     import pickle
 
-    from cpt.errors import RecordError
+    from cpt.core.errors import RecordError
 
     err = RecordError("data/x.jsonl", 7, "invalid_json", "invalid_json: Expecting value")
     back = pickle.loads(pickle.dumps(err))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cpt.errors import DatasetError
+from cpt.core.errors import DatasetError
+from cpt.testing import make_tiny_model
 from cpt.train.reference_data import FORMAT, reference_manifest, reference_parts
-from cpt.train.testing import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""cpt.report on a synthetic results/<exp> tree: every output written, numbers carried, missing inputs listed."""
+"""cpt.report.build on a synthetic results/<exp> tree: every output written, numbers carried, missing inputs listed."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cpt import report
-from cpt.errors import RecordError
+from cpt.core.errors import RecordError
+from cpt.report import build as report
+from cpt.report import cli as report_cli
 
 
 def _write(path: Path, obj) -> None:
@@ -117,7 +118,7 @@ def test_report_tolerates_missing_inputs(tmp_path):
     make_results(root)
     (root / "tokenizer" / "compression.json").unlink()
     runner = CliRunner()
-    r = runner.invoke(report.cli_report, ["--results", str(root), "--stage", "base", "--stage", "injection",
+    r = runner.invoke(report_cli.cli_report, ["--results", str(root), "--stage", "base", "--stage", "injection",
                                           "--stage", "replay", "--stage", "sft", "--point", "replay", "--point",
                                           "sft"])
     assert r.exit_code == 0, r.output + repr(r.exception)
@@ -148,7 +149,7 @@ def test_read_metrics_keeps_loss_rows_and_names_bad_line(tmp_path):
 
 
 def test_loss_layout_segments_and_bpb_positions():
-    from cpt.report_plots import bpb_positions, loss_layout
+    from cpt.report.plots import bpb_positions, loss_layout
 
     rows = [{"step": i, "tokens": 100 * i, "loss": 5.0 - 0.1 * i} for i in (1, 2, 3)]
     train = {"base": rows, "injection": rows, "replay": rows, "sft": rows[:2]}
@@ -206,7 +207,7 @@ def test_cost_per_stage_total_and_projection(tmp_path):
     assert "Run cost" in (tmp_path / "rep" / "cost.html").read_text()
     # --assume-tokens-per-s fills the stage without a measurement (measured ones keep theirs), and the projection
     runner = CliRunner()
-    r = runner.invoke(report.cli_report, ["--results", str(root), "--stage", "a", "--stage", "b", "--stage", "c",
+    r = runner.invoke(report_cli.cli_report, ["--results", str(root), "--stage", "a", "--stage", "b", "--stage", "c",
                                           "--assume-tokens-per-s", "1000", "--gpu-hour-usd", "1"])
     assert r.exit_code == 0, r.output + repr(r.exception)
     rep = json.loads((root / "report" / "report.json").read_text())
@@ -217,12 +218,13 @@ def test_cost_per_stage_total_and_projection(tmp_path):
 
 def test_cost_projection_of_the_locked_7b_config():
     """The locked 7B config projects its published run: 64 devices from resources.train, its assumed rate."""
-    from cpt import cost
-    from cpt.config import load
+    from cpt.core.resources import train_devices
+    from cpt.report import cost
+    from cpt.workflow.experiment import load
 
     cfg = load(Path(__file__).resolve().parents[2] / "config" / "colossal-llama-2-7b.yaml")
     sec = cfg["report"]["cost"]
-    devices = cost.train_devices(cfg["resources"])
+    devices = train_devices(cfg["resources"])
     assert devices == 64
     c = cost.run_cost({}, {}, sec, devices)
     p = c["projection"]

@@ -1,4 +1,4 @@
-"""cpt.sft: templates and loss masks token by token, turn dropping, bad-record classes."""
+"""cpt.dataset.sft: templates and loss masks token by token, turn dropping, bad-record classes."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import pytest
 from _dataset_support import build_tokenizer
 
-from cpt.errors import ConfigError, RecordError, TokenizerError
-from cpt.packing import IGNORE_INDEX
-from cpt.records import REASONS, RecordStats, iter_records
-from cpt.sft import SYSTEM_PROMPT, SFTEncoder, get_template, tokenize_sft_lines
+from cpt.artifacts.dataset import IGNORE_INDEX
+from cpt.artifacts.records import REASONS, RecordStats, iter_records
+from cpt.core.errors import ConfigError, RecordError, TokenizerError
+from cpt.dataset.sft import SYSTEM_PROMPT, SFTEncoder, get_template, tokenize_sft_lines
 
 L3 = ["<|begin_of_text|>", "<|eot_id|>"]
 
@@ -121,7 +121,7 @@ H, A = {"from": "human", "content": "x"}, {"from": "assistant", "content": "y"}
     ({"messages": [H]}, "no_assistant"),
 ])
 def test_bad_conversations_error_or_counted_skip(tok, tmp_path, obj, reason):
-    """Every bad-conversation class: cpt.records' RecordError (reason, file:line, same text) or a counted skip."""
+    """Every bad-conversation class: cpt.artifacts.records' RecordError (reason, file:line, same text) or a counted skip."""
     bad = obj if isinstance(obj, bytes) else _line(obj)
     e = SFTEncoder(tok, "llama2", 4096)
     with pytest.raises(RecordError) as err:

@@ -1,4 +1,4 @@
-"""cpt.shards: bucket shards training loads (columns, dtypes, order), byte-identical reruns, manifest checks."""
+"""cpt.dataset.shards: bucket shards training loads (columns, dtypes, order), byte-identical reruns, manifest checks."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from cpt.errors import DatasetError
-from cpt.shards import (
-    TokenizedWriter, bucket_name, doc_lengths_of, load_buckets, open_tokenized, read_manifest, take_docs,
-    write_bucket, write_manifest,
+from cpt.artifacts.dataset import bucket_name, read_manifest, write_manifest
+from cpt.core.errors import DatasetError
+from cpt.dataset.shards import (
+    TokenizedWriter,
+    doc_lengths_of,
+    load_buckets,
+    open_tokenized,
+    take_docs,
+    write_bucket,
 )
 
 

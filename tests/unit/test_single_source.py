@@ -2,14 +2,14 @@
 default is written. The test walks the schema's defaults and the library's source (its AST) and fails where the
 library writes one of them again: a keyword default, a `.get(key, default)`, a click option default, a dataclass
 field default or a dict of defaults with the same key and value. The library reads defaults with
-cpt.schema.complete / default instead."""
+cpt.core.schema.complete / default instead."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from cpt.schema import load_schema
+from cpt.core.schema import load_schema
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "cpt"
 
@@ -109,7 +109,7 @@ def library_duplicates(defaults=None) -> list[str]:
 def test_no_default_is_written_twice():
     found = library_duplicates()
     left = [h for h in found if h.split(":", 1)[0] not in PENDING]
-    assert not left, "defaults repeated in the library (read them with cpt.schema.default/complete):\n" + \
+    assert not left, "defaults repeated in the library (read them with cpt.core.schema.default/complete):\n" + \
         "\n".join(left)
     stale = sorted(set(PENDING) - {h.split(":", 1)[0] for h in found})
     assert not stale, f"no longer repeat a schema default; remove from PENDING: {stale}"

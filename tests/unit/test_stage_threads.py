@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-from cpt.train.stage import THREAD_VARS, rank_threads_env, run_stage
+from cpt.launch.resources import THREAD_VARS
+from cpt.launch.stage import rank_threads_env, run_stage
 
 
 @pytest.mark.parametrize("budget, nproc, expected", [("2", 2, "1"), ("8", 2, "4"), ("16", 8, "2"), ("3", 2, "1"),

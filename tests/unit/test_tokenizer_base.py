@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from tokenizer_fixtures import base_tokenizer_dir
 
-from cpt.errors import ConfigError, TokenizerError
-from cpt.sources import read_member
+from cpt.core.errors import ConfigError, TokenizerError
+from cpt.core.sources import read_member
 from cpt.tokenizer import spm
 from cpt.tokenizer.base import AGREEMENT_SAMPLE, DEFAULT_MEMBER, build_base_tokenizer, reference_cases
 from cpt.tokenizer.from_gguf import parse_reference, proto_from_gguf, read_gguf_vocab

@@ -8,13 +8,15 @@ Chinese (People's Daily), so, like SmolLM2, some Chinese characters are tokens a
 from __future__ import annotations
 
 import pytest
-from tokenizer_fixtures import bpe_base_dir, botchan, peoples_daily, split, zh_text_files
+from tokenizer_fixtures import botchan, bpe_base_dir, peoples_daily, split, zh_text_files
 
-from cpt.errors import ConfigError, TokenizerError
+from cpt.core.errors import ConfigError, TokenizerError
 from cpt.tokenizer.bpe import WITNESS, ByteLevelBPETokenizer, bpe_segment, to_byte_level
-from cpt.tokenizer.expand import build_extended_tokenizer
-from cpt.tokenizer.family import family_of, open_tokenizer
-from cpt.tokenizer.pieces import read_pieces_jsonl, select_pieces
+from cpt.tokenizer.candidates import read_pieces_jsonl
+from cpt.tokenizer.extended import build_extended_tokenizer
+from cpt.tokenizer.family import family_of
+from cpt.tokenizer.pieces import select_pieces
+from cpt.tokenizer.registry import open_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 from tokenizer_fixtures import base_tokenizer_dir, zh_text_files
 
-from cpt.errors import TokenizerError
+from cpt.core.errors import TokenizerError
 from cpt.tokenizer import spm
 from cpt.tokenizer.compression import compression_report, compression_table, measure, to_markdown
-from cpt.tokenizer.expand import append_pieces
+from cpt.tokenizer.spm_extend import append_pieces
 
 
 def test_measure_arithmetic():
@@ -90,7 +90,7 @@ def test_cli_end_to_end(tmp_path):
 @pytest.mark.parametrize("given, in_config, want", [(None, {"seed": 77}, 77), (5, {"seed": 77}, 5), (None, {}, None)])
 def test_select_pieces_takes_the_seed_from_the_config_unless_given(tmp_path, monkeypatch, given, in_config, want):
     from cpt.cli import cli
-    from cpt.schema import default
+    from cpt.core.schema import default
     from cpt.tokenizer import pieces
 
     seen = {}

@@ -7,12 +7,21 @@ import json
 import pytest
 from tokenizer_fixtures import base_tokenizer_dir, botchan, zh_text_files
 
-from cpt.errors import TokenizerError
-from cpt.schema import default
-from cpt.tokenizer import expand, spm
-from cpt.tokenizer.expand import (append_pieces, build_extended_tokenizer, english_check, find_unreachable,
-                                  new_piece_scores, piece_text, repair_chain, witness_char)
+from cpt.core.errors import TokenizerError
+from cpt.core.schema import default
+from cpt.tokenizer import spm
+from cpt.tokenizer import spm_extend as expand
+from cpt.tokenizer.extended import build_extended_tokenizer
 from cpt.tokenizer.pieces import select_pieces
+from cpt.tokenizer.spm_extend import (
+    append_pieces,
+    english_check,
+    find_unreachable,
+    new_piece_scores,
+    piece_text,
+    repair_chain,
+    witness_char,
+)
 
 SPM_OPTIONS = ("score", "unreachable", "max_repair_pieces", "max_rounds")
 

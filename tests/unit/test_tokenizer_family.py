@@ -7,11 +7,12 @@ import json
 import pytest
 from tokenizer_fixtures import base_tokenizer_dir, botchan
 
-from cpt.errors import TokenizerError
-from cpt.schema import default
+from cpt.core.errors import TokenizerError
+from cpt.core.schema import default
 from cpt.tokenizer import spm
-from cpt.tokenizer.expand import extend
-from cpt.tokenizer.family import family_of, model_file, open_tokenizer
+from cpt.tokenizer.family import family_of, model_file
+from cpt.tokenizer.registry import open_tokenizer
+from cpt.tokenizer.spm_extend import extend
 from cpt.tokenizer.spm_family import SentencePieceTokenizer
 
 

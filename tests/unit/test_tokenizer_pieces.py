@@ -7,10 +7,16 @@ import json
 import pytest
 from tokenizer_fixtures import base_tokenizer_dir, zh_text_files
 
-from cpt.errors import ConfigError, RecordError, TokenizerError
-from cpt.tokenizer.pieces import (CandidateFilter, SourceStats, candidates_from_gguf, candidates_from_jieba,
-                                  filter_candidates, read_pieces_jsonl, read_texts, select_pieces,
-                                  train_candidate_model, trainer_sentences, write_pieces_jsonl)
+from cpt.core.errors import ConfigError, RecordError, TokenizerError
+from cpt.tokenizer.candidates import (
+    candidates_from_gguf,
+    candidates_from_jieba,
+    read_pieces_jsonl,
+    read_texts,
+    train_candidate_model,
+    trainer_sentences,
+)
+from cpt.tokenizer.pieces import CandidateFilter, SourceStats, filter_candidates, select_pieces, write_pieces_jsonl
 from cpt.tokenizer.spm import load_proto
 
 
@@ -120,7 +126,7 @@ def test_select_from_word_lists_jieba_then_baichuan(tmp_path):
 
 
 def test_baichuan_gguf_candidates():
-    from cpt.sources import read_member
+    from cpt.core.sources import read_member
 
     cands = list(candidates_from_gguf(read_member("llama-cpp-python",
                                                   "vendor/llama.cpp/models/ggml-vocab-baichuan.gguf")))
@@ -143,7 +149,7 @@ def test_user_pieces_file(tmp_path):
 
 
 def test_jsonl_inputs_use_record_reasons(tmp_path):
-    """pieces and corpus jsonl are read by cpt.records: its reason names, file:line, blank lines passed over."""
+    """pieces and corpus jsonl are read by cpt.artifacts.records: its reason names, file:line, blank lines passed over."""
     (tmp_path / "p.jsonl").write_text('{"piece": "中华"}\n\n{"piece": "人民"\n', encoding="utf-8")
     with pytest.raises(RecordError, match=r"p\.jsonl:3: invalid_json") as e:
         read_pieces_jsonl(tmp_path / "p.jsonl")
@@ -177,16 +183,16 @@ def test_capacity_is_checked_first_naming_candidates_and_what_to_add(tmp_path):
 def test_capacity_is_checked_at_config_validation_where_knowable():
     from pathlib import Path
 
-    from cpt import config as cc
-    from cpt.yamlio import read_yaml
+    from cpt.core.yamlio import read_yaml
+    from cpt.workflow import experiment
 
     cfg = read_yaml(Path(__file__).resolve().parents[2] / "config" / "colossal-llama-2-7b.yaml")
     cfg["model"]["base"] = {"kind": "tiny"}
     cfg["tokenizer"].pop("candidates")  # the schema's default: one trained BPE of 20,000 pieces
     with pytest.raises(ConfigError, match=r"config key tokenizer\.candidates: the configured sources can yield at "
                                           r"most 19,741 new pieces .* needs 37,104; add .*\{kind: gguf\}"):
-        cc.validate(cfg)
+        experiment.validate(cfg)
     cfg["tokenizer"]["candidates"] = {"sources": [{"kind": "train", "vocab_size": 40000}]}
-    assert cc.validate(cfg)["tokenizer"]["vocab_size"] == 69104
+    assert experiment.validate(cfg)["tokenizer"]["vocab_size"] == 69104
     cfg["tokenizer"]["candidates"] = {"sources": [{"kind": "train"}, {"kind": "jieba"}]}  # a word list: the step
-    assert cc.validate(cfg)                                                              # checks it, not validation
+    assert experiment.validate(cfg)                                                              # checks it, not validation

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cpt.errors import ConfigError
+from cpt.core.errors import ConfigError
 from cpt.train.config import TrainConfig, from_mapping, load_config, with_dataset_max_length
 
 
@@ -46,7 +46,7 @@ def test_defaults_are_the_schemas():
     """TrainConfig's field defaults are read from workflow/schemas/train.schema.yaml (train.defaults)."""
     import dataclasses
 
-    from cpt.schema import default
+    from cpt.core.schema import default
 
     schema = default("train.defaults")
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cpt.errors import TrainError
-from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator
+from cpt.artifacts.dataset import IGNORE_INDEX
+from cpt.core.errors import TrainError
+from cpt.train.data import BucketedDataset, BucketOrderedSampler, Collator
 
 SIZES = [11, 0, 7, 16]
 
@@ -147,7 +148,7 @@ def test_resume_with_other_seed_or_data_is_refused():
 
 
 def test_dataset_reads_buckets_in_manifest_order_and_masks_padding(tmp_path):
-    from cpt.train.testing import make_bucket_dataset
+    from cpt.testing import make_bucket_dataset
 
     root = make_bucket_dataset(tmp_path / "ds", [4, 3], vocab_size=64, seed=1)
     ds = BucketedDataset(root)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cpt.errors import TrainError
+from cpt.core.errors import TrainError
 from cpt.train.config import from_mapping
 from cpt.train.plugins import build_plugin, check_device, plugin_spec
 

@@ -1,11 +1,11 @@
-"""cpt.train.stage: a changed stage sets old checkpoints aside (never resumes them); an unchanged one keeps them."""
+"""cpt.launch.stage: a changed stage sets old checkpoints aside (never resumes them); an unchanged one keeps them."""
 
 import json
 
 import pytest
 
-from cpt.errors import ConfigError
-from cpt.train import stage
+from cpt.core.errors import ConfigError
+from cpt.launch import stage
 
 
 def make_dirs(tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from cpt.sources import read_member
+from cpt.core.sources import read_member
 
 
 @lru_cache(maxsize=None)

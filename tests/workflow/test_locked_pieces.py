@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cpt.yamlio import read_yaml
+from cpt.core.yamlio import read_yaml
 
 from .conftest import REPO, snakemake
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 import sentencepiece as spm
 
-from cpt.yamlio import read_yaml
+from cpt.core.yamlio import read_yaml
 
 from .conftest import REPO, snakemake
 

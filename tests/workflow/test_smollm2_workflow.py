@@ -47,7 +47,7 @@ def test_every_rule_ran_and_nothing_is_left(run):
 
 
 def test_extended_tokenizer_keeps_english_ids(run):
-    from cpt.tokenizer.family import open_tokenizer
+    from cpt.tokenizer.registry import open_tokenizer
 
     _, _, config, res, _ = run
     base, ext = open_tokenizer(res / "tokenizer/base"), open_tokenizer(res / "tokenizer/extended")

@@ -5,19 +5,18 @@
 # cross-category dedup needs one LSH index over every signature, so clean_finalize is a second, single job.
 if config["clean"]["enabled"]:
     CLEAN_CATEGORIES = sorted(config["corpus"]["categories"])
-    CLEAN_WORK = Path(str(L.clean) + "-work")
 
 
     rule clean_prepare:
         input:
             str(L.corpus_raw),
         output:
-            temp(directory(str(CLEAN_WORK / "{category}"))),
+            temp(directory(str(L.clean_work("{category}")))),
         wildcard_constraints:
             category="|".join(CLEAN_CATEGORIES),
         params:
             section=config["clean"],
-            langs=cptconfig.category_languages(config),
+            langs=category_languages(config),
         log:
             logfile("clean_prepare", "{category}"),
         threads: threads_of("clean")
@@ -29,7 +28,7 @@ if config["clean"]["enabled"]:
 
     rule clean_finalize:
         input:
-            expand(str(CLEAN_WORK / "{category}"), category=CLEAN_CATEGORIES),
+            expand(str(L.clean_work("{category}")), category=CLEAN_CATEGORIES),
         output:
             directory(str(L.clean)),
         params:

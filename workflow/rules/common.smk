@@ -2,13 +2,15 @@
 # per-rule params (exactly the rule's own config section) and resources (config `resources:`).
 from pathlib import Path
 
-from cpt import config as cptconfig
-from cpt import launch as cptlaunch
+from cpt.artifacts.corpus import category_languages
+from cpt.artifacts.layout import Layout
+from cpt.core import config as cptconfig
+from cpt.launch import resources as cptlaunch
 
 cptconfig.check_local_paths(config)
 
 EXP = config["experiment"]
-L = cptconfig.Layout(config)  # results/<experiment>/... paths
+L = Layout(config)  # results/<experiment>/... paths
 STAGES = cptconfig.stage_names(config)
 TARGETS = []  # rule files append their final outputs; `rule all` requests them
 SCRIPTS = Path(workflow.basedir, "workflow", "scripts")
@@ -21,7 +23,7 @@ def logfile(rule, *parts):
 
 def resources_of(section):
     """Snakemake resources of a rule from config `resources` (default + `resources.<section>`), named as the SLURM
-    plugin wants: cpt.launch.rule_resources, the one mapping (the training rule: one task per node, its own
+    plugin wants: cpt.launch.resources.rule_resources, the one mapping (the training rule: one task per node, its own
     srun + torchrun, nproc_per_node = gpus_per_node unless set)."""
     return cptlaunch.rule_resources(config.get("resources", {}), section)
 
@@ -33,7 +35,7 @@ def threads_of(section):
 # How a rule file looks (workflow/rules/<stage>.smk); scripts are thin (workflow/scripts/<stage>_<what>.py):
 #
 #   rule tokenizer_base:
-#       output:    directory(str(L.tokenizer_base))        # paths come from cpt.config.Layout (L)
+#       output:    directory(str(L.tokenizer_base))        # paths come from cpt.artifacts.layout.Layout (L)
 #       params:    section=config["tokenizer"]             # exactly the rule's own config section
 #       log:       logfile("tokenizer_base")
 #       threads:   threads_of("tokenizer")
@@ -43,6 +45,6 @@ def threads_of(section):
 #   TARGETS.append(str(L.tokenizer_base))                  # if `snakemake` (no target) must build it
 #
 #   # workflow/scripts/tokenizer_base.py
-#   from cpt.smk import plain, run
+#   from cpt.workflow.smk import plain, run
 #   from cpt.tokenizer import build_base_tokenizer
 #   run(snakemake, lambda s: build_base_tokenizer(plain(s.params.section), s.output[0]))

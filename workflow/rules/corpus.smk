@@ -33,7 +33,7 @@ rule corpus_split:
         heldout=directory(str(L.corpus_heldout)),
     params:
         section=config["corpus"]["split"],
-        langs=cptconfig.category_languages(config),
+        langs=category_languages(config),
     log:
         logfile("corpus_split"),
     threads: threads_of("corpus")

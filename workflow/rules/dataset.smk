@@ -16,7 +16,7 @@ rule dataset_stage:
     input:
         unpack(dataset_inputs),
     output:
-        directory(str(L.root / "dataset" / "{stage}")),
+        directory(str(L.dataset("{stage}"))),
     params:
         section=lambda wildcards: cptconfig.dataset_config(config, wildcards.stage),
         # sft stages read the training conversations only (corpus/sft/train.jsonl), not the held-out ones

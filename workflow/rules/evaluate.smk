@@ -6,7 +6,6 @@ from cpt.evaluate.run import evaluation_points
 
 EVAL_POINTS = evaluation_points(config)
 IDIOMS_ON = config["evaluate"]["idioms"]["enabled"]
-IDIOMS_DIR = L.root / "evaluate" / "_idioms"
 
 
 def eval_model_dir(wildcards):
@@ -18,13 +17,13 @@ def eval_inputs(wildcards):
     if config["evaluate"]["bpb"]["enabled"]:
         inputs["heldout"] = str(L.corpus_heldout)
     if IDIOMS_ON:
-        inputs["idioms"] = str(IDIOMS_DIR)
+        inputs["idioms"] = str(L.idioms)
     return inputs
 
 
 rule evaluate_idioms:
     output:
-        directory(str(IDIOMS_DIR)),
+        directory(str(L.idioms)),
     params:
         section=config["evaluate"]["idioms"],
     log:
@@ -40,14 +39,14 @@ rule evaluate:
     input:
         unpack(eval_inputs),
     output:
-        directory(str(L.root / "evaluate" / "{point}")),
+        directory(str(L.evaluate("{point}"))),
     wildcard_constraints:
         point="|".join(EVAL_POINTS),
     params:
         # the section without `points` (adding an evaluation point must not rerun the others) and without
         # `generate` (rule evaluate_generate's own)
         section={k: v for k, v in config["evaluate"].items() if k not in ("points", "generate")},
-        langs=cptconfig.category_languages(config),
+        langs=category_languages(config),
     log:
         logfile("evaluate", "{point}"),
     threads: threads_of("evaluate")
@@ -64,7 +63,7 @@ rule evaluate_generate:
     input:
         model=eval_model_dir,
     output:
-        directory(str(L.root / "generations" / "{point}")),
+        directory(str(L.generations("{point}"))),
     wildcard_constraints:
         point="|".join(EVAL_POINTS),
     params:

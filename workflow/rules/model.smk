@@ -62,7 +62,7 @@ rule model_init:
         directory(str(L.model_init)),
     params:
         section=config["model"]["init"],
-        langs=cptconfig.category_languages(config),
+        langs=category_languages(config),
     log:
         logfile("model_init"),
     threads: threads_of("model")

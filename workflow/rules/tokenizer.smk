@@ -2,8 +2,7 @@
 # (every piece reachable, English unchanged) -> compression table on held-out text.
 # Library: cpt.tokenizer (build_base_tokenizer, select_pieces, build_extended_tokenizer, compression_report).
 # Same steps without Snakemake: cpt base-tokenizer | select-pieces | extend-tokenizer | compression (see --help).
-TOK_CANDIDATES = L.pieces.parent / "candidates.jsonl"
-TOK_LANGS = cptconfig.category_languages(config)
+TOK_LANGS = category_languages(config)
 
 
 rule tokenizer_base:
@@ -26,7 +25,7 @@ rule tokenizer_pieces:
         train=str(L.corpus_train),
     output:
         pieces=str(L.pieces),
-        candidates=str(TOK_CANDIDATES),
+        candidates=str(L.candidates),
     params:
         section={k: config["tokenizer"][k] for k in ("vocab_size", "candidates", "pieces_file", "seed")},
         langs=TOK_LANGS,
@@ -43,7 +42,7 @@ rule tokenizer_extended:
     input:
         base=str(L.tokenizer_base),
         pieces=str(L.pieces),
-        candidates=str(TOK_CANDIDATES),
+        candidates=str(L.candidates),
         train=str(L.corpus_train),
         heldout=str(L.corpus_heldout),
     output:
@@ -67,7 +66,7 @@ rule tokenizer_compression:
         heldout=str(L.corpus_heldout),
     output:
         json=str(L.compression),
-        md=str(L.compression.with_suffix(".md")),
+        md=str(L.compression_md),
     params:
         section={"compression": config["tokenizer"]["compression"]},
         langs=TOK_LANGS,

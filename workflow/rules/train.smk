@@ -1,6 +1,6 @@
 # train: one ColossalAI run per stage (wildcard `stage`), chained by `init_from` in config (train.stages).
-# Library: cpt.train (trainer), cpt.train.stage (stale checkpoints, launch). Same without Snakemake:
-#   python -m cpt.train.launch --standalone --nproc_per_node 2 -- --config C --model M --dataset D --output O
+# Library: cpt.train (trainer), cpt.launch.stage (stale checkpoints, launch). Same without Snakemake:
+#   python -m cpt.launch.torchrun --standalone --nproc_per_node 2 -- --config C --model M --dataset D --output O
 
 
 def train_model_input(wildcards):

@@ -1,8 +1,8 @@
 import time
 
 from cpt.clean import finalize
-from cpt.provenance import write_provenance
-from cpt.smk import plain, run
+from cpt.core.provenance import write_provenance
+from cpt.workflow.smk import plain, run
 
 t0 = time.time()
 

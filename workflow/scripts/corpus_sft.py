@@ -1,4 +1,4 @@
 from cpt.corpus import build_idiom_sft
-from cpt.smk import plain, run
+from cpt.workflow.smk import plain, run
 
 run(snakemake, lambda s: build_idiom_sft(plain(s.params.section), s.output[0]))  # noqa: F821

@@ -1,5 +1,5 @@
 from cpt.dataset.build import prepare_stage
-from cpt.smk import plain, run
+from cpt.workflow.smk import plain, run
 
 run(snakemake, lambda s: prepare_stage(  # noqa: F821
     plain(s.params.data_files), s.input.tokenizer, s.output[0], plain(s.params.section), s.wildcards.stage,

@@ -1,5 +1,5 @@
 from cpt.evaluate.generate import generate_point
-from cpt.smk import plain, run
+from cpt.workflow.smk import plain, run
 
 run(snakemake, lambda s: generate_point(  # noqa: F821
     s.input.model, s.output[0], plain(s.params.section), device=s.params.device, threads=s.threads))

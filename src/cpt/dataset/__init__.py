@@ -15,7 +15,7 @@ Stage-data config (the `dataset:` section; see `DEFAULTS` and `stage_settings`):
       num_bins: 10               # bins per category = buckets per stage
       seed: 42
       overlong: split            # split | truncate | drop
-      on_bad_record: raise       # raise | skip (skips counted per cpt.records reason)
+      on_bad_record: raise       # raise | skip (skips counted per cpt.artifacts.records reason)
       stages:
         injection:
           kind: pretrain          # pretrain | sft

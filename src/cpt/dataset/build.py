@@ -14,15 +14,16 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from cpt.buckets import bucket_rows, rng_for
+from cpt.artifacts.dataset import bucket_name, write_manifest
+from cpt.artifacts.records import expand_paths
+from cpt.core.errors import ConfigError, DatasetError
+from cpt.dataset.buckets import bucket_rows, rng_for
 from cpt.dataset.manifest import skip_summary, stage_manifest
+from cpt.dataset.packing import PieceStats, iter_packed, iter_unpacked, split_document
 from cpt.dataset.selection import select_stage, write_selection
 from cpt.dataset.settings import settings_of, stage_settings
+from cpt.dataset.shards import fingerprint_of, take_docs, write_bucket
 from cpt.dataset.tokenized import Corpus, read_tokenized, tokenize_corpus
-from cpt.errors import ConfigError, DatasetError
-from cpt.packing import PieceStats, iter_packed, iter_unpacked, split_document
-from cpt.records import expand_paths
-from cpt.shards import bucket_name, fingerprint_of, take_docs, write_bucket, write_manifest
 
 
 def _bucket_pieces(corpus: Corpus, rows_by_cat: dict[str, np.ndarray], seed: int, purpose: tuple, window: int,
@@ -111,9 +112,9 @@ def prepare_stage(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.P
                   progress: bool = True, prior: dict | None = None) -> dict:
     """Both passes for one stage (the CLI and the workflow script call this).
 
-    `dataset_cfg`: the `dataset:` section (the workflow gives cpt.config.dataset_config: only this stage in
+    `dataset_cfg`: the `dataset:` section (the workflow gives cpt.core.config.dataset_config: only this stage in
     `stages`); `prior`: {earlier stage: its output dir} for the stages named in replay.from."""
-    from cpt.provenance import write_provenance
+    from cpt.core.provenance import write_provenance
 
     t0 = time.time()
     cfg = settings_of(dataset_cfg)
@@ -138,7 +139,7 @@ def prepare_stage(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.P
 
 
 def _cache_valid(cache: Path, inputs, tokenizer_dir, st: dict, cfg: dict) -> bool:
-    from cpt.provenance import describe_input
+    from cpt.core.provenance import describe_input
 
     try:
         info = read_tokenized(cache)
@@ -151,6 +152,6 @@ def _cache_valid(cache: Path, inputs, tokenizer_dir, st: dict, cfg: dict) -> boo
                     for f, g in zip(files, info["files"]))
             and info["tokenizer_digest"] == describe_input(tokenizer_dir)
             # a cache that skipped bad records must not stand in for on_bad_record: raise (and older caches
-            # without cpt.records' counts are rebuilt)
+            # without cpt.artifacts.records' counts are rebuilt)
             and info.get("on_bad_record") == cfg["on_bad_record"] and "validation" in info["records"])
 

@@ -7,12 +7,12 @@ import json
 
 import click
 
-from cpt.cli import config_options, require, resolve_config, show_config
-from cpt.schema import parse_pairs
+from cpt.core.errors import ConfigError
+from cpt.core.options import config_options, require, resolve_config, show_config
+from cpt.core.schema import parse_pairs
 from cpt.dataset.build import prepare_stage
+from cpt.dataset.packing import OVERLONG_MODES
 from cpt.dataset.settings import settings_of, stage_settings
-from cpt.errors import ConfigError
-from cpt.packing import OVERLONG_MODES
 
 
 def _common_options(f):
@@ -49,7 +49,7 @@ def _common_options(f):
 def _run_cli(kind: str, data_input_dirs, tokenizer_dir, data_output_dirs, max_length, num_spliced_dataset_bins,
              seed, num_workers, on_bad_record, config_file, overrides, print_config, stage, cache_dir, no_progress,
              extra: dict, replay_dirs=()):
-    from cpt.schema import apply_overrides
+    from cpt.core.schema import apply_overrides
 
     config = resolve_config(config_file, overrides, "dataset")
     if config is None:

@@ -7,7 +7,7 @@ import time
 
 
 def _identity(tokenizer: str) -> dict | None:
-    from cpt.consistency import has_tokenizer, tokenizer_identity
+    from cpt.artifacts.identity import has_tokenizer, tokenizer_identity
 
     return tokenizer_identity(tokenizer) if tokenizer and has_tokenizer(tokenizer) else None
 
@@ -45,7 +45,7 @@ def stage_manifest(st: dict, corpus, selections: dict, report: dict, detail: lis
         "max_length": st["max_length"],
         "tokenizer": tokenizer,
         "tokenizer_digest": corpus.info["tokenizer_digest"],
-        # the vocabulary the ids belong to (cpt.consistency; `cpt train` refuses a model with another one)
+        # the vocabulary the ids belong to (cpt.artifacts.identity; `cpt train` refuses a model with another one)
         "tokenizer_identity": corpus.info.get("tokenizer_identity") or _identity(tokenizer),
         "vocab_size": corpus.info["vocab_size"],
         "columns": {"input_ids": "list<int32>", "labels": "list<int32> (-100: no loss)",
@@ -58,7 +58,7 @@ def stage_manifest(st: dict, corpus, selections: dict, report: dict, detail: lis
             "selected": docs_selected,
             "out": stats.documents - sum(stats.skipped_documents.values()),
             "skipped": dict(sorted(stats.skipped_documents.items())),
-            # bad records, per cpt.records reason (dataset.on_bad_record: skip)
+            # bad records, per cpt.artifacts.records reason (dataset.on_bad_record: skip)
             "records_skipped_at_tokenization": dict(corpus.info["records"]["validation"]["skipped"]),
             # valid records the dataset could not use (e.g. SFT: not even the first turn fits max_length)
             "skipped_at_tokenization": {k.split(":", 1)[1]: v for k, v in corpus.info["records"].items()

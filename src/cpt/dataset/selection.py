@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cpt.buckets import Selection, rng_for, take_tokens
+from cpt.core.errors import ConfigError, DatasetError
+from cpt.dataset.buckets import Selection, rng_for, take_tokens
 from cpt.dataset.settings import stage_settings
 from cpt.dataset.tokenized import Corpus
-from cpt.errors import ConfigError, DatasetError
 
 SELECTION_FILE = "selection.arrow"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from cpt.config import replay_from
-from cpt.schema import complete
-from cpt.errors import ConfigError
+from cpt.core.config import replay_from
+from cpt.core.errors import ConfigError
+from cpt.core.schema import complete
 
 
 def settings_of(dataset_cfg: Mapping | None) -> dict:

@@ -16,11 +16,11 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from cpt.consistency import tokenizer_identity
-from cpt.errors import DatasetError, RecordError
-from cpt.packing import add_bad_records_hint, tokenize_pretrain_lines
-from cpt.records import RecordStats, empty_file_error, expand_paths
-from cpt.shards import TokenizedDocs, TokenizedWriter, open_tokenized
+from cpt.artifacts.identity import tokenizer_identity
+from cpt.artifacts.records import RecordStats, empty_file_error, expand_paths
+from cpt.core.errors import DatasetError, RecordError
+from cpt.dataset.packing import add_bad_records_hint, tokenize_pretrain_lines
+from cpt.dataset.shards import TokenizedDocs, TokenizedWriter, open_tokenized
 
 TOKENIZED_INFO = "tokenized.json"
 
@@ -48,7 +48,7 @@ _WORKER: dict = {}
 
 
 def _load_tokenizer(tokenizer_dir):
-    from cpt.packing import load_tokenizer
+    from cpt.dataset.packing import load_tokenizer
 
     return load_tokenizer(tokenizer_dir)
 
@@ -63,7 +63,7 @@ def _make_state(settings: dict) -> dict:
     tok = _load_tokenizer(settings["tokenizer_dir"])
     state = {"settings": settings, "backend": tok.backend, "bos": tok.bos_token_id, "eos": tok.eos_token_id}
     if settings["kind"] == "sft":
-        from cpt.sft import SFTEncoder
+        from cpt.dataset.sft import SFTEncoder
 
         state["sft"] = SFTEncoder(tok, settings["template"], settings["max_length"])
     return state
@@ -96,8 +96,8 @@ def _process_block(block, state=None):
         b = tokenize_pretrain_lines(state["backend"], state["bos"], state["eos"], lines, path, first,
                                     s["on_bad_record"])
         return fi, b.categories, b.ids, b.offsets, b.n_masked, None, b.lines, {}, b.records
-    from cpt.packing import _flatten
-    from cpt.sft import tokenize_sft_lines
+    from cpt.dataset.packing import _flatten
+    from cpt.dataset.sft import tokenize_sft_lines
 
     default_cat = Path(path).stem
     records = RecordStats()
@@ -113,8 +113,8 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
                     progress: bool = True) -> dict:
     """Pass 1 with the settings of `stage` of `dataset_cfg` (no stage: a pretraining stage with the dataset-wide
     settings). Writes out_dir/cat-NNNNN.arrow per category + tokenized.json; returns that info."""
+    from cpt.core.provenance import describe_input
     from cpt.dataset.settings import settings_of, stage_settings
-    from cpt.provenance import describe_input
 
     cfg = settings_of(dataset_cfg)
     st = stage_settings(cfg, stage) if stage else stage_settings({**cfg, "stages": {"corpus": {}}}, "corpus")
@@ -142,7 +142,7 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
     writers: dict[str, TokenizedWriter] = {}
     counts: dict[str, int] = {}
     validation = RecordStats(files=len(files))
-    seen_in_file = [0] * len(files)   # records + bad lines per file: none = cpt.records' empty_file
+    seen_in_file = [0] * len(files)   # records + bad lines per file: none = cpt.artifacts.records' empty_file
     blocks = _iter_blocks(files, block_lines, progress)
     pool = None
     try:
@@ -202,7 +202,7 @@ def tokenize_corpus(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os
         "files": [{"path": str(f), **describe_input(f)} for f in files],
         "categories": {cat: {"file": w.path.name, "documents": w.rows, "tokens": w.tokens}
                        for cat, w in sorted(writers.items())},
-        # validation: cpt.records' counts (lines, blank lines, bad records per cpt.records reason, examples);
+        # validation: cpt.artifacts.records' counts (lines, blank lines, bad records per cpt.artifacts.records reason, examples);
         # the other keys count what the dataset does to valid records (e.g. SFT turns dropped to fit)
         "records": {"documents": sum(w.rows for w in writers.values()), "validation": validation.to_dict(),
                     **dict(sorted(counts.items()))},

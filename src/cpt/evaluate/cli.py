@@ -7,9 +7,9 @@ import json
 
 import click
 
+from cpt.core.errors import ConfigError
+from cpt.core.schema import default, parse_pairs
 from cpt.evaluate.answer_stats import distribution_text
-from cpt.schema import default, parse_pairs
-from cpt.errors import ConfigError
 
 DEVICE = default("evaluate.device")
 BPB = default("evaluate.bpb")
@@ -58,7 +58,7 @@ def cli_evaluate(model_dir, out_dir, config_file, fmt, data_path, name, shots, s
 
     section: dict = {}
     if config_file:
-        from cpt.yamlio import read_yaml
+        from cpt.core.yamlio import read_yaml
 
         loaded = read_yaml(config_file) or {}
         section = dict(loaded.get("evaluate", loaded))

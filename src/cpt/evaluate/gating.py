@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from cpt.errors import ConfigError
+from cpt.core.errors import ConfigError
 
 KEY = "skip_if_degenerate"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from cpt.errors import EvalError, ModelError
+from cpt.core.errors import EvalError, ModelError
 
 
 def pick_device(device: str) -> torch.device:
@@ -30,7 +30,7 @@ def load_model(model_dir: str | os.PathLike, device: str, dtype: str = "auto"):
         torch_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
-    from cpt.consistency import require_tokenizer
+    from cpt.artifacts.identity import require_tokenizer
 
     require_tokenizer(path, "model directory with tokenizer files")
     try:
@@ -106,8 +106,8 @@ def generate_point(model_dir, out_dir, section: Mapping | None, device: str | No
     import json
     import time
 
-    from cpt.provenance import write_provenance
-    from cpt.schema import complete, default
+    from cpt.core.provenance import write_provenance
+    from cpt.core.schema import complete, default
 
     t0 = time.time()
     cfg = complete("evaluate.generate", section)

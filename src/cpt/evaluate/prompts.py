@@ -66,7 +66,7 @@ def instruction(fmt: str, language: str, subject: str) -> str:
 
 def choice_text(q: Question, letter: str) -> str:
     """The text of option `letter` (full-answer scoring); GAOKAO's options are inside the question: an error."""
-    from cpt.errors import EvalError
+    from cpt.core.errors import EvalError
 
     if q.choices is None:
         raise EvalError(f"{q.source_line}: the options are inside the question text (GAOKAO); full-answer scoring "
@@ -125,7 +125,7 @@ def few_shot_pool(subject: Subject) -> tuple[list[Question], str]:
 
 
 def check_style(style: str, fmt: str) -> None:
-    from cpt.errors import EvalError
+    from cpt.core.errors import EvalError
 
     if style not in STYLES:
         raise EvalError(f"config key evaluate.prompt_style: {style!r} is not one of {', '.join(STYLES)}")

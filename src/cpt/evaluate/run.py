@@ -18,8 +18,8 @@ from typing import Any, Mapping
 
 import torch
 
-from cpt.errors import ConfigError
-from cpt.schema import complete, default
+from cpt.core.errors import ConfigError
+from cpt.core.schema import complete, default
 from cpt.evaluate import gating
 from cpt.evaluate.formats import FORMATS, get_format, load_benchmark
 from cpt.evaluate.scoring import EvalSettings, evaluate_benchmark
@@ -104,8 +104,8 @@ def run_benchmarks(model, tokenizer, benchmarks: Mapping[str, Mapping[str, Any]]
 
 def run_bpb(model, tokenizer, heldout_dir, out_path, languages=None, *, max_tokens_per_language, max_length=None,
             max_batch_tokens, progress=True) -> dict:
-    """cpt.evaluate.bpb.heldout_bpb (settings: config evaluate.bpb) written to `out_path`."""
-    from cpt.evaluate.bpb import heldout_bpb
+    """cpt.measure.bpb.heldout_bpb (settings: config evaluate.bpb) written to `out_path`."""
+    from cpt.measure.bpb import heldout_bpb
 
     res = heldout_bpb(model, tokenizer, heldout_dir, languages, max_tokens_per_language=max_tokens_per_language,
                       max_length=max_length, max_batch_tokens=max_batch_tokens, progress=progress)
@@ -118,8 +118,8 @@ def evaluate_stage(model_dir, out_dir, section: Mapping[str, Any], heldout_dir=N
                    device: str | None = None, progress: bool = True) -> dict:
     """Everything the `evaluate` section asks for one model directory (used by the workflow and `cpt evaluate`).
     The device is the section's, else `device`, else the schema's default (evaluate.device)."""
+    from cpt.core.provenance import write_provenance
     from cpt.evaluate.generate import load_model
-    from cpt.provenance import write_provenance
 
     t0 = time.time()
     set_threads(section.get("threads"))

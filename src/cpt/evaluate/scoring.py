@@ -21,13 +21,13 @@ from typing import Sequence
 
 import torch
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
+from cpt.core.schema import default
 from cpt.evaluate import likelihood
-from cpt.evaluate.bpb import pad_batch
 from cpt.evaluate.answer_stats import aggregate, letter_stats
 from cpt.evaluate.formats import Benchmark, Question
 from cpt.evaluate.prompts import answer_text, build_parts, few_shot_pool
-from cpt.schema import default
+from cpt.measure.batching import length_batches, pad_batch, pad_token_id, split_model
 
 
 # ------------------------------------------------------------------------------------------------ letter tokens
@@ -118,19 +118,12 @@ def build_prompts(tokenizer, bench: Benchmark, shots: int, max_length: int,
 
 
 # ------------------------------------------------------------------------------------------------ model forward
-def _split_model(model):
-    base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
-    head = model.get_output_embeddings()
-    if base is None or head is None:
-        raise EvalError(f"{type(model).__name__}: cannot separate the transformer body from its LM head")
-    return base, head
-
 
 @torch.inference_mode()
 def last_position_logits(model, batch: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     """Next-token logits (float32, [batch, vocab]) after each left-padded prompt, from one forward pass of the
     transformer body and the LM head applied to the last hidden state only."""
-    base, head = _split_model(model)
+    base, head = split_model(model)
     device = next(model.parameters()).device
     input_ids, mask = pad_batch(batch, pad_id, device, left=True)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -184,7 +177,7 @@ def plan_groups(prompts: Sequence[Prompt], min_prefix: int = 32, min_members: in
 @torch.inference_mode()
 def prefix_cache(model, prefix: Sequence[int]):
     """Per-layer key/value tensors of a prefix (batch 1)."""
-    base, _ = _split_model(model)
+    base, _ = split_model(model)
     device = next(model.parameters()).device
     ids = torch.as_tensor([list(prefix)], dtype=torch.long, device=device)
     out = base(input_ids=ids, use_cache=True)
@@ -198,7 +191,7 @@ def suffix_last_logits(model, legacy_cache, prefix_len: int, batch: Sequence[Seq
     tokens never see the padding behind them under the causal mask), hidden state gathered at each last token."""
     from transformers.cache_utils import DynamicCache
 
-    base, head = _split_model(model)
+    base, head = split_model(model)
     device = next(model.parameters()).device
     b = len(batch)
     width = max(len(x) for x in batch)
@@ -215,20 +208,6 @@ def suffix_last_logits(model, legacy_cache, prefix_len: int, batch: Sequence[Seq
     hidden = out.last_hidden_state[torch.arange(b, device=device), last]
     return head(hidden).float()
 
-
-def length_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
-    """Indices grouped longest first so that padded size (rows x longest) stays under the token budget."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches, cur = [], []
-    for i in order:
-        width = lengths[cur[0]] if cur else lengths[i]
-        if cur and ((len(cur) + 1) * width > max_batch_tokens or len(cur) >= max_batch_size):
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
 
 
 @torch.inference_mode()
@@ -281,12 +260,6 @@ def model_max_length(model, tokenizer=None) -> int:
         raise EvalError(f"{type(model).__name__}: config has no max_position_embeddings; pass max_length")
     return int(n)
 
-
-def pad_token_id(tokenizer) -> int:
-    for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id, 0):
-        if cand is not None:
-            return int(cand)
-    return 0
 
 
 def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSettings, progress: bool = True) -> dict:

@@ -1,6 +1,6 @@
 """Base models: a user's local HF LLaMA directory, or a tiny seeded LLaMA with the real vocabulary size.
 
-Three kinds, chosen by `model.base.kind` in config (gguf: cpt.model.from_gguf, a quantized GGUF LLaMA from a pinned
+Three kinds, chosen by `model.base.kind` in config (gguf: cpt.model.gguf, a quantized GGUF LLaMA from a pinned
 source dequantized into safetensors, sha256 recorded):
 
 - ``local``: a Hugging Face LLaMA directory the user already has (LLaMA-2 7B/13B or any SentencePiece LLaMA).
@@ -22,11 +22,17 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from cpt.schema import complete
-from cpt.errors import ModelError
-from cpt.model.layout import UNPADDED_KEY, place_file, read_layout, read_model_config, tied_embeddings
-from cpt.model.vocab import (TOKENIZER_FILES, copy_tokenizer_files, open_model_tokenizer, tokenizer_pieces,
-                             tokenizer_vocab_size)
+from cpt.core.errors import ModelError
+from cpt.core.schema import complete
+from cpt.model.vocab import (
+    TOKENIZER_FILES,
+    copy_tokenizer_files,
+    open_model_tokenizer,
+    tokenizer_pieces,
+    tokenizer_vocab_size,
+)
+from cpt.model.weights import UNPADDED_KEY, place_file, read_layout, read_model_config, tied_embeddings
+
 
 def check_model_tokenizer(model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike) -> dict:
     """Check that a model directory is a LLaMA whose vocabulary matches the tokenizer; return facts about it.
@@ -133,7 +139,7 @@ def link_local_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, t
 def build_base_model(section: Mapping[str, Any], tokenizer_dir: str | os.PathLike,
                      out_dir: str | os.PathLike) -> dict:
     """results/<exp>/model/base/ from the `model.base` config section; writes provenance.json."""
-    from cpt.provenance import write_provenance
+    from cpt.core.provenance import write_provenance
 
     t0 = time.time()
     s = complete("model.base", section)
@@ -141,8 +147,8 @@ def build_base_model(section: Mapping[str, Any], tokenizer_dir: str | os.PathLik
         info = create_tiny_llama(out_dir, tokenizer_dir, s["tiny"])
         inputs = {"tokenizer": tokenizer_dir}
     elif s["kind"] == "gguf":
-        from cpt.model.from_gguf import dequantize_gguf
-        from cpt.sources import archive_path
+        from cpt.core.sources import archive_path
+        from cpt.model.gguf import dequantize_gguf
 
         info = dequantize_gguf(s, tokenizer_dir, out_dir)
         inputs = {"tokenizer": tokenizer_dir, "archive": archive_path(s["source"])}
@@ -160,7 +166,7 @@ def write_base_check(section: Mapping[str, Any], tokenizer_dir: str | os.PathLik
 
     (The workflow reads the user's directory in place; `cpt base-model --kind local` links it instead.)
     """
-    from cpt.provenance import build_provenance
+    from cpt.core.provenance import build_provenance
 
     t0 = time.time()
     path = complete("model.base", section)["path"]

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from cpt.schema import default, parse_pairs, subschema
+from cpt.core.schema import default, parse_pairs, subschema
 from cpt.model.base import build_base_model
 from cpt.model.init import run_init
 

@@ -43,18 +43,25 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from cpt.schema import complete
-from cpt.errors import ModelError
+from cpt.artifacts.corpus import category_files
+from cpt.core.errors import ModelError
+from cpt.core.schema import complete
 from cpt.model.base import check_model_tokenizer
 from cpt.model.init_report import init_report
-from cpt.model.layout import (
-    BASE_VOCAB_KEY, EMBED_NAME, HEAD_NAME, PAD_MULTIPLE_KEY, UNPADDED_KEY, read_layout, read_model_config,
-    read_tensor, tied_embeddings,
-)
 from cpt.model.rows import SUBWORD_METHODS, extend_matrix, old_token_ids, padded_size
 from cpt.model.safetensors_io import write_checkpoint
 from cpt.model.vocab import TOKENIZER_FILES, copy_tokenizer_files, tokenizer_pieces, tokenizer_vocab_size
-from cpt.records import category_files
+from cpt.model.weights import (
+    BASE_VOCAB_KEY,
+    EMBED_NAME,
+    HEAD_NAME,
+    PAD_MULTIPLE_KEY,
+    UNPADDED_KEY,
+    read_layout,
+    read_model_config,
+    read_tensor,
+    tied_embeddings,
+)
 
 log = logging.getLogger(__name__)
 SKIP_FILES = {"config.json", "provenance.json", "report.json", "model.safetensors.index.json",
@@ -174,7 +181,7 @@ def run_init(section: Mapping[str, Any], source_model: str | os.PathLike, old_to
              new_tokenizer: str | os.PathLike, out_dir: str | os.PathLike,
              heldout: Mapping[str, Sequence[str | os.PathLike]] | None = None) -> dict:
     """results/<exp>/model/init/: the extended model, report.json and provenance.json, from `model.init` config."""
-    from cpt.provenance import write_provenance
+    from cpt.core.provenance import write_provenance
 
     t0 = time.time()
     s = complete("model.init", section)

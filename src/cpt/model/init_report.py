@@ -9,13 +9,20 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from cpt.schema import complete
-from cpt.errors import ModelError
-from cpt.model.layout import (
-    EMBED_NAME, HEAD_NAME, UNPADDED_KEY, read_layout, read_model_config, read_tensor, tied_embeddings,
-)
+from cpt.core.errors import ModelError
+from cpt.core.schema import complete
 from cpt.model.rows import SUBWORD_METHODS, extend_matrix, old_token_ids
 from cpt.model.vocab import tokenizer_pieces, tokenizer_vocab_size
+from cpt.model.weights import (
+    EMBED_NAME,
+    HEAD_NAME,
+    UNPADDED_KEY,
+    read_layout,
+    read_model_config,
+    read_tensor,
+    tied_embeddings,
+)
+
 
 def norm_stats(W, lo: int, hi: int) -> dict:
     import torch
@@ -28,10 +35,9 @@ def norm_stats(W, lo: int, hi: int) -> dict:
 
 
 def read_heldout(files: Iterable[str | os.PathLike]) -> list[str]:
-    """Texts (source + target) of corpus jsonl records, file by file, line by line (validated by cpt.records)."""
-    from cpt.records import iter_records
-
-    from cpt.evaluate.bpb import record_text
+    """Texts (source + target) of corpus jsonl records, file by file, line by line (validated by cpt.artifacts.records)."""
+    from cpt.artifacts.records import iter_records
+    from cpt.measure.bpb import record_text
 
     texts = []
     for rec in iter_records([Path(f) for f in files], schema="pretrain"):
@@ -63,9 +69,9 @@ def select_texts(texts: Sequence[str], tokenizer, max_tokens: int) -> list[str]:
 
 
 def heldout_loss(model, tokenizer, texts: Sequence[str], seq_len: int, batch_size: int) -> dict:
-    """Loss per token and bits per byte of `texts` with cpt.evaluate.bpb's scoring: BOS + tokens, windows that
+    """Loss per token and bits per byte of `texts` with cpt.measure.bpb's scoring: BOS + tokens, windows that
     predict `seq_len` tokens each (every token once), at most `batch_size` windows per forward pass."""
-    from cpt.evaluate.bpb import score_texts
+    from cpt.measure.bpb import score_texts
 
     r = score_texts(model, tokenizer, list(texts), max_length=seq_len + 1,
                     max_batch_tokens=batch_size * (seq_len + 1))
@@ -84,10 +90,10 @@ def english_ids(tok_old, tok_new, texts: Sequence[str] | None) -> dict | None:
 
 
 def english_kl(before_model, after_model, tok_old, docs, seq_len: int, batch_size: int) -> dict:
-    """KL(source || initialised) of the next-token distribution on `docs` (cpt.evaluate.kl, same windows as the
+    """KL(source || initialised) of the next-token distribution on `docs` (cpt.measure.kl, same windows as the
     held-out loss)."""
-    from cpt.evaluate.kl import next_token_kl
-    from cpt.evaluate.scoring import pad_token_id
+    from cpt.measure.batching import pad_token_id
+    from cpt.measure.kl import next_token_kl
 
     r = next_token_kl(before_model, after_model, docs, tok_old.bos_token_id, seq_len + 1, pad_token_id(tok_old),
                       batch_size * (seq_len + 1))
@@ -210,7 +216,7 @@ def init_report(source_model: str | os.PathLike, init_model: str | os.PathLike, 
         report["loss"] = loss
         if kl_docs:
             report["kl_en"] = {"definition": "mean over English held-out positions of KL(source || initialised) of "
-                                             "the next-token distribution, nats (cpt.evaluate.kl)",
+                                             "the next-token distribution, nats (cpt.measure.kl)",
                                "english_ids_identical": kl_docs["identical"], "methods": kl}
         report["comparison"] = comparison(methods, loss, kl)
         report["heldout"] = {lang: [str(f) for f in files] for lang, files in heldout.items()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Sequence
 
-from cpt.errors import ModelError
+from cpt.core.errors import ModelError
 from cpt.model.vocab import open_model_tokenizer
 
 if TYPE_CHECKING:

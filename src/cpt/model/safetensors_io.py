@@ -9,8 +9,9 @@ import struct
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from cpt.errors import ModelError
-from cpt.model.layout import load_bin, place_file
+from cpt.core.errors import ModelError
+from cpt.model.weights import load_bin, place_file
+
 
 def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
     """(header dict, byte offset of the data section) of a safetensors file."""

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from cpt.errors import ModelError, TokenizerError
+from cpt.core.errors import ModelError, TokenizerError
 from cpt.tokenizer.hf import TOKENIZER_FILES
 from cpt.tokenizer.hf import copy_tokenizer_files as _copy_files
 
@@ -17,7 +17,7 @@ __all__ = ["TOKENIZER_FILES", "copy_tokenizer_files", "open_model_tokenizer", "t
 
 def open_model_tokenizer(tokenizer_dir: str | os.PathLike):
     """The tokenizer of a directory as a cpt.tokenizer.family object; ModelError when it has none."""
-    from cpt.tokenizer.family import open_tokenizer
+    from cpt.tokenizer.registry import open_tokenizer
 
     try:
         return open_tokenizer(tokenizer_dir)

@@ -10,7 +10,7 @@ Building blocks: spm (ModelProto I/O, BPE rule), from_gguf (GGUF + reference fil
 
 from cpt.tokenizer.base import build_base_tokenizer
 from cpt.tokenizer.compression import compression_report
-from cpt.tokenizer.expand import build_extended_tokenizer
+from cpt.tokenizer.extended import build_extended_tokenizer
 from cpt.tokenizer.pieces import select_pieces
 
 __all__ = ["build_base_tokenizer", "select_pieces", "build_extended_tokenizer", "compression_report"]

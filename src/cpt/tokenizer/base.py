@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from cpt.errors import ConfigError, DataSourceError, TokenizerError
-from cpt.schema import complete, default
+from cpt.core.errors import ConfigError, DataSourceError, TokenizerError
+from cpt.core.schema import complete, default
 from cpt.tokenizer.from_gguf import parse_reference, proto_from_gguf
 from cpt.tokenizer.hf import check_agreement, save_hf_tokenizer
 from cpt.tokenizer.spm import ModelProto, load_proto, processor, validate_llama_proto
@@ -56,7 +56,7 @@ AGREEMENT_SAMPLE = (
 
 def reference_cases(source: str, member: str) -> list[tuple[str, list[int]]]:
     """llama.cpp's reference tokenizations next to a GGUF vocabulary (empty list if the source has none)."""
-    from cpt.sources import read_member
+    from cpt.core.sources import read_member
 
     try:
         inp = read_member(source, member + ".inp")
@@ -94,7 +94,7 @@ def load_local_proto(path: str | os.PathLike, key: str = "tokenizer.base.path") 
 
 def base_proto(section: Mapping[str, Any]) -> tuple[ModelProto, list, dict]:
     """(model, reference cases, inputs for provenance) for the `tokenizer.base` section."""
-    from cpt.sources import archive_path, read_member
+    from cpt.core.sources import archive_path, read_member
 
     section = complete("tokenizer.base", section)
     kind = section["kind"]
@@ -122,8 +122,7 @@ def build_bpe_base(base: Mapping[str, Any], out_dir: str | os.PathLike) -> tuple
 
     from transformers import AutoTokenizer
 
-    from cpt.model.from_gguf import gguf_member_file
-    from cpt.sources import archive_path
+    from cpt.core.sources import archive_path, member_file
     from cpt.tokenizer.bpe import ByteLevelBPETokenizer
     from cpt.tokenizer.from_gguf import bpe_tokenizer_from_gguf
 
@@ -134,7 +133,7 @@ def build_bpe_base(base: Mapping[str, Any], out_dir: str | os.PathLike) -> tuple
     base = complete("tokenizer.base", base)
     texts = list(AGREEMENT_SAMPLE)
     with tempfile.TemporaryDirectory(prefix="cpt-gguf-tok-") as tmp:
-        path, digest = gguf_member_file(source, member, tmp)
+        path, digest = member_file(source, member, tmp)
         data, cfg = bpe_tokenizer_from_gguf(path, where=f"{source}:{member}")
         tok = ByteLevelBPETokenizer(data, cfg)
         report: dict[str, Any] = {"family": "bpe", "vocab_size": len(tok), "gguf_sha256": digest}
@@ -155,7 +154,7 @@ def build_bpe_base(base: Mapping[str, Any], out_dir: str | os.PathLike) -> tuple
 def build_base_tokenizer(section: Mapping[str, Any], out_dir: str | os.PathLike) -> dict:
     """Write the base tokenizer HF directory (+ conformance.json, provenance.json). `section` is the whole
     `tokenizer` config section (its `base` key is used) or the `base` sub-section itself."""
-    from cpt.provenance import write_provenance
+    from cpt.core.provenance import write_provenance
 
     t0 = time.time()
     base = section.get("base", section) if isinstance(section.get("base"), Mapping) else section

@@ -36,7 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from cpt.errors import ConfigError, TokenizerError
+from cpt.core.errors import ConfigError, TokenizerError
 from cpt.tokenizer.family import TokenizerFamily, is_byte_level, write_chat_template
 
 WITNESS = "\ue000"
@@ -210,7 +210,7 @@ class ByteLevelBPETokenizer(TokenizerFamily):
                **options: Any) -> tuple["ByteLevelBPETokenizer", dict]:
         """Options (config tokenizer.expansion): max_intermediate_pieces (new entries a piece may bring besides
         itself), unreachable ("drop": no intermediates at all). SentencePiece-only options are recorded, not used."""
-        from cpt.schema import complete
+        from cpt.core.schema import complete
 
         start = len(self)
         opts = complete("tokenizer.expansion", {k: v for k, v in options.items() if v is not None})

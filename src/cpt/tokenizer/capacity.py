@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from cpt.errors import TokenizerError
-from cpt.tokenizer.pieces import CandidateFilter, SourceStats, filter_candidates
+from cpt.core.errors import TokenizerError
+from cpt.tokenizer.candidates import CandidateFilter, SourceStats, filter_candidates
 
 LLAMA2_PIECES = 32000          # published: the LLaMA-2 SentencePiece vocabulary (tokenizer.base kind llama2_gguf)
 TRAIN_RESERVED = 3 + 256       # a trained candidate model's non-NORMAL pieces: <unk> <s> </s> + 256 byte pieces
@@ -34,7 +34,7 @@ def capacity_message(need: int, target: int, bounds: Mapping[str, int], kinds: S
 def static_capacity_problem(section: Mapping[str, Any]) -> str | None:
     """What config validation can know without reading any file: a LLaMA-2 base (32,000 pieces) and only `train`
     sources, whose capacity is their vocab_size. None when it suffices or cannot be known yet."""
-    from cpt.schema import default
+    from cpt.core.schema import default
 
     base = section.get("base") or {}
     sources = (section.get("candidates") or {}).get("sources") or [{"kind": "train"}]

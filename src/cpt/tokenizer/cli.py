@@ -10,13 +10,13 @@ import json
 
 import click
 
-from cpt.schema import default
+from cpt.core.schema import default
 
 
 def _section(config: str | None, vocab_size: int | None = None) -> dict:
     section: dict = {}
     if config:
-        from cpt.yamlio import read_yaml
+        from cpt.core.yamlio import read_yaml
 
         data = read_yaml(config) or {}
         section = dict(data.get("tokenizer", data))
@@ -81,7 +81,7 @@ def cli_select_pieces(config, base_dir, train_files, out_dir, vocab_size, seed):
 @click.option("--vocab-size", type=int, default=None)
 def cli_extend_tokenizer(config, base_dir, pieces_path, candidates_path, english_files, zh_files, out, vocab_size):
     """Step 1.6: append pieces, make them reachable, check English, save the extended HF tokenizer."""
-    from cpt.tokenizer.expand import build_extended_tokenizer
+    from cpt.tokenizer.extended import build_extended_tokenizer
 
     _echo(build_extended_tokenizer(_section(config, vocab_size), base_dir, pieces_path, out, candidates_path,
                                    list(english_files), list(zh_files)))

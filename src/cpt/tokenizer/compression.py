@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from cpt.errors import TokenizerError
+from cpt.core.errors import TokenizerError
 
 
 def measure(encode, texts: Sequence[str]) -> dict:
@@ -78,12 +78,13 @@ def compression_report(section: Mapping[str, Any], base_dir: str | os.PathLike, 
     `section` is the `tokenizer` section (keys: compression.{max_zh_ratio, max_samples}). zh_files / en_files:
     held-out corpus jsonl (or .txt) files; each record (line) is one sample.
     """
-    from cpt.provenance import write_provenance
-    from cpt.tokenizer.family import model_file, open_tokenizer
-    from cpt.tokenizer.pieces import read_texts
+    from cpt.core.provenance import write_provenance
+    from cpt.tokenizer.candidates import read_texts
+    from cpt.tokenizer.family import model_file
+    from cpt.tokenizer.registry import open_tokenizer
 
     t0 = time.time()
-    from cpt.schema import complete
+    from cpt.core.schema import complete
 
     cfg = complete("tokenizer.compression", section.get("compression"))
     limit = int(cfg["max_samples"])

@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from cpt.errors import TokenizerError
+from cpt.core.errors import TokenizerError
 
 FAMILIES = ("sentencepiece", "bpe")
 
@@ -149,21 +149,6 @@ def family_of(directory: str | os.PathLike) -> str:
                          f"a Hugging Face tokenizer directory")
 
 
-def family_class(name: str) -> type[TokenizerFamily]:
-    if name == "sentencepiece":
-        from cpt.tokenizer.spm_family import SentencePieceTokenizer
-
-        return SentencePieceTokenizer
-    if name == "bpe":
-        from cpt.tokenizer.bpe import ByteLevelBPETokenizer
-
-        return ByteLevelBPETokenizer
-    raise TokenizerError(f"tokenizer family {name!r} is not one of {', '.join(FAMILIES)}")
-
-
-def open_tokenizer(directory: str | os.PathLike) -> TokenizerFamily:
-    """The tokenizer of an HF directory, as an object of its family."""
-    return family_class(family_of(directory)).load(directory)
 
 
 def model_file(directory: str | os.PathLike) -> Path:

@@ -15,7 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from cpt.errors import TokenizerError
+from cpt.core.errors import TokenizerError
 from cpt.tokenizer.spm import ModelProto, llama_proto
 
 SEPARATOR = "\n__ggml_vocab_test__\n"

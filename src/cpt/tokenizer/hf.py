@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from cpt.errors import TokenizerError
+from cpt.core.errors import TokenizerError
 from cpt.tokenizer.spm import ModelProto, save_proto
 
 # the files of a Hugging Face tokenizer directory (written here; copied with a tokenizer, never from a model dir)

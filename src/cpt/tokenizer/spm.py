@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 from sentencepiece import SentencePieceProcessor
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-from cpt.errors import TokenizerError
+from cpt.core.errors import TokenizerError
 
 SPIECE = "\u2581"  # "▁"
 NORMAL = sp_pb2.ModelProto.SentencePiece.NORMAL

@@ -75,8 +75,8 @@ class SentencePieceTokenizer(TokenizerFamily):
                **options: Any) -> tuple["SentencePieceTokenizer", dict]:
         """expand.extend; options (config tokenizer.expansion, defaults filled in): score, unreachable,
         max_repair_pieces, max_rounds."""
-        from cpt.schema import complete
-        from cpt.tokenizer.expand import extend
+        from cpt.core.schema import complete
+        from cpt.tokenizer.spm_extend import extend
 
         opts = complete("tokenizer.expansion", options)
         keys = ("score", "unreachable", "max_repair_pieces", "max_rounds")
@@ -84,12 +84,12 @@ class SentencePieceTokenizer(TokenizerFamily):
         return SentencePieceTokenizer(proto), report
 
     def unreachable(self, start: int) -> list[int]:
-        from cpt.tokenizer.expand import find_unreachable
+        from cpt.tokenizer.spm_extend import find_unreachable
 
         return find_unreachable(self.proto, start, self.sp)
 
     def english_check(self, extended: "SentencePieceTokenizer", texts: Sequence[str]) -> dict:
-        from cpt.tokenizer.expand import english_check
+        from cpt.tokenizer.spm_extend import english_check
 
         return english_check(self.sp, extended.sp, texts)
 

@@ -12,7 +12,7 @@ Layout: <output>/checkpoints/step-00000040/{model/, optimizer/, scheduler.json, 
   `corrupt-<name>-<time>/` (kept, never deleted) and the newest intact one is used instead.
 - Writing: weights with NaN/Inf are refused before a checkpoint or the final export is written; a full disk is
   reported as ENOSPC with the path and the free space, the partial directory is removed and nothing earlier
-  (previous checkpoints, `latest`) changes. Files get the modes the umask asks for (cpt.locks.honour_umask).
+  (previous checkpoints, `latest`) changes. Files get the modes the umask asks for (cpt.core.locks.honour_umask).
 Assumes a file system shared by all ranks (as on a SLURM cluster). Every function that takes a booster or says
 "collective" must be called by every rank.
 """
@@ -28,14 +28,29 @@ from typing import Iterator
 
 import torch
 
-from cpt.errors import CheckpointError
-from cpt.locks import honour_umask
+from cpt.artifacts.stagedir import StageDir
+from cpt.core.errors import CheckpointError
+from cpt.core.locks import honour_umask
 from cpt.tokenizer.hf import TOKENIZER_FILES  # the files that travel with a model
-from cpt.train.ckpt_io import (LATEST, MANIFEST, SCHEDULER, STATE, barrier, broadcast, fail_together, gather,
-                               get_rank, read_json, sha256_file, step_dir_name, verify_checkpoint, write_json_atomic, write_manifest,
-                               write_text_atomic)
+from cpt.train.ckpt_io import (
+    LATEST,
+    MANIFEST,
+    SCHEDULER,
+    STATE,
+    barrier,
+    broadcast,
+    fail_together,
+    gather,
+    get_rank,
+    read_json,
+    sha256_file,
+    step_dir_name,
+    verify_checkpoint,
+    write_json_atomic,
+    write_manifest,
+    write_text_atomic,
+)
 from cpt.train.rng import rng_file, rng_state, set_rng_state
-
 
 # ---- finite weights ------------------------------------------------------------------------------------------
 
@@ -240,7 +255,7 @@ def export_final(booster, model, hf_config, src_model_dir: str | Path, out_dir: 
     out = Path(out_dir)
     tmp = out.with_name(f".tmp-{out.name}")
     rank = get_rank()
-    ckpts = list_checkpoints(out.parent / "checkpoints")
+    ckpts = list_checkpoints(StageDir(out.parent).checkpoints)
     keeps = (f"the last checkpoint {ckpts[-1]} is intact; rerunning exports from it" if ckpts else
              "rerun the same command to train again")
     check_finite(model, f"final model {out}")

@@ -15,12 +15,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cpt.errors import CheckpointError
+from cpt.artifacts.stagedir import CHECKPOINT_MANIFEST as MANIFEST
+from cpt.artifacts.stagedir import LATEST, SCHEDULER, STATE  # noqa: F401 (the checkpoint files' names)
+from cpt.core.atomic import write_text_atomic
+from cpt.core.errors import CheckpointError
 
-LATEST = "latest"
-STATE = "state.json"
-MANIFEST = "manifest.json"
-SCHEDULER = "scheduler.json"
 MANIFEST_FORMAT = 1
 LOW_SPACE = 1 << 20  # after a failed write, less than this free on the file system = the disk was full
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -65,16 +64,6 @@ def broadcast(obj):
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:08d}"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def json_value(obj):

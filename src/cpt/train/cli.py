@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cpt.errors import CptError, describe
+from cpt.core.errors import CptError, describe
 
 
 def _rank_prefix() -> str:
@@ -20,11 +20,11 @@ def _rank_prefix() -> str:
 
 
 def _output_lock(output):
-    """Rank 0 holds the lock on the stage directory (cpt.locks; a no-op when a parent process holds it)."""
+    """Rank 0 holds the lock on the stage directory (cpt.core.locks; a no-op when a parent process holds it)."""
     import contextlib
     import os
 
-    from cpt.locks import writing
+    from cpt.core.locks import writing
 
     return writing([output]) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
 
@@ -48,7 +48,7 @@ def run(config, model, dataset, output, overrides=(), benchmark_seq_len=None, be
 def _run(cfg, model, dataset, output, benchmark, progress, t0) -> int:
     import torch.distributed as dist
 
-    from cpt.provenance import write_provenance
+    from cpt.core.provenance import write_provenance
     from cpt.train.loop import train
 
     result = train(cfg, model, dataset, output, benchmark=benchmark, progress=progress)
@@ -102,7 +102,7 @@ def cli_train(config, stage, model, dataset, output, overrides, print_config, be
               no_progress):
     """Train one stage (ColossalAI Booster). Rerunning the same command resumes from the latest checkpoint;
     SIGTERM/SIGUSR1 save a checkpoint and exit with code 75."""
-    from cpt.cli import require, show_config
+    from cpt.core.options import require, show_config
     from cpt.train.progress import setup_rank_output
 
     setup_rank_output()

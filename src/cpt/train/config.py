@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from cpt.yamlio import loads
-from cpt.schema import apply_overrides, complete, default, subschema
-from cpt.errors import ConfigError
+from cpt.core.errors import ConfigError
+from cpt.core.schema import apply_overrides, complete, default, subschema
+from cpt.core.yamlio import loads
 
 _D = default("train.defaults")  # the schema is the one place a training key's default is written
 _L = default("train.defaults.lora")  # ... and of a LoRA stage's settings (train.lora)
@@ -174,7 +174,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), stage: s
         if not isinstance(section, dict):
             raise ConfigError(f"{p}: expected a mapping of training keys, got {type(section).__name__}")
         if "experiment" in section:  # a whole experiment config: the stage's section, as the workflow merges it
-            from cpt.config import load, stage_names, stage_section
+            from cpt.core.config import load, stage_names, stage_section
 
             config = load(p)
             if stage not in config["train"]["stages"]:

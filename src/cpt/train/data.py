@@ -24,8 +24,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cpt.errors import DatasetError, TrainError
-from cpt.packing import IGNORE_INDEX  # labels with no loss: the dataset format's
+from cpt.artifacts.dataset import IGNORE_INDEX  # labels with no loss: the dataset format's
+from cpt.core.errors import DatasetError, TrainError
 
 
 class BucketedDataset:

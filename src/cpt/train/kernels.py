@@ -3,8 +3,7 @@ them once per node image (docs/hpc.md, "GPU nodes")."""
 
 from __future__ import annotations
 
-from cpt.errors import TrainError
-
+from cpt.core.errors import TrainError
 
 # ---- ColossalAI's JIT-compiled kernels (GPU) ------------------------------------------------------------------
 # The trainer's GPU optimizer, HybridAdam, loads both on construction (CPU Adam for offloaded states, fused Adam for

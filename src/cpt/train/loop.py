@@ -18,22 +18,37 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from cpt.consistency import check_dataset_model
-from cpt.errors import PREEMPTED_EXIT_CODE, CheckpointError, TrainError
+from cpt.artifacts.dataset import IGNORE_INDEX
+from cpt.artifacts.identity import check_dataset_model
+from cpt.artifacts.stagedir import StageDir
+from cpt.core.errors import PREEMPTED_EXIT_CODE, CheckpointError, TrainError
 from cpt.train import checkpoint as ckpt
 from cpt.train import lora, reference_data
 from cpt.train.config import TrainConfig, with_dataset_max_length
-from cpt.train.data import IGNORE_INDEX, BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
+from cpt.train.data import BucketedDataset, BucketOrderedSampler, Collator, RandomTokenDataset
 from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_token, peak_flops_per_device
 from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
 from cpt.train.plugins import traits
 from cpt.train.progress import ProgressLog
 from cpt.train.resume import plan_resume
 from cpt.train.rng import reseed
-from cpt.train.runtime import (SampleTrace, all_reduce_max, all_reduce_sum, attention_implementation,
-                               attention_that_ran, check_ranks_agree, device_type, gradient_checkpointing_active,
-                               init_distributed, load_model, model_loss_sum, peak_memory_bytes,
-                               pipeline_criterion, token_loss_sum, update_run_json)
+from cpt.train.runtime import (
+    SampleTrace,
+    all_reduce_max,
+    all_reduce_sum,
+    attention_implementation,
+    attention_that_ran,
+    check_ranks_agree,
+    device_type,
+    gradient_checkpointing_active,
+    init_distributed,
+    load_model,
+    model_loss_sum,
+    peak_memory_bytes,
+    pipeline_criterion,
+    token_loss_sum,
+    update_run_json,
+)
 
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # keys that may change between a checkpoint and its resume without breaking exactness
@@ -92,7 +107,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     torch.manual_seed(cfg.seed + rank)  # per-rank stream for NEFTune noise / dropout; restored on resume
     preempt = PreemptFlag().install()
     output = Path(output_dir)
-    ckpt_root = output / "checkpoints"
+    ckpt_root = StageDir(output).checkpoints
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise TrainError(f"{model_dir}: not a Hugging Face model directory (no config.json); check --model")
@@ -360,11 +375,11 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
         if rank == 0:  # trainable parameters, optimizer-state bytes; the LoRA settings that ran
             update_run_json(output, {**memory, "lora": lora_stage.facts() if lora_stage else None})
         if not benchmark and lora_stage is not None:  # merged plain HF model + the adapter beside it
-            ckpt.check_finite(model, f"final model {output / 'final'}")  # (export_final checks its own)
+            ckpt.check_finite(model, f"final model {StageDir(output).final}")  # (export_final checks its own)
             final = lora_stage.export(model, hf_config, model_dir, output, train_dtype)
         elif not benchmark:
             final = ckpt.export_final(booster, model, model.unwrap().config if hasattr(model, "unwrap")
-                                      else hf_config, model_dir, output / "final", train_dtype)
+                                      else hf_config, model_dir, StageDir(output).final, train_dtype)
         return RunResult(0, step, tokens_seen, final, history, digest, sampler.padding_slots_per_epoch())
     finally:
         if bar is not None:

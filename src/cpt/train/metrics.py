@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from cpt.artifacts.stagedir import StageDir
+
 # dense bf16 peak TFLOP/s per device (vendor data sheets, no sparsity); matched as substrings of the device name
 PEAK_TFLOPS = {
     "H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0, "A10G": 125.0,
@@ -55,7 +57,7 @@ class MetricsLogger:
 
     def __init__(self, out_dir: str | Path, enabled: bool, tensorboard: bool, resume_step: int = 0):
         self.enabled = enabled
-        self.path = Path(out_dir) / "metrics.jsonl"
+        self.path = StageDir(out_dir).metrics
         self.tb = None
         if not enabled:
             return
@@ -73,7 +75,7 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"), purge_step=resume_step + 1)
+                self.tb = SummaryWriter(log_dir=str(StageDir(out_dir).tensorboard), purge_step=resume_step + 1)
             except ImportError:  # tensorboard missing: metrics.jsonl still written
                 self.tb = None
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from cpt.errors import TrainError
+from cpt.core.errors import TrainError
 from cpt.train.config import TrainConfig
 
 EMBED_NAMES = ("embed_tokens", "lm_head")

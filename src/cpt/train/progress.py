@@ -5,7 +5,7 @@
   SLURM job log under sbatch and the terminal otherwise.
 - `setup_rank_output(rank)`, called first thing in every trainer process: ranks other than 0 silence Python
   warnings and library loggers (transformers, ColossalAI, torch's C++ warnings), and rank 0 shows each distinct
-  warning once, so each warning appears once per run; on rank 0, when CPT_LOG_FILE names a file (cpt.smk sets it to the Snakemake rule's log), everything written to
+  warning once, so each warning appears once per run; on rank 0, when CPT_LOG_FILE names a file (cpt.workflow.smk sets it to the Snakemake rule's log), everything written to
   stderr is appended there too, so the rule log holds the progress, the resume/fallback messages and errors.
 """
 

@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from cpt.errors import DatasetError
+from cpt.core.errors import DatasetError
 
 FORMAT = "colossal-llama prepare_pretrain_dataset.py"
 PART = re.compile(r"part-(\d+)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpt.errors import CheckpointError
+from cpt.core.errors import CheckpointError
 from cpt.train.checkpoint import read_state
 
 # ---- resume planning (same or another world size) ------------------------------------------------------------

@@ -13,10 +13,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from cpt.errors import TrainError
-from cpt.train.ckpt_io import write_text_atomic
+from cpt.artifacts.dataset import IGNORE_INDEX
+from cpt.artifacts.stagedir import StageDir
+from cpt.core.errors import TrainError
 from cpt.train.config import TrainConfig
-from cpt.train.data import IGNORE_INDEX
 from cpt.train.plugins import PluginTraits
 
 
@@ -84,16 +84,7 @@ def peak_memory_bytes(dev: str) -> int:
 def update_run_json(output: Path, trainer: dict) -> None:
     """Merge the trainer's facts (attention that ran, layout, memory) into <output>/run.json under "trainer",
     keeping what the stage launcher wrote there (its key)."""
-    path = output / "run.json"
-    data = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            data = {}
-    data["trainer"] = {**data.get("trainer", {}), **trainer}
-    output.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    StageDir(output).update_run(trainer=trainer)
 
 
 def load_model(model_dir: Path, pt: PluginTraits, attn: str, dev: str):
@@ -184,7 +175,7 @@ class SampleTrace:
 
     def __init__(self, out_dir: Path, rank: int, enabled: bool, resume_step: int, world: int = 1):
         self.enabled = enabled
-        self.path = out_dir / "trace" / f"rank-{rank:05d}.jsonl"
+        self.path = StageDir(out_dir).trace(rank)
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import importlib
 import os
 import pkgutil
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
 from cpt.evaluate.formats.base import LETTERS, SUBJECT_DISPLAY, Benchmark, Format, Question, Subject
 
 __all__ = ["FORMATS", "LETTERS", "REGISTRY", "SUBJECT_DISPLAY", "Benchmark", "Format", "Question", "Subject",

@@ -9,9 +9,16 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
 from cpt.evaluate.formats.base import (
-    LETTERS, Benchmark, Format, Question, Subject, jsonl_body, read_csv_rows, require_dir,
+    LETTERS,
+    Benchmark,
+    Format,
+    Question,
+    Subject,
+    jsonl_body,
+    read_csv_rows,
+    require_dir,
 )
 
 AGIEVAL_ZH = {"logiqa-zh", "jec-qa-kd", "jec-qa-ca", "gaokao-chinese", "gaokao-geography", "gaokao-history",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
 
 LETTERS = "ABCDEFG"
 

@@ -7,9 +7,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
 from cpt.evaluate.formats.base import (
-    Benchmark, Format, csv_questions, csv_with_header, require_dir, subject_files,
+    Benchmark,
+    Format,
+    csv_questions,
+    csv_with_header,
+    require_dir,
+    subject_files,
 )
 
 

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
 from cpt.evaluate.formats.base import LETTERS, Benchmark, Format, Question, Subject
 
 _GAOKAO_OPTION = re.compile(r"([A-G])(?:\.|．|、|\s*[:：])")

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import os
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
 from cpt.evaluate.formats.base import (
-    Benchmark, Format, csv_questions, read_csv_rows, release_root, subject_files,
+    Benchmark,
+    Format,
+    csv_questions,
+    read_csv_rows,
+    release_root,
+    subject_files,
 )
 
 

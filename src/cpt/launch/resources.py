@@ -1,0 +1,90 @@
+"""Per-rule Snakemake resources named as snakemake-executor-plugin-slurm reads them, a rule's threads, and the
+threads of each training rank."""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from cpt.core.errors import ConfigError
+from cpt.core.resources import merge_resources
+
+DISTRIBUTED_RULES = ("train",)  # rules whose shell starts its own srun + torchrun (cpt.launch.plan.stage_launcher)
+
+
+def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool | None = None) -> dict:
+    """Snakemake `resources:` of a rule, named as snakemake-executor-plugin-slurm reads them: the one mapping of
+    config `resources:` that the SLURM request, the rule's `threads` (`rule_threads`), the training rule's
+    `nproc` param and the srun + torchrun command line (`stage_launcher`, reading the job's resources) all use.
+    `gpus_per_node` implies `nproc_per_node` (one rank per GPU) unless that is set.
+
+    `distributed=True` marks a rule whose shell starts its own `srun` (the training rule, via this module):
+    the job asks for `nodes` nodes with one SLURM task each, and the `mpi` key (value 0) tells the SLURM
+    jobstep executor not to wrap the rule in `srun -n1` (value 0 keeps the submit side's MPI task checks off).
+    Also exposes `nproc_per_node` and `gpus_per_node` so the rule's shell can pass them to `cpt.launch.plan`.
+    """
+    if distributed is None:
+        distributed = rule in DISTRIBUTED_RULES
+    r = merge_resources(resources_cfg, rule)
+    out: dict = {
+        "nodes": r["nodes"],
+        "cpus_per_task": r["cpus_per_task"],
+        "mem_mb": r["mem_mb"],
+        "runtime": r["runtime"],
+        "nproc_per_node": r["nproc_per_node"],
+        "gpus_per_node": r["gpus_per_node"],
+    }
+    if r["partition"]:
+        out["slurm_partition"] = str(r["partition"])
+    if r["account"]:
+        out["slurm_account"] = str(r["account"])
+    if r["constraint"]:
+        out["constraint"] = str(r["constraint"])
+    if r["qos"]:
+        out["qos"] = str(r["qos"])
+    if r["gpus_per_node"]:
+        model = f"{r['gpu_model']}:" if r["gpu_model"] else ""
+        out["gres"] = f"gpu:{model}{r['gpus_per_node']}"
+    extra = []
+    if distributed:
+        out["mpi"] = 0
+        if r["gpus_per_node"]:
+            extra.append("--ntasks-per-node=1")
+        else:
+            out["tasks"] = r["nodes"]  # the plugin adds --ntasks=<tasks> to CPU jobs
+    elif r["nodes"] > 1:
+        raise ConfigError(f"resources.{rule}.nodes: only training rules run on several nodes; got {r['nodes']}")
+    if r["signal_seconds"]:
+        extra.append(f"--signal=USR1@{r['signal_seconds']}")
+    if r["slurm_extra"]:
+        extra.append(str(r["slurm_extra"]).strip())
+    if extra:
+        out["slurm_extra"] = " ".join(extra)
+    return out
+
+
+def rule_threads(resources_cfg: Mapping | None, rule: str) -> int:
+    """A rule's Snakemake `threads`, from `rule_resources`: the ranks per node of a distributed rule (what one
+    node's torchrun runs), the CPUs of its one task otherwise."""
+    r = rule_resources(resources_cfg, rule)
+    return int(r["nproc_per_node"] if rule in DISTRIBUTED_RULES else r["cpus_per_task"])
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def rank_threads_env(env: Mapping[str, str], nproc: int) -> dict[str, str]:
+    """The thread settings of each of a rule's `nproc` ranks: the rule's CPUs divided between them, at least 1
+    each. The rule's CPUs: a SLURM job's SLURM_CPUS_PER_TASK (resources.train.cpus_per_task, what srun gives the
+    task that runs the ranks), else OMP_NUM_THREADS as Snakemake sets it from the rule's threads, else this
+    machine's CPUs.
+
+    Passed on unchanged, every rank would run the rule's whole budget of threads: 2 ranks x 2 threads on 2 cores
+    trained SmolLM2-135M 4.3x slower than 2 x 1 (docs/benchmarks.md). `launch.env` still wins (it is set on the
+    launch command line)."""
+    budget = next((int(v) for v in (env.get("SLURM_CPUS_PER_TASK", ""), env.get("OMP_NUM_THREADS", ""))
+                   if v.strip().isdigit() and int(v) > 0), None)
+    if budget is None:
+        budget = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_rank = str(max(1, budget // max(1, int(nproc))))
+    return {name: per_rank for name in THREAD_VARS}

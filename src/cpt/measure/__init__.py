@@ -1,0 +1,1 @@
+"""Numbers several boxes measure: batched forward passes, bits per byte, next-token KL."""
