@@ -213,7 +213,7 @@ TORCH_ENGINE_REASON=
 probe_torch_engine() {
   PYTHONPATH="$PP_torch" "$PY" - $TORCH_ENGINE_SETS <<'EOF'
 import sys
-from cpt.errors import CptError
+from cpt.core.errors import CptError
 from cpt.train.config import load_config
 try:
     cfg = load_config(None, sys.argv[1:])

@@ -43,7 +43,7 @@ LIMIT_MIB = 64
 # what gpu_check.sh runs: `python -m cpt.train` (each training case, under both engines), the kernels step, the env
 # step (cpt.train.metrics), the dry-run validation (config, plugins), and these two scripts
 ENTRY_MODULES = ("cpt.train.__main__", "cpt.train.cli", "cpt.train.kernels", "cpt.train.metrics",
-                 "cpt.train.config", "cpt.train.plugins", "cpt.train.testing")
+                 "cpt.train.config", "cpt.train.plugins", "cpt.testing")
 ENTRY_FILES = ("benchmarks/train_throughput.py", "benchmarks/gpu_kit.py")
 ENGINES = {"torch": ("common",), "colossalai": ("hf451", "colossalai", "common")}
 ENGINE_ABSENT = {"torch": {"colossalai"}}  # modules an engine's run does not have, by design
@@ -545,15 +545,15 @@ def real_model_config(out_dir: Path, config: Path) -> dict:
     import yaml
     from transformers import AutoConfig
 
-    from cpt.config import load
-    from cpt.model.from_gguf import gguf_member_file
+    from cpt.core.sources import member_file
+    from cpt.workflow.experiment import load
 
     cfg = load(config)
     base = cfg["model"]["base"]
     if base.get("kind") != "gguf":
         raise SystemExit(f"{config}: model.base.kind is {base.get('kind')!r}; the kit derives the shape from a GGUF")
     with tempfile.TemporaryDirectory(prefix="cpt-kit-gguf-") as tmp:
-        path, digest = gguf_member_file(base["source"], base["member"], tmp)
+        path, digest = member_file(base["source"], base["member"], tmp)
         hf = AutoConfig.from_pretrained(tmp, gguf_file=path.name)
     vocab = int(cfg["tokenizer"]["vocab_size"])
     pad = cfg["model"].get("init", {}).get("pad_to_multiple_of") or 1
