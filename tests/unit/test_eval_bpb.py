@@ -82,7 +82,7 @@ def test_token_cap_counts_bytes_of_scored_prefix(tiny):
 
 def test_heldout_per_language(tiny, tmp_path):
     tok, model = tiny
-    res = bpb.heldout_bpb(model, tok, FIX / "heldout", languages={"news": "zh"}, max_tokens_per_language=None,
+    res = bpb.heldout_bpb(model, tok, FIX / "heldout", languages={"news": "zh"}, max_bytes_per_language=None,
                           max_length=16, max_batch_tokens=BATCH, progress=False)
     assert res["categories"]["news"]["language_source"] == "config"
     assert res["categories"]["bible"]["language"] == "en"
@@ -91,9 +91,45 @@ def test_heldout_per_language(tiny, tmp_path):
     news = res["categories"]["news"]
     assert zh["bits_per_byte"] == pytest.approx(news["nll_nats"] / math.log(2) / news["bytes"])
     assert news["bytes"] == sum(len(t.encode()) for t in bpb.read_texts(FIX / "heldout" / "news.jsonl"))
-    capped = bpb.heldout_bpb(model, tok, FIX / "heldout", max_tokens_per_language=10, max_length=16,
+    capped = bpb.heldout_bpb(model, tok, FIX / "heldout", max_bytes_per_language=40, max_length=16,
                              max_batch_tokens=BATCH, progress=False)
-    assert 0 < capped["languages"]["en"]["tokens"] <= 10
+    assert capped["languages"]["en"]["bytes"] == 40 and capped["categories"]["bible"]["documents_cut"] == 1
+
+
+def test_spans_are_chosen_on_bytes_at_character_boundaries():
+    texts = ["ab", "中文字", "xyz"]
+    assert bpb.select_spans(texts, None) == texts
+    assert bpb.select_spans(texts, 2) == ["ab"]
+    assert bpb.select_spans(texts, 6) == ["ab", "中"]  # 4 bytes left: one 3-byte character, never half of one
+    assert bpb.select_spans(texts, 3) == ["ab"]  # 1 byte left: not even one character
+    assert bpb.select_spans(texts, 11) == ["ab", "中文字"]
+    assert bpb.spans_digest(["ab", "c"]) != bpb.spans_digest(["a", "bc"])
+
+
+def test_two_tokenizers_score_the_same_bytes(tiny, tmp_path):
+    """A fine tokenizer (many tokens per text) and a coarse one score bits per byte over identical spans: same
+    bytes and digest per category and language, different token counts, each figure its own model's."""
+    coarse_tok, coarse_model = tiny
+    fine_tok, fine_model, _ = tiny_models.tiny_tokenizer_and_model(tmp_path, seed=6, max_position_embeddings=16,
+                                                                    vocab_size=390)
+    heldout = tmp_path / "heldout"
+    heldout.mkdir()
+    long_zh = "人民日报一九九八年一月，新年贺词。改革开放，经济发展，社会进步。" * 3
+    (heldout / "news.jsonl").write_text("".join(
+        f'{{"source": "", "target": "{t}"}}\n' for t in (long_zh, "人民生活水平不断提高。")), encoding="utf-8")
+    (heldout / "bible.jsonl").write_text(
+        '{"source": "", "target": "In the beginning God created the heaven and the earth."}\n', encoding="utf-8")
+    runs = [bpb.heldout_bpb(model, tok, heldout, {"news": "zh", "bible": "en"}, max_bytes_per_language=100,
+                            max_length=16, max_batch_tokens=BATCH, progress=False)
+            for tok, model in ((coarse_tok, coarse_model), (fine_tok, fine_model))]
+    for lang in ("zh", "en"):
+        a, b = (r["languages"][lang] for r in runs)
+        assert a["bytes"] == b["bytes"] > 0 and a["text_sha256"] == b["text_sha256"]
+    assert runs[0]["languages"]["zh"]["bytes"] == 99  # 33 characters of 3 bytes: the 100-byte budget, cut inside
+    assert runs[0]["languages"]["en"]["bytes"] == len("In the beginning God created the heaven and the earth.")
+    ca, fa = (r["categories"]["news"] for r in runs)
+    assert fa["tokens"] > ca["tokens"]  # different granularity, same text
+    assert ca["bits_per_byte"] != fa["bits_per_byte"]
 
 
 def test_detect_language():

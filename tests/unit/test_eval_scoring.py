@@ -112,7 +112,7 @@ def test_few_shot_prompt_zh_and_leave_one_out():
 
 
 def test_prompt_agieval_and_gaokao():
-    b = formats.load_benchmark("agieval", FIX / "agieval")
+    b = formats.load_benchmark("agieval", FIX / "agieval", four_choice_only=False)
     s = b.subjects["lsat-ar"]
     text = prompts.build_parts(b, s, s.test[0], shots=5).text()
     assert text.startswith("Here are the answers for the problems in the exam.\n\n")
@@ -121,7 +121,7 @@ def test_prompt_agieval_and_gaokao():
     z = b.subjects["logiqa-zh"]
     assert prompts.build_parts(b, z, z.test[1], shots=0).text().endswith("(D)地面是干的且下雨了\n答案：")
     g = formats.load_benchmark("gaokao", FIX / "gaokao")
-    gs = g.subjects["Biology_MCQs"]
+    gs = g.subjects["Biology MCQs"]
     assert prompts.build_parts(g, gs, gs.test[1], shots=0).text() == gs.test[1].question + "\n答案："
 
 
@@ -188,23 +188,24 @@ def test_batched_scoring_equals_independent_computation(tiny, fmt, path, share_p
 
 def test_agieval_combined_metric(tiny):
     tok, model, _ = tiny
-    b = formats.load_benchmark("agieval", FIX / "agieval")
+    b = formats.load_benchmark("agieval", FIX / "agieval", four_choice_only=False)
     settings = scoring.EvalSettings(shots=5, combined=True, max_new_tokens=6)
     res = scoring.evaluate_benchmark(model, tok, b, settings, progress=False)
     preds = res["predictions"]
-    assert len(preds) == b.num_questions == 5
+    assert len(preds) == b.num_questions == 9
     expect = 0
     for rec in preds:
-        letter = scoring.first_letter(rec["generated"], "ABCDE" if rec["subject"] == "lsat-ar" else "ABCD")
+        letters = next(q.letters for q in b.subjects[rec["subject"]].test if q.qid == rec["id"])
+        letter = scoring.first_letter(rec["generated"], letters)
         assert rec["generated_letter"] == letter
         ok = rec["pred"] == rec["answer"] or letter == rec["answer"]
         assert rec["correct_combined"] == ok
         expect += ok
     assert res["combined"]["correct"] == expect
     assert res["first_token"]["correct"] == sum(r["correct"] for r in preds)
-    assert res["accuracy"] == pytest.approx(100.0 * expect / 5)
+    assert res["accuracy"] == pytest.approx(100.0 * expect / 9)
     # the greedy output is what an unbatched greedy decode gives
-    prompts_ = {p.question.qid: p for p in scoring.build_prompts(tok, b, 5, model.config.max_position_embeddings)}
+    prompts_ = {p.question.qid: p for p in scoring.build_prompts(tok, b, 5, model.config.max_position_embeddings - 6)}
     for rec in preds[:2]:
         ids = torch.tensor([prompts_[rec["id"]].ids])
         with torch.no_grad():
@@ -216,6 +217,10 @@ def test_agieval_combined_metric(tiny):
 
 
 def test_first_letter():
+    """ColossalEval's exact match: the first capital in range not touching a lowercase letter."""
+    assert scoring.first_letter("Answer: B", "ABCD") == "B"  # the A of "Answer" touches "n"
+    assert scoring.first_letter("I think A.", "ABCD") == "A"  # "I" is out of range
+    assert scoring.first_letter("Ba", "ABCD") is None
     assert scoring.first_letter("The answer is (C) because B", "ABCD") == "C"
     assert scoring.first_letter("答案：E", "ABCD") is None
     assert scoring.first_letter("E then B", "ABCD") == "B"

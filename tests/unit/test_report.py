@@ -49,6 +49,7 @@ def make_results(root: Path, with_sft: bool = False) -> None:
         _write(root / "evaluate" / p / "benchmarks.json", {
             "mmlu": {"accuracy": 25.0 + k, "correct": 1, "num_questions": 4, "shots": 5},
             "idioms": {"accuracy": 24.0 + 2 * k, "correct": 1, "num_questions": 4, "shots": 5}})
+        _write(root / "evaluate" / p / "protocol.json", {"published": "colossal-llama-2-7b", "backend": "cpt"})
         _write(root / "evaluate" / p / "bpb.json", {"languages": {
             "zh": {"bits_per_byte": 3.0 - 0.3 * k, "perplexity": 100.0, "tokens": 10, "bytes": 30},
             "en": {"bits_per_byte": 2.0 + 0.05 * k, "perplexity": 50.0, "tokens": 10, "bytes": 30}}})
@@ -80,7 +81,8 @@ def test_report_full(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| base | zh | 32,000 | 10 | 1.205 | 120.500 |" in summary
     assert "| replay | 29.00 | 32.00 |" in summary  # mmlu then idioms columns, k = 4
-    assert "| Colossal-LLaMA-2-7B (published) | 53.06 | n/a |" in summary
+    assert "| Colossal-LLaMA-2-7b-base (published) | 53.06 | n/a |" in summary  # idioms: not a published column
+    assert "| Llama-2-7B (published) | 44.47 | n/a |" in summary
     assert "final loss 8.5000 at step 5, 5,120 tokens" in summary
     # the Data section: per-category numbers, no elided values
     assert "…" not in summary
@@ -299,3 +301,43 @@ def test_report_compares_the_init_methods_of_model_init(tmp_path):
     assert "| mean | 1.3963 | 5.6058 | 0.00040 |" in summary
     rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert [r["method"] for r in rep["init_comparison"]] == ["subword_mean", "mean"]
+
+
+def test_report_13b_table_protocol_headers_not_run_and_bytes(tmp_path):
+    """The 13B comparison: every score next to the published value of the same benchmark, the protocol in the
+    column header, a benchmark without data shown as not run, the bytes behind each bits-per-byte figure."""
+    root = tmp_path / "results" / "x"
+    for k, p in enumerate(["base_model", "replay"]):
+        _write(root / "evaluate" / p / "protocol.json", {"published": "colossal-llama-2-13b"})
+        _write(root / "evaluate" / p / "benchmarks.json", {
+            "mmlu": {"accuracy": 40.0 + k, "format": "mmlu", "shots": 5, "scoring": "first_token",
+                     "prompt_style": "colossaleval", "split": "test", "excluded_total": 0},
+            "gsm": {"accuracy": 10.0 + k, "format": "gsm", "shots": 8, "scoring": "generated",
+                    "prompt_style": "colossaleval", "excluded_total": 0},
+            "agieval": {"accuracy": 30.0, "format": "agieval", "shots": 5, "scoring": "first_token",
+                        "prompt_style": "colossaleval", "excluded_total": 7},
+            "ceval": {"status": "not_run", "format": "ceval", "shots": 5, "prompt_style": "colossaleval",
+                      "not_run_reason": "not run: no data path (evaluate.benchmarks.ceval.path)"}})
+        _write(root / "evaluate" / p / "bpb.json", {"languages": {
+            "zh": {"bits_per_byte": 3.0 - k, "perplexity": 9.0, "tokens": 900 - 300 * k, "bytes": 2997,
+                   "text_sha256": "ab" * 32}}})
+    out = tmp_path / "rep"
+    report.build_report(root, out, stages=[], points=["base_model", "replay"])
+    summary = (out / "summary.md").read_text()
+    assert "MMLU (mmlu): 5-shot, first-token logits, colossaleval prompt" in summary
+    assert "GSM8K (gsm): 8-shot, generated answer, ColossalEval's GSM rule, colossaleval prompt" in summary
+    assert "| replay | 41.00 | 11.00 | 30.00 | not run: no data path (evaluate.benchmarks.ceval.path) |" in summary
+    assert "| Colossal-LLaMA-2-13b-base (published) | 56.42 | 58.83 | 54.69 | 60.30 |" in summary
+    assert "| Llama-2-13B (published) | 55.35 | 31.31 | 40.07 | - |" in summary
+    # benchmark by benchmark: published next to ours, excluded questions, differences
+    assert ("| MMLU | 5-shot, first-token logits, colossaleval prompt | 5-shot, first-token logits, colossaleval prompt "
+            "| 56.42 | 55.35 | 41.00 | 40.00 | 0 | none |") in summary
+    assert "| AGIEval |" in summary and "| 54.69 | 40.07 | 30.00 | 30.00 | 7 | none |" in summary
+    assert "| CMMLU |" in summary and "not in evaluate.benchmarks (add cmmlu with format cmmlu)" in summary
+    assert "| 60.30 | - | not run: no data path (evaluate.benchmarks.ceval.path) |" in summary
+    assert "leaderboard's test split" in summary  # a stated difference from ColossalEval
+    # bits per byte: the bytes each figure covers, and that they are the same at every point
+    assert "| zh bytes |" in summary and "| replay | 2.0000 | 2,997 | 600 | 9.00 |" in summary
+    assert "zh: the same 2,997 bytes at every point" in summary
+    html_text = (out / "benchmarks.html").read_text()
+    assert "Where this project&#x27;s evaluation differs from ColossalEval&#x27;s" in html_text

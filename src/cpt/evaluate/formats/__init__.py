@@ -23,7 +23,7 @@ __all__ = ["FORMATS", "LETTERS", "REGISTRY", "SUBJECT_DISPLAY", "Benchmark", "Fo
 def _discover() -> dict[str, Format]:
     found: dict[str, Format] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name == "base":
+        if info.name in ("base", "names"):  # shared helpers, not formats
             continue
         fmt = getattr(importlib.import_module(f"{__name__}.{info.name}"), "FORMAT", None)
         if not isinstance(fmt, Format):
@@ -45,9 +45,16 @@ def get_format(name: str) -> Format:
 
 
 def load_benchmark(fmt: str, path: str | os.PathLike | None, name: str | None = None,
-                   split: str | None = None) -> Benchmark:
-    """Load one benchmark by format name (see FORMATS)."""
+                   split: str | None = None, four_choice_only: bool | None = None) -> Benchmark:
+    """Load one benchmark by format name (see FORMATS). four_choice_only: AGIEval / GAOKAO's published 4-choice
+    restriction (None = the format's default, on); an error for a format without that rule."""
     f = get_format(fmt)
     if path is None and f.needs_path:
         raise EvalError(f"benchmark format {fmt!r} needs a `path` to the local data (nothing is downloaded)")
-    return f.load(path, name or fmt, split)
+    if f.four_choice_only is None:
+        if four_choice_only is not None:
+            raise EvalError(f"benchmark format {fmt!r} has no 4-choice rule (four_choice_only is for "
+                            f"{', '.join(n for n, x in REGISTRY.items() if x.four_choice_only is not None)})")
+        return f.load(path, name or fmt, split)
+    rule = f.four_choice_only if four_choice_only is None else bool(four_choice_only)
+    return f.load(path, name or fmt, split, four_choice_only=rule)

@@ -49,13 +49,13 @@ def _read_agieval_demos(csv_path: Path, task: str) -> list[dict]:
         return []
     col = header.index(key)
     demos = []
-    for r, row in enumerate(rows[1:], start=2):
-        if (r % 2) != 0 or col >= len(row) or not row[col].strip():  # rows 2,4,... are demonstrations
+    for r, row in enumerate(rows[1:11], start=2):  # CSV records 2, 4, .., 10: the five demonstrations
+        if (r % 2) != 0 or col >= len(row) or not row[col].strip():  # records 3, 5, ..: their explanations
             continue
         try:
             d = ast.literal_eval(row[col])
         except (ValueError, SyntaxError):
-            raise EvalError(f"{csv_path}:{r}: column {key!r} is not a demonstration literal") from None
+            raise EvalError(f"{csv_path}: record {r}, column {key!r}: not a demonstration literal") from None
         if isinstance(d, dict):
             if task == "sat-en-without-passage":
                 d = {**d, "passage": None}
@@ -63,39 +63,68 @@ def _read_agieval_demos(csv_path: Path, task: str) -> list[dict]:
     return demos
 
 
-def load_agieval(path: str | os.PathLike, name: str = "agieval") -> Benchmark:
-    """AGIEval release folder of <task>.jsonl files (e.g. data/v1/). Multiple-choice tasks with one answer are
-    scored; cloze tasks and questions with several correct options are counted in `skipped`."""
-    root = Path(path)
-    require_dir(root, "AGIEval")
+def demo_file(root: Path) -> Path | None:
+    """few_shot_prompts.csv next to the task files, or one folder up (the public layout: data/v1/*.jsonl and
+    data/few_shot_prompts.csv)."""
+    for cand in (root / "few_shot_prompts.csv", root.parent / "few_shot_prompts.csv"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def load_agieval(path: str | os.PathLike, name: str = "agieval", four_choice_only: bool = True) -> Benchmark:
+    """AGIEval release folder of <task>.jsonl files (e.g. data/v1/).
+
+    four_choice_only (the published protocol): only ColossalEval's scored tasks (cpt.evaluate.protocol
+    AGIEVAL_SCORED), and in them only questions with exactly the options A-D and one answer among them; every
+    question left out is counted in `excluded` by reason. Otherwise: every task's single-answer multiple-choice
+    questions (cloze and several-answer questions counted in `skipped`)."""
+    from cpt.evaluate.protocol import AGIEVAL_LEFT_OUT, AGIEVAL_SCORED
+
+    root = require_dir(Path(path), "AGIEval")
+    for cand in (root, root / "v1", root / "data" / "v1"):  # the task folder, or the release holding data/v1
+        if any(cand.glob("*.jsonl")):
+            root = cand
+            break
     files = sorted(root.glob("*.jsonl"))
     if not files:
-        raise EvalError(f"{root}: no <task>.jsonl files (AGIEval layout)")
+        raise EvalError(f"{root}: no <task>.jsonl files (AGIEval layout: data/v1/<task>.jsonl)")
     bench = Benchmark(name=name, format="agieval", language="en")
-    demo_csv = root / "few_shot_prompts.csv"
+    demo_csv = demo_file(root)
     for f in files:
         task = f.name[: -len(".jsonl")]
         bench.files.append(str(f))
         sub = Subject(task)
-        for i, where, rec in jsonl_body(bench, str(f), f.read_text(encoding="utf-8")):
+        rows = list(jsonl_body(bench, str(f), f.read_text(encoding="utf-8")))
+        if four_choice_only and task not in AGIEVAL_SCORED:
+            why = AGIEVAL_LEFT_OUT.get(task, "not a scored task")
+            bench.excluded[f"task {task} ({why})"] += len(rows)
+            continue
+        for i, where, rec in rows:
             q = _agieval_question(rec, task, where, bench.skipped)
-            if q is not None:
-                q.qid = f"{task}/{i}"
-                sub.test.append(q)
+            if q is None:
+                continue
+            if four_choice_only and (q.letters != "ABCD" or q.answer not in "ABCD"):
+                bench.excluded[f"{task}: not 4 options A-D with one answer"] += 1
+                continue
+            q.qid = f"{task}/{i}"
+            sub.test.append(q)
         if sub.test:
-            if demo_csv.is_file():
+            if demo_csv is not None:
+                sub.demonstrations = _read_agieval_demos(demo_csv, task)
                 demos = []
-                for d in _read_agieval_demos(demo_csv, task):
+                for d in sub.demonstrations:
                     dq = _agieval_question(d, task, str(demo_csv), Counter())
                     if dq is not None:
                         demos.append(dq)
                 sub.dev = demos
             bench.subjects[task] = sub
             bench.subject_language[task] = agieval_language(task)
-    if demo_csv.is_file():
+    if demo_csv is not None:
         bench.files.append(str(demo_csv))
     if not bench.num_questions:
-        raise EvalError(f"{root}: no single-answer multiple-choice AGIEval questions")
+        raise EvalError(f"{root}: no single-answer multiple-choice AGIEval questions"
+                        + (" in the 4-choice tasks" if four_choice_only else ""))
     return bench
 
 
@@ -126,4 +155,5 @@ def instruction(language: str, subject: str) -> str:
     return "以下是考试中各个问题的答案。" if language == "zh" else "Here are the answers for the problems in the exam."
 
 
-FORMAT = Format("agieval", lambda path, name, split: load_agieval(path, name=name), instruction, combined=True)
+FORMAT = Format("agieval", lambda path, name, split, four_choice_only=True: load_agieval(
+    path, name=name, four_choice_only=four_choice_only), instruction, combined=True, four_choice_only=True)

@@ -35,8 +35,9 @@ class Subject:
     name: str
     dev: list[Question] = field(default_factory=list)
     test: list[Question] = field(default_factory=list)
-    # AGIEval ships ready-made demonstrations (strings that end in the answer); used instead of dev.
-    demonstrations: list[str] | None = None
+    # AGIEval ships its own demonstrations (few_shot_prompts.csv records: passage, question, options, label, ...);
+    # the ColossalEval prompts render them as they are, `dev` holds those that parse as questions
+    demonstrations: list[dict] | None = None
 
 
 @dataclass
@@ -49,6 +50,9 @@ class Benchmark:
     files: list[str] = field(default_factory=list)
     split: str = "test"
     subject_language: dict[str, str] = field(default_factory=dict)  # per-subject override (AGIEval)
+    # questions left out by the published protocol (reason -> count), e.g. AGIEval/GAOKAO's 4-choice rule; unlike
+    # `skipped` (rows the format cannot score) these are valid questions, reported next to the score
+    excluded: Counter = field(default_factory=Counter)
 
     @property
     def num_questions(self) -> int:
@@ -63,9 +67,10 @@ class Benchmark:
 class Format:
     """One benchmark file layout: how to load it and how it is prompted by default.
 
-    load(path, name, split) -> Benchmark (path None only when `needs_path` is false); instruction(language,
-    subject display name) -> the prompt's first line; default_shots: the published few-shot count; combined: score
-    all subjects as one pool by default (AGIEval)."""
+    load(path, name, split, four_choice_only) -> Benchmark (path None only when `needs_path` is false);
+    instruction(language, subject display name) -> the prompt's first line; default_shots: the published few-shot
+    count; combined: AGIEval's combined metric by default; four_choice_only: the published 4-choice restriction
+    applies (AGIEval, GAOKAO); generative: scored on a generated answer (GSM), not on answer letters."""
 
     name: str
     load: Callable[..., "Benchmark"]
@@ -74,6 +79,8 @@ class Format:
     default_split: str | None = None
     needs_path: bool = True
     combined: bool = False
+    four_choice_only: bool | None = None  # None: the rule does not apply to this format
+    generative: bool = False
 
 
 def require_dir(path: Path, what: str) -> Path:
