@@ -25,7 +25,7 @@ def project_copy(tmp_path) -> Path:
         target.write_bytes(src.read_bytes())
     downloads = (REPO / "data" / "downloads").resolve()
     if not downloads.is_dir():
-        pytest.skip("data/downloads is missing: run install.sh first (it fetches the pinned sources)")
+        pytest.fail("data/downloads is missing: run install.sh first (it fetches the pinned sources)")
     (dest / "data" / "downloads").symlink_to(downloads)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest

@@ -131,6 +131,10 @@ def test_missing_local_llama_path_is_one_clear_error(tmp_path):
 def test_locked_7b_dag_requests_64_gpus(tmp_path):
     llama = tmp_path / "llama"
     llama.mkdir()
+    for path in experiment.load(REPO / "config" / "colossal-llama-2-7b.yaml", ["model.base.path=/x"])["corpus"][
+            "categories"].values():  # the user's corpus files (declared inputs of corpus_raw), relative to the run
+        for p in path["paths"]:
+            (tmp_path / p).mkdir(parents=True, exist_ok=True)  # directories of *.jsonl
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
          "--snakefile", str(REPO / "Snakefile"), "--configfile", str(REPO / "config" / "colossal-llama-2-7b.yaml"),

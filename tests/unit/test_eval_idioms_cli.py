@@ -22,12 +22,9 @@ MAX_CHARS = default("evaluate.idioms.max_explanation_chars")
 
 @pytest.fixture(scope="module")
 def raw_idioms():
-    try:
-        from cpt.core.sources import read_member
+    from cpt.core.sources import read_member
 
-        return read_member(idioms.SOURCE, idioms.MEMBER)
-    except Exception as exc:  # the archive is fetched by install.sh
-        pytest.skip(f"idiom dictionary not available: {exc}")
+    return read_member(idioms.SOURCE, idioms.MEMBER)  # the pinned archive install.sh fetched
 
 
 def test_idiom_set_real_dictionary(tmp_path, raw_idioms):

@@ -40,16 +40,12 @@ def test_letter_tokens_are_last_token_of_answer_text(tiny):
 
 def test_letter_tokens_llama2_real_vocab(tmp_path):
     """The real LLaMA-2 vocabulary (pinned GGUF -> cpt.tokenizer): the ids ColossalEval documents for LLaMA-2."""
-    from_gguf = pytest.importorskip("cpt.tokenizer.from_gguf", reason="cpt.tokenizer not merged yet")
-    hf = pytest.importorskip("cpt.tokenizer.hf", reason="cpt.tokenizer not merged yet")
     from transformers import AutoTokenizer
 
     from cpt.core.sources import read_member
+    from cpt.tokenizer import from_gguf, hf
 
-    try:
-        raw = read_member("llama-cpp-python", "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf")
-    except Exception as exc:  # the archive is fetched by install.sh
-        pytest.skip(f"LLaMA-2 vocabulary not available: {exc}")
+    raw = read_member("llama-cpp-python", "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf")  # pinned, installed
     hf.save_hf_tokenizer(from_gguf.proto_from_gguf(raw), tmp_path)
     tok = AutoTokenizer.from_pretrained(tmp_path)
     assert len(tok) == 32000

@@ -11,6 +11,7 @@ from cpt.core.errors import ConfigError, RecordError, TokenizerError
 from cpt.tokenizer.candidates import (
     candidates_from_gguf,
     candidates_from_jieba,
+    complete_source,
     read_pieces_jsonl,
     read_texts,
     train_candidate_model,
@@ -56,10 +57,10 @@ def test_filter_counts_duplicates_and_reasons():
 
 def test_jieba_ranked_by_frequency():
     data = "乙 5 n\n甲 9 n\n丙 5 v\n丁 1 n\n"
-    assert [c.piece for c in candidates_from_jieba(data)] == ["甲", "乙", "丙", "丁"]
-    assert [c.piece for c in candidates_from_jieba(data, min_freq=5)] == ["甲", "乙", "丙"]
+    assert [c.piece for c in candidates_from_jieba(data, "jieba", 0)] == ["甲", "乙", "丙", "丁"]
+    assert [c.piece for c in candidates_from_jieba(data, "jieba", min_freq=5)] == ["甲", "乙", "丙"]
     with pytest.raises(TokenizerError, match="jieba:2"):
-        list(candidates_from_jieba("a 1\nb x\n"))
+        list(candidates_from_jieba("a 1\nb x\n", "jieba", 0))
 
 
 def test_trainer_sentences_cut_long_lines():
@@ -72,8 +73,10 @@ def test_trainer_sentences_cut_long_lines():
 def test_training_is_seeded_and_deterministic():
     train, _, _ = zh_text_files()
     texts = list(read_texts([train]))[:800]
-    a = train_candidate_model(texts, vocab_size=2500, seed=3, character_coverage=0.98)
-    b = train_candidate_model(texts, vocab_size=2500, seed=3, character_coverage=0.98)
+    opts = {k: v for k, v in complete_source({"kind": "train"}).items() if k not in ("kind", "vocab_size")}
+    opts["character_coverage"] = 0.98
+    a = train_candidate_model(texts, vocab_size=2500, seed=3, **opts)
+    b = train_candidate_model(texts, vocab_size=2500, seed=3, **opts)
     assert a == b
     proto = load_proto(a)
     assert proto.normalizer_spec.name == "identity" and proto.trainer_spec.byte_fallback

@@ -5,6 +5,7 @@ from pathlib import Path
 from cpt.artifacts.corpus import category_languages
 from cpt.artifacts.layout import Layout
 from cpt.core import config as cptconfig
+from cpt.core.sources import archive_file, inputs_of
 from cpt.launch import resources as cptlaunch
 
 cptconfig.check_local_paths(config)
@@ -14,6 +15,12 @@ L = Layout(config)  # results/<experiment>/... paths
 STAGES = cptconfig.stage_names(config)
 TARGETS = []  # rule files append their final outputs; `rule all` requests them
 SCRIPTS = Path(workflow.basedir, "workflow", "scripts")
+
+
+def section_inputs(section):
+    """The files a config section makes a rule read (pinned source archives, the user's paths):
+    cpt.core.sources.inputs_of. Declared as the rule's input, so Snakemake and DVC see every dependency."""
+    return inputs_of(section)
 
 
 def logfile(rule, *parts):

@@ -1,6 +1,9 @@
 # corpus: raw jsonl per category from real text (or the user's jsonl), the held-out split, demo SFT conversations.
 # Library: cpt.corpus (build_corpus, split_corpus, build_idiom_sft). Same steps without Snakemake:
 #   cpt build-corpus --config config/config.yaml [--sft-out DIR];  cpt split-corpus --in DIR --out DIR --config ...
+from cpt.core.sources import IDIOM_DICTIONARY
+from cpt.corpus.build import input_files
+
 CORPUS_SFT = L.corpus_sft
 
 
@@ -12,6 +15,9 @@ def corpus_split_input(wildcards):
 
 
 rule corpus_raw:
+    input:
+        # the archives of the builtin categories' sources and the user's jsonl files
+        sources=input_files(config["corpus"]),
     output:
         directory(str(L.corpus_raw)),
     params:
@@ -44,6 +50,8 @@ rule corpus_split:
 
 
 rule corpus_sft:
+    input:
+        idioms=str(archive_file(IDIOM_DICTIONARY[0])),
     output:
         directory(str(CORPUS_SFT)),
     params:

@@ -2,6 +2,7 @@
 # byte for each evaluation point: base_model, init (extended + initialised) and each training stage's final model.
 # Library: cpt.evaluate (formats, idioms, prompts, scoring, bpb, run). Same steps without Snakemake:
 #   cpt idioms-set --out DIR;  cpt evaluate --model DIR --out DIR --config config/config.yaml --heldout DIR
+from cpt.core.sources import IDIOM_DICTIONARY
 from cpt.evaluate.run import check_data_paths, evaluation_points
 
 check_data_paths(config)  # a benchmark path given but wrong: one error naming its key, before any job runs
@@ -14,7 +15,8 @@ def eval_model_dir(wildcards):
 
 
 def eval_inputs(wildcards):
-    inputs = {"model": eval_model_dir(wildcards)}
+    # the benchmarks' data: pinned archives (path source:NAME) or the user's directories
+    inputs = {"model": eval_model_dir(wildcards), "benchmarks": section_inputs(config["evaluate"]["benchmarks"])}
     if config["evaluate"]["bpb"]["enabled"]:
         inputs["heldout"] = str(L.corpus_heldout)
     if IDIOMS_ON:
@@ -23,6 +25,8 @@ def eval_inputs(wildcards):
 
 
 rule evaluate_idioms:
+    input:
+        idioms=str(archive_file(IDIOM_DICTIONARY[0])),
     output:
         directory(str(L.idioms)),
     params:

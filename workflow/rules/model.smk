@@ -19,6 +19,7 @@ if MODEL_BASE_LOCAL:
     rule model_base_check:
         input:
             tokenizer=str(L.tokenizer_base),
+            model=section_inputs(config["model"]["base"]),  # the user's LLaMA-2 directory, read in place
         output:
             str(MODEL_BASE_CHECK),
         params:
@@ -38,6 +39,7 @@ else:
     rule model_base:
         input:
             tokenizer=str(L.tokenizer_base),
+            sources=section_inputs(config["model"]["base"]),  # a GGUF model's archive (kind gguf)
         output:
             directory(str(L.model_base)),
         params:

@@ -6,6 +6,8 @@ TOK_LANGS = category_languages(config)
 
 
 rule tokenizer_base:
+    input:
+        sources=section_inputs(config["tokenizer"]["base"]),  # the GGUF's archive or the local tokenizer
     output:
         directory(str(L.tokenizer_base)),
     params:
@@ -23,6 +25,8 @@ rule tokenizer_pieces:
     input:
         base=str(L.tokenizer_base),
         train=str(L.corpus_train),
+        # word lists (jieba, a GGUF vocabulary), a user's pieces file
+        sources=section_inputs({k: config["tokenizer"][k] for k in ("candidates", "pieces_file")}),
     output:
         pieces=str(L.pieces),
         candidates=str(L.candidates),

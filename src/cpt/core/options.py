@@ -45,3 +45,17 @@ def require(**options) -> None:
     missing = [name for name, value in options.items() if value in (None, "", ())]
     if missing:
         raise click.UsageError(f"Missing option{'s' if len(missing) > 1 else ''} {', '.join(missing)}.")
+
+
+def read_section(config_file, section: str) -> dict:
+    """The `section` settings in --config: a whole experiment config (validated as a whole, its `section` taken)
+    or a file that holds the section alone (its keys as they are; the step completes them with the schema's
+    defaults). {} without a file. The one way a verb that takes one section reads --config."""
+    if not config_file:
+        return {}
+    from cpt.core.config import read, validate
+
+    data = read(config_file)
+    if "experiment" in data:
+        return dict(validate(data, source=str(config_file))[section])
+    return dict(data.get(section, data))

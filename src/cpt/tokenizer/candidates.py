@@ -40,8 +40,6 @@ from cpt.core.sources import read_member
 from cpt.tokenizer.spm import SPIECE, load_proto
 
 log = logging.getLogger(__name__)
-# word list source kind gguf: the pinned source and member used when the source spec names none
-GGUF_WORDS = ("llama-cpp-python", "vendor/llama.cpp/models/ggml-vocab-baichuan.gguf")
 
 # Han ideographs: CJK Unified Ideographs + extensions A-H, compatibility ideographs, radicals, 〇
 _HAN = (
@@ -125,9 +123,10 @@ def trainer_sentences(texts: Iterable[str], max_bytes: int = 4000) -> Iterator[s
                 yield buf
 
 
-def train_candidate_model(texts: Iterable[str], vocab_size: int, *, seed: int, character_coverage: float = 0.9995,
-                          max_piece_length: int = 8, num_threads: int = 1, input_sentence_size: int = 0) -> bytes:
-    """Train a SentencePiece BPE model (identity normalisation, byte fallback) and return its serialized bytes."""
+def train_candidate_model(texts: Iterable[str], vocab_size: int, *, seed: int, character_coverage: float,
+                          max_piece_length: int, num_threads: int, input_sentence_size: int) -> bytes:
+    """Train a SentencePiece BPE model (identity normalisation, byte fallback) and return its serialized bytes.
+    The settings are a `train` candidate source's (their defaults: the schema, `complete_source`)."""
     import sentencepiece as spm
 
     sentences = list(trainer_sentences(texts))
@@ -149,8 +148,8 @@ def train_candidate_model(texts: Iterable[str], vocab_size: int, *, seed: int, c
     return model.getvalue()
 
 
-def train_bpe_candidates(texts: Iterable[str], vocab_size: int, max_piece_length: int = 8,
-                         source: str = "train_bpe") -> list[Candidate]:
+def train_bpe_candidates(texts: Iterable[str], vocab_size: int, max_piece_length: int,
+                         source: str) -> list[Candidate]:
     """Chinese pieces from a BPE trained with the `tokenizers` trainer (characters, not bytes; text split at
     whitespace and punctuation first), ranked by merge order, then the single characters by frequency. The
     trainer's vocab_size counts its alphabet (every character seen), so it must exceed that to learn merges."""
@@ -183,7 +182,7 @@ def candidates_from_model(model: bytes | str | os.PathLike, source: str = "train
         yield Candidate(p.piece, source, float(p.score))
 
 
-def candidates_from_jieba(data: bytes | str, source: str = "jieba", min_freq: int = 0) -> Iterator[Candidate]:
+def candidates_from_jieba(data: bytes | str, source: str, min_freq: int) -> Iterator[Candidate]:
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -318,8 +317,15 @@ def filter_candidates(cands: Iterable[Candidate], filt: CandidateFilter, stats: 
 
 
 # ------------------------------------------------------------------------------------------------ selection
+def complete_source(spec: Mapping[str, Any], index: int = 0) -> dict:
+    """One entry of tokenizer.candidates.sources with the defaults of its kind (the schema's, one home)."""
+    return complete("tokenizer.candidates", {"sources": [dict(spec)]},
+                    label="tokenizer.candidates")["sources"][0]
+
+
 def source_candidates(spec: Mapping[str, Any], train_files: Sequence[str | os.PathLike], seed: int,
-                       work_dir: Path | None, index: int) -> tuple[str, Iterator[Candidate], dict]:
+                      work_dir: Path | None, index: int) -> tuple[str, Iterator[Candidate], dict]:
+    spec = complete_source(spec, index)
     kind = spec.get("kind")
     key = f"tokenizer.candidates.sources[{index}]"
     name = spec.get("name", kind)
@@ -328,10 +334,9 @@ def source_candidates(spec: Mapping[str, Any], train_files: Sequence[str | os.Pa
             raise TokenizerError(f"{key}: kind train needs the zh TRAIN split files; none given")
         t0 = time.time()
         model = train_candidate_model(
-            read_texts(train_files), vocab_size=spec.get("vocab_size", 20000), seed=spec.get("seed", seed),
-            character_coverage=spec.get("character_coverage", 0.9995),
-            max_piece_length=spec.get("max_piece_length", 8), num_threads=spec.get("num_threads", 1),
-            input_sentence_size=spec.get("input_sentence_size", 0))
+            read_texts(train_files), vocab_size=spec["vocab_size"], seed=spec.get("seed", seed),
+            character_coverage=spec["character_coverage"], max_piece_length=spec["max_piece_length"],
+            num_threads=spec["num_threads"], input_sentence_size=spec["input_sentence_size"])
         info = {"trained_vocab_size": len(load_proto(model).pieces), "train_seconds": round(time.time() - t0, 2),
                 "train_files": [str(p) for p in train_files]}
         if work_dir is not None:
@@ -342,16 +347,15 @@ def source_candidates(spec: Mapping[str, Any], train_files: Sequence[str | os.Pa
         if not train_files:
             raise TokenizerError(f"{key}: kind train_bpe needs the zh TRAIN split files; none given")
         t0 = time.time()
-        cands = train_bpe_candidates(read_texts(train_files), spec.get("vocab_size", 20000),
-                                     spec.get("max_piece_length", 8), name)
+        cands = train_bpe_candidates(read_texts(train_files), spec["vocab_size"], spec["max_piece_length"], name)
         return name, iter(cands), {"trained_pieces": len(cands), "train_seconds": round(time.time() - t0, 2),
                                    "train_files": [str(p) for p in train_files]}
     if kind == "jieba":
-        src, member = spec.get("source", "jieba"), spec.get("member", "jieba/dict.txt")
-        return name, candidates_from_jieba(read_member(src, member), name, spec.get("min_freq", 0)), \
+        src, member = spec["source"], spec["member"]
+        return name, candidates_from_jieba(read_member(src, member), name, spec["min_freq"]), \
             {"source": src, "member": member}
     if kind == "gguf":
-        src, member = spec.get("source", GGUF_WORDS[0]), spec.get("member", GGUF_WORDS[1])
+        src, member = spec["source"], spec["member"]
         return name, candidates_from_gguf(read_member(src, member), name), {"source": src, "member": member}
     if kind == "jsonl":
         if not spec.get("path"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 from cpt.core.errors import TokenizerError
-from cpt.tokenizer.candidates import CandidateFilter, SourceStats, filter_candidates
+from cpt.tokenizer.candidates import CandidateFilter, SourceStats, complete_source, filter_candidates
 
 LLAMA2_PIECES = 32000          # published: the LLaMA-2 SentencePiece vocabulary (tokenizer.base kind llama2_gguf)
 TRAIN_RESERVED = 3 + 256       # a trained candidate model's non-NORMAL pieces: <unk> <s> </s> + 256 byte pieces
@@ -19,7 +19,7 @@ ADD_SOURCES = {"gguf": "{kind: gguf} (the pinned Baichuan vocabulary)", "jieba":
 
 def train_capacity(spec: Mapping[str, Any]) -> int:
     """At most this many candidates come out of a `train` source (its model's NORMAL pieces)."""
-    return max(int(spec.get("vocab_size", 20000)) - TRAIN_RESERVED, 0)
+    return max(int(complete_source(spec)["vocab_size"]) - TRAIN_RESERVED, 0)
 
 
 def capacity_message(need: int, target: int, bounds: Mapping[str, int], kinds: Sequence[str]) -> str:

@@ -10,16 +10,12 @@ import json
 
 import click
 
+from cpt.core.options import read_section
 from cpt.core.schema import default
 
 
 def _section(config: str | None, vocab_size: int | None = None) -> dict:
-    section: dict = {}
-    if config:
-        from cpt.core.yamlio import read_yaml
-
-        data = read_yaml(config) or {}
-        section = dict(data.get("tokenizer", data))
+    section = read_section(config, "tokenizer")
     if vocab_size is not None:
         section["vocab_size"] = vocab_size
     return section

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from cpt.core.errors import ConfigError, TokenizerError
 from cpt.core.provenance import write_provenance
-from cpt.core.schema import complete, default
+from cpt.core.schema import complete
 from cpt.tokenizer.candidates import (
     Candidate,
     CandidateFilter,
@@ -46,7 +46,7 @@ def select_pieces(section: Mapping[str, Any], base_dir: str | os.PathLike, out_d
     given = dict(section.get("candidates") or {})
     cfg = complete("tokenizer.candidates", given, label="tokenizer.candidates")
     target = section.get("vocab_size")
-    sources = cfg["sources"] or default("tokenizer.candidates.sources")
+    sources = cfg["sources"] or complete("tokenizer.candidates", {})["sources"]  # [] = the default sources
     charset = None
     if section.get("pieces_file"):  # the user brings the list (reference format): only structural filters apply
         sources = [{"kind": "jsonl", "name": "pieces_file", "path": section["pieces_file"]}]
