@@ -30,7 +30,7 @@ from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_t
 from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
 from cpt.train.plugins import traits
 from cpt.train.progress import ProgressLog
-from cpt.train.resume import plan_resume
+from cpt.train.resume import lineage, plan_resume
 from cpt.train.rng import reseed
 from cpt.train.runtime import (
     SampleTrace,
@@ -158,9 +158,10 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if rank == 0 else (lambda text: None)
     found = None if benchmark else ckpt.find_resume_checkpoint(ckpt_root, log=say)
     resume = None
+    run_lineage = None if benchmark else lineage(model_dir, dataset_dir)  # recorded in every checkpoint
     if found is not None:
         resume = plan_resume(found, cfg.to_dict(), world, dp_size, pt.resume.reshard, cfg.plugin,
-                                  RESUME_MUTABLE_KEYS)
+                             RESUME_MUTABLE_KEYS, run_lineage)
     accum = resume.accumulation_steps if resume else cfg.accumulation_steps
     sampler = BucketOrderedSampler(data.bucket_sizes, cfg.micro_batch_size, dp_size, dp_rank, cfg.seed, cfg.epochs)
     micro_per_epoch = sampler.micro_steps_per_epoch()
@@ -245,7 +246,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 "accumulation_steps": accum, "global_batch": cfg.micro_batch_size * dp_size * accum,
                 "plugin": cfg.plugin, "preempted": stopped,
                 "padding_slots_per_epoch": sampler.padding_slots_per_epoch(),
-                "micro_steps_per_epoch": micro_per_epoch}
+                "micro_steps_per_epoch": micro_per_epoch, "lineage": run_lineage}
 
     trace = SampleTrace(output, rank, cfg.trace_samples and not benchmark, step, world)
     fault_step = int(os.environ.get(FAULT_ENV, "0") or 0)
