@@ -56,6 +56,7 @@ RESUME_MUTABLE_KEYS = {"trace_samples", "max_steps", "save_interval", "keep_last
                        "dist_timeout_s", "init", "init_checkpoint", "progress_interval"}
 # fault injection for tests of crash recovery: SIGKILL this process (rank 0) right after this optimizer step
 FAULT_ENV = "CPT_TRAIN_FAULT_SIGKILL_AFTER_STEP"
+HANG_ENV = "CPT_TRAIN_FAULT_HANG_AFTER_STEP"  # tests: the last rank stops answering after this step
 
 
 @dataclass
@@ -102,7 +103,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
 
     dev = device_type()
     pt = traits(cfg)  # everything that differs between plugins
-    init_distributed(cfg.seed)
+    init_distributed(cfg.seed, cfg.dist_timeout_s)
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(cfg.seed + rank)  # per-rank stream for NEFTune noise / dropout; restored on resume
     preempt = PreemptFlag().install()
@@ -349,6 +350,8 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 last_saved = step
             if fault_step and step == fault_step and rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if step == int(os.environ.get(HANG_ENV, "0") or 0) and rank == world - 1:
+                signal.pause()  # a hung rank: the others block in the next collective
         if exit_code == PREEMPTED_EXIT_CODE:
             resume_point = None
             if step != last_saved:
