@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from cpt.artifacts.dataset import bucket_name, write_manifest
+from cpt.artifacts.dataset import MANIFEST, bucket_name, write_manifest
 from cpt.artifacts.records import expand_paths
 from cpt.core.errors import ConfigError, DatasetError
 from cpt.dataset.buckets import bucket_rows, rng_for
@@ -64,6 +64,7 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
     buckets = bucket_rows(selections, st["num_bins"], st["seed"], stage)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # first: a rebuild killed from here on leaves no dataset to read
     for old in out.glob("bucket-*"):
         shutil.rmtree(old)
     stats = PieceStats()
