@@ -30,6 +30,7 @@ from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_t
 from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
 from cpt.train.plugins import traits
 from cpt.train.progress import ProgressLog
+from cpt.model.safetensors_io import check_model_weights
 from cpt.train.resume import lineage, plan_resume
 from cpt.train.rng import reseed
 from cpt.train.runtime import (
@@ -116,6 +117,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     # ---- model ---------------------------------------------------------------------------------------------
     attn, no_flash_reason = attention_implementation(cfg, dev)
     hf_config = AutoConfig.from_pretrained(model_dir)
+    check_model_weights(model_dir, getattr(hf_config, "vocab_size", None))  # named errors, not a loader traceback
     pt.check_device(dev)
     pt.check(dev, vocab_size=hf_config.vocab_size)  # refuse before loading anything
     if no_flash_reason and cfg.flash_attention and rank == 0:
