@@ -4,7 +4,9 @@ the buckets are touched), and an old manifest beside new buckets is refused: the
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 
 import pytest
 from _dataset_support import build_tokenizer, random_corpus
@@ -54,3 +56,24 @@ def test_a_rebuild_killed_half_way_leaves_no_dataset_to_read(tmp_path, monkeypat
     (out / "manifest.json").write_bytes(old_manifest)  # even the old manifest put back does not fit the new bucket
     with pytest.raises(DatasetError, match=r"do not match its manifest"):
         BucketedDataset(out)
+
+
+def test_a_full_disk_during_prepare_is_one_named_error(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs (a real full disk) needs root; CI runs as root")
+    tok = build_tokenizer(tmp_path / "tok")
+    random_corpus(tmp_path / "c.jsonl", 200, seed=1, categories=("zh_news", "en_book"), max_chars=400)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    try:
+        out = disk / "s"
+        with pytest.raises(DatasetError, match=rf"{out}: no space left on device \(ENOSPC\) while writing dataset "
+                                               r"stage 's' \([\d,]+ of [\d,]+ bytes free\); the partial buckets "
+                                               r"were removed"):
+            prepare_stage([tmp_path / "c.jsonl"], tok, out, {"max_length": 64, "num_bins": 2, "seed": 3,
+                                                            "stages": {"s": {}}}, "s", progress=False)
+        assert not (out / "manifest.json").exists() and not list(out.glob("bucket-*"))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

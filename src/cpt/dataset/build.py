@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cpt.artifacts.dataset import MANIFEST, bucket_name, write_manifest
+from cpt.core.disk import disk_full, free_space
 from cpt.artifacts.records import expand_paths
 from cpt.core.errors import ConfigError, DatasetError
 from cpt.dataset.buckets import bucket_rows, rng_for
@@ -129,6 +130,15 @@ def prepare_stage(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.P
             tokenize_corpus(inputs, tokenizer_dir, cache, cfg, stage, progress=progress)
         manifest = build_stage(cache, cfg, stage, out, progress=progress, tokenizer_path=str(tokenizer_dir),
                                prior=prior)
+    except Exception as exc:
+        if not disk_full(exc, out):
+            raise
+        (out / MANIFEST).unlink(missing_ok=True)
+        for partial in out.glob("bucket-*"):  # give the space back; without a manifest nothing reads them
+            shutil.rmtree(partial, ignore_errors=True)
+        raise DatasetError(f"{out}: no space left on device (ENOSPC) while writing dataset stage {stage!r} "
+                           f"({free_space(out)}); the partial buckets were removed. Free space (or write the "
+                           f"results elsewhere) and rerun") from None
     finally:
         if tmp_cache:
             shutil.rmtree(cache, ignore_errors=True)
