@@ -30,6 +30,7 @@ SIZES = [8, 8]
 ARGS = ["--set", "plugin=ddp", "--set", "precision=fp32", "--set", "micro_batch_size=2", "--set", "lr=3e-3",
         "--set", "warmup_steps=1", "--set", "save_interval=2", "--set", "tensorboard=false", "--no-progress"]
 HANG = "CPT_TRAIN_FAULT_HANG_AFTER_STEP"
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,6 @@ def wait_for(condition, what: str, timeout: float = 300):
         time.sleep(0.2)
 
 
-@pytest.mark.slow
 def test_kill_9_of_the_launcher_group_then_an_immediate_rerun_equals_an_uninterrupted_run(inputs, tmp_path):
     ref = tmp_path / "ref"
     r = run_torchrun(REPO, 2, train_args(inputs, ref))
@@ -86,7 +86,6 @@ def test_kill_9_of_the_launcher_group_then_an_immediate_rerun_equals_an_uninterr
     assert [m["loss"] for m in read_metrics(out)][-3:] == [m["loss"] for m in read_metrics(ref)][-3:]
 
 
-@pytest.mark.slow
 def test_a_blocked_collective_ends_after_dist_timeout_naming_the_rank(inputs, tmp_path):
     out = tmp_path / "stage"
     start = time.monotonic()

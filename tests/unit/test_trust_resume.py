@@ -49,6 +49,7 @@ def finals(out: Path) -> dict:
     return {f.name: f.read_bytes() for f in sorted((out / "final").glob("*.safetensors"))}
 
 
+@pytest.mark.slow
 def test_a_lower_max_steps_on_a_finished_run_is_an_error_not_a_wrong_export(run, tmp_path):
     model, data, ref = run
     out = shutil.copytree(ref, tmp_path / "stage", symlinks=True)
