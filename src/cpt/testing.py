@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cpt.artifacts.dataset import write_manifest
 from cpt.artifacts.stagedir import StageDir
 from cpt.launch.plan import LaunchSpec, local_argv
 
@@ -74,7 +75,7 @@ def make_bucket_dataset(out_dir: str | Path, bucket_sizes: Sequence[int], vocab_
         names.append(name)
     manifest = {"buckets": names, "num_sequences": n_seq, "num_tokens": n_tok, "max_length": max_len,
                 "tokenizer": None}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_manifest(out, manifest)  # with the table of the bucket files, as cpt.dataset writes it
     return out
 
 

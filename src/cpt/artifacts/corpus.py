@@ -25,8 +25,10 @@ def category_languages(config: Mapping[str, Any]) -> dict[str, str]:
 
 def category_files(directory: str | os.PathLike) -> dict[str, Path]:
     """{category: <directory>/<category>.jsonl} of a corpus directory: its *.jsonl files, not recursive, sorted by
-    name."""
-    return {p.stem: p for p in sorted(Path(directory).glob("*.jsonl")) if p.is_file()}
+    name. A FIFO, socket, device or broken link named *.jsonl there is a RecordError naming them all."""
+    from cpt.artifacts.inputs import regular_files
+
+    return {p.stem: p for p in regular_files(Path(directory).glob("*.jsonl"), directory)}
 
 
 def language_files(corpus_dir: str | os.PathLike, langs: Mapping[str, str], lang: str,

@@ -10,12 +10,19 @@ stage manifest (RecordStats.to_dict()). Nothing is dropped silently: blank lines
 records and not errors). Files are read as bytes and decoded line by line, so a non-UTF-8 byte names its line.
 Other jsonl files (training metrics, piece lists, held-out texts) are read with iter_json_objects (schema "object":
 only "is a JSON object" is checked), so they share these reason names and file:line errors.
+
+Strict on what JSON parsers let through: a key given twice in one object (orjson keeps the last silently) is
+duplicate_key; a category label must be a name (letters, digits, `_.+-`, at most 100 characters, not starting with
+a dot: no "", "../..", "<script>"), since it becomes a file name and report text; a line longer than
+MAX_LINE_BYTES is line_too_long, read in bounded pieces (`iter_raw_lines`), never held whole. A non-regular file
+(FIFO, socket, device, broken link) named like an input is an error listing them all, never skipped.
 """
 
 from __future__ import annotations
 
-import glob
+import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +30,11 @@ from typing import Any, Iterable, Iterator
 
 import orjson
 
+from cpt.artifacts import inputs
+from cpt.artifacts.inputs import expand_paths, iter_raw_lines, regular_files
 from cpt.core.errors import RecordError
+
+__all__ = ["expand_paths", "iter_raw_lines", "regular_files"]  # re-exported: the readers' one import
 
 SCHEMAS = ("pretrain", "sft")
 ROLES = ("human", "assistant")
@@ -44,7 +55,13 @@ REASONS: dict[str, str] = {
     "first_not_human": "the conversation does not start with a human turn",
     "repeated_role": "two turns in a row from the same role",
     "no_assistant": "the conversation has no assistant turn",
+    "duplicate_key": "a key is given twice in one JSON object (the last would silently win)",
+    "bad_category": "the category label is empty or not a name (a path, markup, control characters)",
+    "line_too_long": "the line is longer than MAX_LINE_BYTES (split the document into several records)",
+    "not_regular": "an input named like a jsonl file is not a regular file (a FIFO, socket, device, broken link)",
 }
+CATEGORY = re.compile(r"\w[\w.+-]{0,99}")
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')
 
 MAX_EXAMPLES = 20  # error messages kept in the stats (the counts are complete)
 
@@ -107,6 +124,13 @@ def check_object(obj: Any) -> None:
         raise _Bad("not_object", f"expected a JSON object, got {_type_name(obj)}")
 
 
+def check_category(label: str) -> None:
+    """Raise _Bad unless `label` is a category name (it becomes <label>.jsonl, a bucket's key, report text)."""
+    if not CATEGORY.fullmatch(label):
+        raise _Bad("bad_category", f"category {label[:40]!r} is not a name: use letters, digits and _.+- (at most "
+                                   f"100 characters, not starting with a dot)")
+
+
 def check_pretrain(obj: Any) -> None:
     """Raise _Bad if obj is not a valid pretraining record."""
     check_object(obj)
@@ -117,6 +141,7 @@ def check_pretrain(obj: Any) -> None:
             raise _Bad("ill_typed", f"field {key!r} must be a string, got {_type_name(obj[key])}")
     if not obj["target"].strip():
         raise _Bad("empty_target", "field 'target' is empty or whitespace only")
+    check_category(obj["category"])
 
 
 def check_sft(obj: Any) -> None:
@@ -129,6 +154,8 @@ def check_sft(obj: Any) -> None:
         raise _Bad("ill_typed", f"field 'messages' must be an array, got {_type_name(msgs)}")
     if "category" in obj and not isinstance(obj["category"], str):
         raise _Bad("ill_typed", f"field 'category' must be a string, got {_type_name(obj['category'])}")
+    if "category" in obj:
+        check_category(obj["category"])
     if not msgs:
         raise _Bad("empty_messages", "field 'messages' is an empty array")
     prev = None
@@ -158,9 +185,30 @@ def check_sft(obj: Any) -> None:
 CHECKS = {"pretrain": check_pretrain, "sft": check_sft, "object": check_object}
 
 
+def _count_keys(obj: Any) -> int:
+    if isinstance(obj, dict):
+        return len(obj) + sum(_count_keys(v) for v in obj.values())
+    if isinstance(obj, list):
+        return sum(_count_keys(v) for v in obj)
+    return 0
+
+
+def _no_duplicates(pairs: list) -> dict:
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _Bad("duplicate_key", f"key {key[:40]!r} is given twice in one object; the last would silently "
+                                        f"win, keep one")
+        seen.add(key)
+    return dict(pairs)
+
+
 def _parse(raw: bytes) -> Any:
+    if len(raw) > inputs.MAX_LINE_BYTES:
+        raise _Bad("line_too_long", f"the line is longer than {inputs.MAX_LINE_BYTES} bytes; split the document "
+                                    f"into several records")
     try:
-        return orjson.loads(raw)
+        obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         try:
             raw.decode("utf-8")
@@ -168,31 +216,11 @@ def _parse(raw: bytes) -> Any:
             raise _Bad("non_utf8", f"invalid UTF-8 byte {raw[uexc.start:uexc.start + 1]!r} at byte {uexc.start} "
                                    f"of the line; re-encode the file as UTF-8") from None
         raise _Bad("invalid_json", f"invalid JSON ({exc}); each line must hold one JSON object") from None
-
-
-def expand_paths(paths: Iterable[str | os.PathLike], pattern: str = "*.jsonl") -> list[Path]:
-    """Files as given; a directory stands for its `pattern` files (sorted, recursive); globs are expanded. The one
-    place jsonl inputs are expanded (corpus paths, dataset inputs, cpt validate-records); a path that is neither a
-    file, a directory nor a matching glob is a RecordError (missing_file)."""
-    out: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob(pattern) if q.is_file())
-            if not found:
-                raise RecordError(p, None, "empty_file", f"directory holds no {pattern} file")
-            out.extend(found)
-        elif any(ch in str(p) for ch in "*?["):
-            found = sorted(Path(q) for q in glob.glob(str(p), recursive=True) if Path(q).is_file())
-            if not found:
-                raise RecordError(p, None, "empty_file", "glob matches no file")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise RecordError(p, None, "missing_file", "no such file or directory")
-    return out
-
+    # Every key ends with `"` then `:`; a duplicate leaves fewer keys parsed than such endings (one inside a string
+    # only adds an ending). Only then is the line parsed again, slowly, to find the key.
+    if isinstance(obj, (dict, list)) and len(_KEY_END.findall(raw)) > _count_keys(obj):
+        json.loads(raw, object_pairs_hook=_no_duplicates)
+    return obj
 
 
 def check_line(raw: bytes, path: str | os.PathLike, lineno: int, schema: str = "pretrain",
@@ -266,7 +294,7 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     an unopenable file missing_file. An empty file yields nothing. The caller checks the fields it needs.
     """
     with _open(path) as f:
-        yield from iter_lines(f, path, 1, schema="object")
+        yield from iter_lines(iter_raw_lines(f), path, 1, schema="object")
 
 
 def empty_file_error(path: str | os.PathLike) -> RecordError:
@@ -297,7 +325,7 @@ def iter_located(
         stats.files += 1
         seen = stats.records + stats.num_skipped
         with _open(path) as f:
-            for lineno, obj in iter_lines(f, path, 1, schema, on_error, stats, default_category):
+            for lineno, obj in iter_lines(iter_raw_lines(f), path, 1, schema, on_error, stats, default_category):
                 yield path, lineno, obj
         if stats.records + stats.num_skipped == seen:
             err = empty_file_error(path)

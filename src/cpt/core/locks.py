@@ -6,8 +6,12 @@ trainer around its stage directory. It
 
 - takes an exclusive, non-blocking lock per output: `fcntl.flock` on `<parent>/.<name>.cpt-lock`, next to the
   output, since outputs are replaced by rename. A second writer gets `OutputLockedError` naming the output and the
-  holder (pid, host, command) at once, before it changes anything. The kernel drops the lock when the holder dies,
-  so a crash never leaves a stale lock; the file itself is removed on release.
+  holder (pid, host, command) at once, before it changes anything, and what became of the holder: alive,
+  stopped, or orphaned (alive, but its launcher is gone: it will not finish; stop it). The kernel drops the lock
+  when the holder dies, so a crash never leaves a stale lock; the file itself is removed on release. A lock whose
+  recorded holder is gone (pid exited or reused) but which is still held (a process it forked kept the file open)
+  is taken over with a warning that names the old holder.
+- is keyed by the real path of the output: two spellings of one folder (a symlink alias) share one lock.
 - is re-entrant in a process and inherited by child processes (the env variable CPT_HELD_LOCKS): a Snakemake
   script that launches torchrun, or `cpt train` that runs the trainer, does not lock itself out.
 - on success, gives every file under the outputs the mode the umask asks for (safetensors 0.8 writes 0600
@@ -23,23 +27,26 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
-import socket
 import stat
 import sys
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from cpt.core import procs
 from cpt.core.errors import OutputLockedError
 
 ENV = "CPT_HELD_LOCKS"
 SUFFIX = ".cpt-lock"
 _held: dict[str, tuple[int, int]] = {}  # lock file -> (fd, depth) held by this process
+log = logging.getLogger(__name__)
 
 
 def lock_path(output: str | os.PathLike) -> Path:
-    p = Path(os.path.abspath(output))
+    """The lock file of an output: next to the output's real path (symlinks resolved), so aliases share it."""
+    p = Path(os.path.realpath(output))
     return p.parent / f".{p.name}{SUFFIX}"
 
 
@@ -54,15 +61,46 @@ def _set_env(paths: set[str]) -> None:
         os.environ.pop(ENV, None)
 
 
-def _holder(path: Path) -> str:
+def _read_info(fd: int) -> dict:
     try:
-        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+        info = json.loads(os.pread(fd, 1 << 16, 0).decode("utf-8") or "{}")
     except (OSError, ValueError):
-        info = {}
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _holder(info: dict) -> str:
     if not info:
         return "another process"
     return (f"pid {info.get('pid')} on {info.get('host')} (`{info.get('command', '?')}`, since "
             f"{info.get('since', '?')})")
+
+
+def _refusal(output: Path, info: dict, state: str) -> OutputLockedError:
+    who, pid = _holder(info), info.get("pid")
+    if state == "orphaned":
+        what = (f"{who} holds this output's lock, but its launcher (pid {info.get('ppid')}) is gone: an orphaned "
+                f"process that will not finish; stop it (kill {pid}) and run again")
+    elif state == "stopped":
+        what = f"{who} holds this output's lock but is stopped; continue it (kill -CONT {pid}) or stop it"
+    else:
+        what = f"{who} is writing this output; wait for it to finish (or stop it) and run again"
+    return OutputLockedError(f"{output}: {what}; nothing was changed")
+
+
+def _take_over(lf: Path, fd: int, info: dict) -> None:
+    """Remove the lock file `fd` has open (the holder it names is gone) so the next try locks a fresh one. Under a
+    lock of the directory, and only when the path still names that file: two writers never both take over."""
+    dfd = os.open(lf.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lf).st_ino == os.fstat(fd).st_ino:
+                os.unlink(lf)
+                log.warning("%s: took over the lock of %s: that process is gone, a process it started still "
+                            "held the lock file; check that nothing else writes this output", lf, _holder(info))
+    finally:
+        os.close(dfd)
 
 
 def _acquire(output: Path) -> str | None:
@@ -81,12 +119,17 @@ def _acquire(output: Path) -> str | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                os.close(fd)
                 raise
-            raise OutputLockedError(
-                f"{output}: {_holder(lf)} is writing this output; wait for it to finish (or stop it) and run "
-                f"again; nothing was changed") from None
+            info = _read_info(fd)
+            state = procs.status(info) if info.get("pid") else "unknown"
+            if state == "gone":
+                _take_over(lf, fd, info)
+                os.close(fd)
+                continue
+            os.close(fd)
+            raise _refusal(output, info, state) from None
         # the holder before us may have unlinked the file after we opened it: then we locked a dead inode
         try:
             same = os.stat(lf).st_ino == os.fstat(fd).st_ino
@@ -95,7 +138,7 @@ def _acquire(output: Path) -> str | None:
         if same:
             break
         os.close(fd)
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],
+    info = {**procs.identity(), "command": " ".join(sys.argv)[:300],
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "output": str(output)}
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(info).encode())

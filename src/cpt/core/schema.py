@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -82,10 +83,17 @@ def load_schema(schema_path: str | Path = SCHEMA) -> dict:
 
 
 def _validator_for(schema: dict):
-    """A jsonschema validator of `schema` that fills in every `default` it passes (objects included)."""
+    """A jsonschema validator of `schema` that fills in every `default` it passes (objects included) and refuses
+    non-finite numbers (`.nan`, `.inf`, "nan" from --set: JSON schema's "number" admits them) wherever the schema
+    gives a type, so they never reach torch."""
     import jsonschema
 
     cls = jsonschema.validators.validator_for(schema)
+
+    def finite_type(validator, types, instance, schema):
+        yield from cls.VALIDATORS["type"](validator, types, instance, schema)
+        if isinstance(instance, float) and not math.isfinite(instance):
+            yield jsonschema.ValidationError(f"{instance!r} is not a finite number; give a finite value")
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
@@ -94,7 +102,7 @@ def _validator_for(schema: dict):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from cls.VALIDATORS["properties"](validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(cls, {"properties": set_defaults})(schema)
+    return jsonschema.validators.extend(cls, {"properties": set_defaults, "type": finite_type})(schema)
 
 
 def file_validator(schema_path: Path):

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from cpt.artifacts.dataset import bucket_name, write_manifest
+from cpt.artifacts.dataset import MANIFEST, bucket_name, write_manifest
+from cpt.core.disk import disk_full, free_space
 from cpt.artifacts.records import expand_paths
 from cpt.core.errors import ConfigError, DatasetError
 from cpt.dataset.buckets import bucket_rows, rng_for
@@ -64,6 +65,7 @@ def build_stage(cache_dir: str | os.PathLike, dataset_cfg: dict, stage: str, out
     buckets = bucket_rows(selections, st["num_bins"], st["seed"], stage)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # first: a rebuild killed from here on leaves no dataset to read
     for old in out.glob("bucket-*"):
         shutil.rmtree(old)
     stats = PieceStats()
@@ -128,6 +130,15 @@ def prepare_stage(inputs: Sequence[str | os.PathLike], tokenizer_dir: str | os.P
             tokenize_corpus(inputs, tokenizer_dir, cache, cfg, stage, progress=progress)
         manifest = build_stage(cache, cfg, stage, out, progress=progress, tokenizer_path=str(tokenizer_dir),
                                prior=prior)
+    except Exception as exc:
+        if not disk_full(exc, out):
+            raise
+        (out / MANIFEST).unlink(missing_ok=True)
+        for partial in out.glob("bucket-*"):  # give the space back; without a manifest nothing reads them
+            shutil.rmtree(partial, ignore_errors=True)
+        raise DatasetError(f"{out}: no space left on device (ENOSPC) while writing dataset stage {stage!r} "
+                           f"({free_space(out)}); the partial buckets were removed. Free space (or write the "
+                           f"results elsewhere) and rerun") from None
     finally:
         if tmp_cache:
             shutil.rmtree(cache, ignore_errors=True)

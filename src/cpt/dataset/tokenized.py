@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cpt.artifacts.identity import tokenizer_identity
+from cpt.artifacts.inputs import iter_raw_lines
 from cpt.artifacts.records import RecordStats, empty_file_error, expand_paths
 from cpt.core.errors import DatasetError, RecordError
 from cpt.dataset.packing import add_bad_records_hint, tokenize_pretrain_lines
@@ -32,7 +33,7 @@ def _iter_blocks(files: list[Path], block_lines: int, progress: bool):
     for fi, path in enumerate(files):
         with open(path, "rb") as f:
             block, first = [], 1
-            for no, line in enumerate(f, start=1):
+            for no, line in enumerate(iter_raw_lines(f), start=1):
                 block.append(line)
                 if len(block) >= block_lines:
                     bar.update(sum(len(x) for x in block))

@@ -99,7 +99,9 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
     threads = rank_threads_env(os.environ, nproc)
     log.info("each of the %d ranks runs %s threads (the rule's CPUs shared between its ranks)", nproc,
              threads["OMP_NUM_THREADS"])
-    code = subprocess.call(argv, env={**os.environ, **threads})
+    from cpt.core.procs import die_with_parent
+
+    code = subprocess.call(argv, env={**os.environ, **threads}, preexec_fn=die_with_parent)  # dies with us
     if code == PREEMPTED_EXIT_CODE:
         raise TrainError(f"{out}: preempted after a checkpoint; rerun the workflow to resume from it")
     if code != 0:

@@ -42,12 +42,20 @@ def preempted_since(output: Path | None, started: float) -> bool:
     return bool(json.loads(state.read_text()).get("preempted"))
 
 
+def _torchrun_preexec() -> None:
+    """In torchrun's process before exec: ignore SIGUSR1 (see the module doc) and die with this wrapper."""
+    from cpt.core.procs import die_with_parent
+
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    die_with_parent()
+
+
 def launch(torchrun_args: list[str], train_args: list[str]) -> int:
     import psutil
 
     started = time.time()
     cmd = [sys.executable, "-m", "torch.distributed.run", *torchrun_args, "-m", "cpt.train", *train_args]
-    proc = subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN))
+    proc = subprocess.Popen(cmd, preexec_fn=_torchrun_preexec)
     requested = []
 
     def forward(signum, frame):

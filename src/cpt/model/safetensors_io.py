@@ -14,10 +14,48 @@ from cpt.model.weights import load_bin, place_file
 
 
 def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
-    """(header dict, byte offset of the data section) of a safetensors file."""
+    """(header dict, byte offset of the data section) of a safetensors file; ModelError naming the file and what
+    is wrong when the header is malformed (length past the end, not a JSON object, offsets outside the data)."""
+    size = os.path.getsize(path)
+
+    def bad(what: str) -> ModelError:
+        return ModelError(f"{path}: not a valid safetensors file: {what}; the file is damaged or not safetensors "
+                          f"(re-download or re-export the model)")
+
     with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        return json.loads(f.read(n)), 8 + n
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise bad(f"{size} bytes, shorter than the 8-byte header length")
+        n = struct.unpack("<Q", raw)[0]
+        if n > size - 8 or n > 100 << 20:
+            raise bad(f"header length {n} bytes does not fit in the file of {size} bytes")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise bad(f"the header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    data = size - 8 - n
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offs = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)
+                or not 0 <= offs[0] <= offs[1] <= data or not isinstance(entry.get("shape"), list)):
+            raise bad(f"tensor {name!r}: shape or data_offsets missing or outside the {data} data bytes")
+    return header, 8 + n
+
+
+def check_model_weights(model_dir: str | os.PathLike, vocab_size: int | None) -> None:
+    """Every *.safetensors header of a model directory is valid, and its input embedding has `vocab_size` rows
+    (config.json's); ModelError naming the file otherwise, before any loader gives a traceback."""
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        header, _ = safetensors_header(f)
+        for name, entry in header.items():
+            if name.endswith("embed_tokens.weight") and vocab_size is not None and entry["shape"][:1] != [vocab_size]:
+                raise ModelError(f"{f}: {name} has {entry['shape'][0]} rows but {Path(model_dir) / 'config.json'} "
+                                 f"says vocab_size {vocab_size}; the config and the weights disagree (fix "
+                                 f"config.json or re-export the model)")
 
 
 def write_safetensors_subset(src: str | os.PathLike, dst: str | os.PathLike, drop: Iterable[str]) -> list[str]:

@@ -80,9 +80,13 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 def latest_checkpoint(root: str | Path) -> Path | None:
     """The directory named by `latest` when it exists (no verification; see find_resume_checkpoint)."""
     pointer = Path(root) / LATEST
-    if not pointer.is_file():
+    try:  # damaged (not UTF-8, a path elsewhere): None; find_resume_checkpoint scans the directories and rewrites it
+        name = pointer.read_bytes().decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    path = Path(root) / pointer.read_text(encoding="utf-8").strip()
+    if not name.startswith("step-") or "/" in name or "\0" in name:
+        return None
+    path = Path(root) / name
     return path if path.is_dir() else None
 
 

@@ -4,10 +4,8 @@ sharing the hashing). cpt.train.checkpoint builds save / load / resume on it."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,11 +16,10 @@ import torch.distributed as dist
 from cpt.artifacts.stagedir import CHECKPOINT_MANIFEST as MANIFEST
 from cpt.artifacts.stagedir import LATEST, SCHEDULER, STATE  # noqa: F401 (the checkpoint files' names)
 from cpt.core.atomic import write_text_atomic
+from cpt.core.disk import DISK_FULL_ERRNOS, LOW_SPACE, disk_full, free_space  # noqa: F401 (also used from here)
 from cpt.core.errors import CheckpointError
 
 MANIFEST_FORMAT = 1
-LOW_SPACE = 1 << 20  # after a failed write, less than this free on the file system = the disk was full
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 # ---- distributed helpers (work in a world of one, too) ---------------------------------------------------------
@@ -90,38 +87,6 @@ def read_json(path: Path, what: str = "file") -> dict:
 
 
 # ---- disk full -----------------------------------------------------------------------------------------------
-
-def disk_full(exc: BaseException, where: Path) -> bool:
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
-            return True
-        text = str(e)
-        if "No space left" in text or "os error 28" in text or "Disk quota exceeded" in text:
-            return True
-        e = e.__cause__ or e.__context__
-    probe = Path(where)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        st = os.statvfs(probe)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < LOW_SPACE
-
-
-def free_space(where: Path) -> str:
-    probe = Path(where)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        st = os.statvfs(probe)
-        return f"{st.f_bavail * st.f_frsize:,} of {st.f_blocks * st.f_frsize:,} bytes free"
-    except OSError:
-        return "free space unknown"
-
 
 def fail_together(error: BaseException | None, tmp: Path, what: str, keeps: str) -> None:
     """Collective: if any rank failed while writing into `tmp`, remove `tmp` and raise one CheckpointError on

@@ -19,6 +19,17 @@ def _rank_prefix() -> str:
     return f"[rank {os.environ.get('RANK', '0')}]"
 
 
+def _die_with_launcher() -> None:
+    """Under torchrun, this rank dies with it (torchrun starts each rank in its own session: a kill -9 of the
+    launcher's process group would leave the ranks running, blocked in a collective, holding the output lock)."""
+    import os
+
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
+        from cpt.core.procs import die_with_parent
+
+        die_with_parent()
+
+
 def _output_lock(output):
     """Rank 0 holds the lock on the stage directory (cpt.core.locks; a no-op when a parent process holds it)."""
     import contextlib
@@ -106,6 +117,7 @@ def cli_train(config, stage, model, dataset, output, overrides, print_config, be
     from cpt.train.progress import setup_rank_output
 
     setup_rank_output()
+    _die_with_launcher()
     try:
         if print_config:
             from cpt.train.config import load_config
@@ -119,7 +131,13 @@ def cli_train(config, stage, model, dataset, output, overrides, print_config, be
         sys.exit(2)
     except (click.ClickException, click.exceptions.Exit):
         raise
-    except Exception:
+    except Exception as exc:
+        from cpt.train.runtime import collective_failure
+
+        hint = collective_failure(exc)
+        if hint:
+            click.echo(f"{_rank_prefix()} error: {hint}", err=True)
+            sys.exit(1)
         click.echo(f"{_rank_prefix()} unexpected error:\n{traceback.format_exc()}", err=True)
         sys.exit(1)
     sys.exit(code)

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cpt.artifacts.dataset import IGNORE_INDEX  # labels with no loss: the dataset format's
+from cpt.artifacts.dataset import IGNORE_INDEX, check_files  # labels with no loss: the dataset format's
 from cpt.core.errors import DatasetError, TrainError
 
 
@@ -52,6 +52,7 @@ class BucketedDataset:
         names = self.manifest.get("buckets")
         if not isinstance(names, list) or not names:
             raise DatasetError(f"{manifest_path}: 'buckets' must be a non-empty list of directory names")
+        check_files(self.root, self.manifest)  # an interrupted rebuild: buckets that are not the manifest's
         self.buckets = []
         for name in names:
             path = self.root / name
@@ -63,6 +64,10 @@ class BucketedDataset:
                 raise DatasetError(f"{path}: missing column(s) {sorted(missing)}")
             self.buckets.append(ds)
         self._index(names)
+        n = self.manifest.get("num_sequences")
+        if isinstance(n, int) and n != self.offsets[-1]:
+            raise DatasetError(f"{manifest_path}: lists {n} sequences, its buckets hold {self.offsets[-1]}; an "
+                               f"interrupted rebuild? Rebuild this stage")
 
     def _index(self, names) -> None:
         self.bucket_names = list(names)

@@ -30,7 +30,8 @@ from cpt.train.metrics import MetricsLogger, device_name, mfu, model_flops_per_t
 from cpt.train.optim import NEFTune, build_optimizer, build_scheduler, freeze_non_embeddings
 from cpt.train.plugins import traits
 from cpt.train.progress import ProgressLog
-from cpt.train.resume import plan_resume
+from cpt.model.safetensors_io import check_model_weights
+from cpt.train.resume import lineage, plan_resume
 from cpt.train.rng import reseed
 from cpt.train.runtime import (
     SampleTrace,
@@ -56,6 +57,7 @@ RESUME_MUTABLE_KEYS = {"trace_samples", "max_steps", "save_interval", "keep_last
                        "dist_timeout_s", "init", "init_checkpoint", "progress_interval"}
 # fault injection for tests of crash recovery: SIGKILL this process (rank 0) right after this optimizer step
 FAULT_ENV = "CPT_TRAIN_FAULT_SIGKILL_AFTER_STEP"
+HANG_ENV = "CPT_TRAIN_FAULT_HANG_AFTER_STEP"  # tests: the last rank stops answering after this step
 
 
 @dataclass
@@ -102,7 +104,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
 
     dev = device_type()
     pt = traits(cfg)  # everything that differs between plugins
-    init_distributed(cfg.seed)
+    init_distributed(cfg.seed, cfg.dist_timeout_s)
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(cfg.seed + rank)  # per-rank stream for NEFTune noise / dropout; restored on resume
     preempt = PreemptFlag().install()
@@ -115,6 +117,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     # ---- model ---------------------------------------------------------------------------------------------
     attn, no_flash_reason = attention_implementation(cfg, dev)
     hf_config = AutoConfig.from_pretrained(model_dir)
+    check_model_weights(model_dir, getattr(hf_config, "vocab_size", None))  # named errors, not a loader traceback
     pt.check_device(dev)
     pt.check(dev, vocab_size=hf_config.vocab_size)  # refuse before loading anything
     if no_flash_reason and cfg.flash_attention and rank == 0:
@@ -158,9 +161,10 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if rank == 0 else (lambda text: None)
     found = None if benchmark else ckpt.find_resume_checkpoint(ckpt_root, log=say)
     resume = None
+    run_lineage = None if benchmark else lineage(model_dir, dataset_dir)  # recorded in every checkpoint
     if found is not None:
         resume = plan_resume(found, cfg.to_dict(), world, dp_size, pt.resume.reshard, cfg.plugin,
-                                  RESUME_MUTABLE_KEYS)
+                             RESUME_MUTABLE_KEYS, run_lineage)
     accum = resume.accumulation_steps if resume else cfg.accumulation_steps
     sampler = BucketOrderedSampler(data.bucket_sizes, cfg.micro_batch_size, dp_size, dp_rank, cfg.seed, cfg.epochs)
     micro_per_epoch = sampler.micro_steps_per_epoch()
@@ -245,7 +249,7 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 "accumulation_steps": accum, "global_batch": cfg.micro_batch_size * dp_size * accum,
                 "plugin": cfg.plugin, "preempted": stopped,
                 "padding_slots_per_epoch": sampler.padding_slots_per_epoch(),
-                "micro_steps_per_epoch": micro_per_epoch}
+                "micro_steps_per_epoch": micro_per_epoch, "lineage": run_lineage}
 
     trace = SampleTrace(output, rank, cfg.trace_samples and not benchmark, step, world)
     fault_step = int(os.environ.get(FAULT_ENV, "0") or 0)
@@ -348,6 +352,8 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
                 last_saved = step
             if fault_step and step == fault_step and rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if step == int(os.environ.get(HANG_ENV, "0") or 0) and rank == world - 1:
+                signal.pause()  # a hung rank: the others block in the next collective
         if exit_code == PREEMPTED_EXIT_CODE:
             resume_point = None
             if step != last_saved:

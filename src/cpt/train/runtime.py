@@ -30,9 +30,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(seed: int) -> None:
-    """torchrun sets RANK/WORLD_SIZE/...; a plain `python -m cpt.train` runs as a world of one."""
+DIST_TIMEOUT: dict = {"s": None}  # train.dist_timeout_s of this process's run (what collective_failure reports)
+
+
+def set_collective_timeout(seconds: int | None) -> None:
+    """Every process group created from now on (the default one, and the plugin's data/tensor/pipeline groups,
+    which ColossalAI creates without a timeout) times out a blocked collective after `seconds`
+    (train.dist_timeout_s) instead of torch's 30 minutes (NCCL: 10)."""
+    import datetime
+
+    import torch.distributed.distributed_c10d as c10d
+
+    if not seconds:
+        return
+    DIST_TIMEOUT["s"] = int(seconds)
+    c10d.default_pg_timeout = datetime.timedelta(seconds=int(seconds))
+    if isinstance(getattr(c10d, "default_pg_nccl_timeout", None), datetime.timedelta):
+        c10d.default_pg_nccl_timeout = datetime.timedelta(seconds=int(seconds))
+
+
+def collective_failure(exc: BaseException) -> str | None:
+    """The message for an error of a collective operation (a peer rank hung past the timeout, or gone), else
+    None."""
+    e, seen = exc, set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        low = text.lower()
+        if "timed out" in low or "timeout" in low:
+            return (f"a collective operation did not complete within train.dist_timeout_s = {DIST_TIMEOUT['s']} s "
+                    f"({text[:200]}): another rank is hung or gone (its own lines say which); this rank stops. "
+                    f"Rerun the same command to resume from the latest checkpoint")
+        if "connection closed by peer" in low or "connection reset" in low or "broken pipe" in low:
+            return (f"another rank is gone: a collective operation lost its connection ({text[:200]}); this rank "
+                    f"stops. Rerun the same command to resume from the latest checkpoint")
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def init_distributed(seed: int, timeout_s: int | None = None) -> None:
+    """torchrun sets RANK/WORLD_SIZE/...; a plain `python -m cpt.train` runs as a world of one. `timeout_s`
+    (train.dist_timeout_s): how long a collective may block (set_collective_timeout)."""
     import colossalai
+
+    set_collective_timeout(timeout_s)
 
     if device_type() == "cpu":
         from cpt.train.compat import apply_cpu_shims
