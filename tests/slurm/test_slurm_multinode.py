@@ -4,6 +4,7 @@ slurmd per node, slurmctld on the host) and cpt.launch across its nodes."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from cpt.launch.plan import derive_port, ephemeral_range
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -79,3 +82,43 @@ def test_two_node_torchrun_c10d_gloo_all_reduce(slurm_multinode, tmp_path):
     assert sorted((x["host"], x["local_rank"]) for x in ranks) == [("node1", 0), ("node1", 1), ("node2", 0),
                                                                    ("node2", 1)]
     assert "--rdzv_endpoint=node1:" in log
+
+
+LAUNCHES = int(os.environ.get("CPT_PORT_LAUNCHES", "20"))
+
+
+def test_back_to_back_two_node_launches_never_collide_on_the_rendezvous_port(slurm_multinode, tmp_path):
+    """LAUNCHES 2-node jobs queued at once (they run back to back, two at a time, all with node1 as first node and
+    batch host), each planned by cpt.launch.plan on node1 while srun's own sockets open there: the port derived
+    from the job id lies outside the ephemeral range, so none collides with srun or with the other job."""
+    lo, hi = ephemeral_range()
+    env = _env(slurm_multinode)
+    jobs = []
+    for i in range(LAUNCHES):
+        r = subprocess.run(["sbatch", "--parsable", "-N2", "--ntasks-per-node=1", "--cpus-per-task=1", "--mem=200",
+                            "-o", str(tmp_path / f"job{i}.log"), "--wrap",
+                            f"{sys.executable} {HERE / 'port_launch.py'}"],
+                           capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        jobs.append(r.stdout.strip())
+    deadline = time.monotonic() + 30 + 6 * LAUNCHES
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h", "-j", ",".join(jobs), "-o", "%i"], capture_output=True, text=True,
+                             timeout=30, env=env).stdout
+        if not out.strip():
+            break
+        time.sleep(0.5)
+    else:
+        subprocess.run(["scancel", *jobs], env=env, timeout=30)
+        raise AssertionError("the launches did not finish in time")
+    ports = []
+    for i, job in enumerate(jobs):
+        info = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=30,
+                              env=env).stdout
+        text = (tmp_path / f"job{i}.log").read_text()
+        assert "JobState=COMPLETED" in info and "ExitCode=0:0" in info, f"launch {i} (job {job}):\n{text[-2000:]}"
+        port = int(re.search(r"^port (\d+)$", text, re.M).group(1))
+        assert f"port {port} served 1 node(s)" in text
+        assert "BatchHost=node1" in info and not lo <= port <= hi and port == derive_port(job)
+        ports.append(port)
+    assert len(ports) == LAUNCHES and len(set(ports)) == LAUNCHES
