@@ -36,7 +36,7 @@ from cpt.launch.plan import (
     rendezvous_range,
     slurm_argv,
 )
-from cpt.launch.resources import rule_resources
+from cpt.launch.resources import rule_resources, rule_threads
 
 REPO = Path(__file__).resolve().parents[2]
 TOY = REPO / "tests" / "slurm" / "toy_trainer.py"
@@ -447,3 +447,15 @@ def test_nproc_per_node_when_set_wins_over_gpus():
     res = {"train": {"nodes": 2, "gpus_per_node": 8, "nproc_per_node": 4}}
     assert rule_resources(res, "train")["nproc_per_node"] == 4 == rule_threads(res, "train")
     assert rule_threads({"default": {"cpus": 3}}, "dataset") == 3
+
+
+def test_rule_resources_leave_what_the_config_does_not_set_to_the_profile():
+    """mem_mb, runtime, cpus_per_task, partition and account are only requested when the config sets them; the
+    Snakemake profile's default-resources fill in the rest (a rule's own resource would beat them)."""
+    r = rule_resources({"train": {"nodes": 2, "nproc_per_node": 2}}, "train", distributed=True)
+    assert not {"mem_mb", "runtime", "cpus_per_task", "slurm_partition", "slurm_account"} & set(r)
+    assert r["nodes"] == 2 and r["tasks"] == 2
+    r = rule_resources({"default": {"mem_mb": 3000, "cpus": 2, "partition": "cpu"}, "dataset": {"runtime": 9}},
+                       "dataset")
+    assert (r["mem_mb"], r["runtime"], r["cpus_per_task"], r["slurm_partition"]) == (3000, 9, 2, "cpu")
+    assert "slurm_account" not in r and rule_threads({}, "dataset") == 1 and rule_threads(None, "train") == 1
