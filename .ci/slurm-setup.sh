@@ -4,7 +4,8 @@
 #   sudo .ci/slurm-setup.sh            # install if missing, then start (no-op when a cluster already answers)
 #   sudo .ci/slurm-setup.sh --install  # install only; the tests' fixture starts and stops the daemons itself
 #
-# Debian/Ubuntu packages: slurmctld slurmd slurm-client munge (~10 s). Daemons are started by hand (no
+# Debian/Ubuntu packages: slurmctld slurmd slurm-client munge (~10 s), and iproute2
+# for the multi-node test cluster (tests/slurm/start-multinode-slurm.sh). Daemons are started by hand (no
 # systemd needed) from tests/slurm/start-local-slurm.sh with state under $SLURM_BASE (default
 # ${TMPDIR:-/tmp}/cpt-local-slurm); stop them with tests/slurm/stop-local-slurm.sh.
 set -euo pipefail
@@ -16,6 +17,11 @@ if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
   echo "slurm-setup: installed $(dpkg-query -W -f='slurmctld ${Version}' slurmctld)"
+fi
+if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  # the multi-node test cluster (tests/slurm/start-multinode-slurm.sh) builds network namespaces with `ip`
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null; }
 fi
 [ "${1:-}" = "--install" ] && exit 0
 if sinfo -h -o %T 2>/dev/null | grep -q .; then

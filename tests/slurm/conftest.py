@@ -107,3 +107,74 @@ def _start(base: Path, env: dict) -> None:
         subprocess.run(["bash", str(HERE / "stop-local-slurm.sh")], env=env, capture_output=True, timeout=60)
         pytest.fail(f"could not start the local SLURM (tests/slurm/start-local-slurm.sh):\n{r.stdout}\n{r.stderr}")
     (base / "started-by-fixture").touch()
+
+
+# ------------------------------------------------------------------------------------------ N-node cluster
+
+MULTINODE_CLUSTER = "cpt-multinode"
+MULTINODE_NODES = 2
+
+
+@pytest.fixture(scope="session")
+def slurm_multinode():
+    """Yields a live N-node SLURM on this machine (tests/slurm/start-multinode-slurm.sh): {"conf", "env",
+    "nodes", "base"}. `env` is the environment every Slurm client call must get (SLURM_CONF set, other SLURM_*
+    removed): without SLURM_CONF a client would fall back to a DNS SRV lookup.
+
+    Network namespaces need root: skipped (with the reason) only where the tests do not run as root or SLURM
+    cannot be installed. pytest-xdist workers share one cluster (lock + one marker file per worker); the last
+    worker to finish stops it. A crashed run's leftovers are removed by the next start.
+    """
+    base = Path(os.environ.get("CPT_SLURM_MN_BASE", f"/tmp/cpt-test-slurm-mn-{os.geteuid()}"))
+    conf = base / "slurm.conf"
+    script_env = {**os.environ, "SLURM_MN_BASE": str(base), "SLURM_MN_NODES": str(MULTINODE_NODES),
+                  "SLURM_MN_CLUSTER": MULTINODE_CLUSTER}
+    client_env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    client_env["SLURM_CONF"] = str(conf)
+    me = base / "users" / str(os.getpid())
+    if os.geteuid() != 0:
+        pytest.skip("the multi-node test cluster needs root (network namespaces, slurmd)")
+    with _locked(base):
+        if not _multinode_up(client_env):
+            if not _installed():
+                _install_or_skip()
+            shutil.rmtree(base / "users", ignore_errors=True)
+            r = subprocess.run(["bash", str(HERE / "start-multinode-slurm.sh")], env=script_env, capture_output=True,
+                               text=True, timeout=120)
+            if r.returncode != 0:
+                subprocess.run(["bash", str(HERE / "stop-multinode-slurm.sh")], env=script_env, capture_output=True,
+                               timeout=120)
+                pytest.fail(f"could not start the multi-node SLURM (start-multinode-slurm.sh):\n{r.stdout}\n{r.stderr}")
+        me.parent.mkdir(parents=True, exist_ok=True)
+        me.touch()
+    try:
+        yield {"conf": conf, "env": client_env, "base": base,
+               "nodes": [f"node{i}" for i in range(1, MULTINODE_NODES + 1)]}
+    finally:
+        with _locked(base):
+            me.unlink(missing_ok=True)
+            if not any((base / "users").iterdir()):
+                subprocess.run(["bash", str(HERE / "stop-multinode-slurm.sh")], env=script_env, capture_output=True,
+                               timeout=120)
+
+
+def _multinode_up(env: dict) -> bool:
+    if not Path(env["SLURM_CONF"]).is_file():
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=15,
+                             env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    states = dict(line.split() for line in out.stdout.splitlines() if line.strip())
+    return out.returncode == 0 and len(states) == MULTINODE_NODES and all(s == "idle" for s in states.values())
+
+
+def _install_or_skip() -> None:
+    if not shutil.which("apt-get") or os.environ.get("CPT_SLURM_NO_INSTALL"):
+        pytest.skip("SLURM is not installed and cannot be installed here (needs apt-get); run "
+                    "`sudo .ci/slurm-setup.sh --install`")
+    r = subprocess.run(["bash", str(REPO / ".ci" / "slurm-setup.sh"), "--install"], capture_output=True, text=True,
+                       timeout=600)
+    if r.returncode != 0:
+        pytest.fail(f"installing SLURM failed (.ci/slurm-setup.sh --install): {r.stderr.strip()[-500:]}")

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,15 +24,19 @@ from cpt.core.errors import PREEMPTED_EXIT_CODE, ConfigError, TrainError
 from cpt.core.resources import merge_resources
 from cpt.launch.plan import (
     LaunchSpec,
+    choose_port,
     derive_port,
+    ephemeral_range,
     expand_nodelist,
     local_argv,
     main,
     parse_scontrol_job,
     plan_launch,
+    port_bindable,
+    rendezvous_range,
     slurm_argv,
 )
-from cpt.launch.resources import rule_resources
+from cpt.launch.resources import rule_resources, rule_threads
 
 REPO = Path(__file__).resolve().parents[2]
 TOY = REPO / "tests" / "slurm" / "toy_trainer.py"
@@ -124,10 +129,35 @@ def test_parse_scontrol_job():
     assert f["NodeList"] == "gpu[01-02]" and f["NumNodes"] == "2" and f["BatchHost"] == "gpu01"
 
 
-def test_derive_port_is_deterministic_and_in_range():
+def test_derive_port_is_deterministic_and_outside_the_ephemeral_range():
     assert derive_port("123456") == derive_port(123456)
     assert derive_port("1") != derive_port("2")
-    assert all(29500 <= derive_port(j) < 49500 for j in (0, 1, 19999, 20000, 987654321, "12_3"))
+    lo, hi = ephemeral_range()
+    assert all(not lo <= derive_port(j) <= hi for j in (0, 1, 19999, 20000, 987654321, "12_3"))
+    assert rendezvous_range((32768, 60999)) == (20000, 32767)
+    assert all(20000 <= derive_port(j, (20000, 32767)) <= 32767 for j in (0, 12767, 12768, 987654321))
+    assert rendezvous_range((15000, 60000)) == (60001, 65535)   # no room below: above it
+    with pytest.raises(ConfigError, match="launch.port"):
+        rendezvous_range((1024, 65000))
+    assert ephemeral_range("9000\t9999\n") == (9000, 9999)
+    assert derive_port(5, (20000, 20009), attempt=7) == 20002
+
+
+def test_choose_port_steps_past_a_held_port_on_the_first_node_only():
+    spec = LaunchSpec()
+    env = {"SLURM_JOB_ID": "40", "SLURMD_NODENAME": "n1"}
+    held = {derive_port("40", (20000, 32767)), derive_port("40", (20000, 32767), 1)}
+    port = choose_port(spec, env, ["n1", "n2"], bindable=lambda p: p not in held, ephemeral=(32768, 60999))
+    assert port == derive_port("40", (20000, 32767), 2)
+    other = choose_port(spec, {**env, "SLURMD_NODENAME": "n2"}, ["n1", "n2"], bindable=lambda p: False,
+                        ephemeral=(32768, 60999))
+    assert other == derive_port("40", (20000, 32767))
+    with pytest.raises(TrainError, match="no free rendezvous port"):
+        choose_port(spec, env, ["n1"], bindable=lambda p: False, ephemeral=(32768, 60999))
+    with socket.socket() as s:   # a port really held by a listener here is not chosen
+        s.bind(("", derive_port("40", (20000, 32767))))
+        s.listen()
+        assert not port_bindable(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------- argv
@@ -169,9 +199,9 @@ def test_plan_launch_local_and_slurm_modes():
     assert local.mode == "local" and "--standalone" in local.argv and local.env == {"NCCL_DEBUG": "WARN"}
 
     env = {"SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "node[3-4]", "SLURMD_NODENAME": "node3"}
-    plan = plan_launch(env, spec, ["train.py"], run=no_scontrol, free=lambda: 40001)
-    assert plan.mode == "slurm" and plan.hosts == ["node3", "node4"] and plan.port == 40001
-    assert "--rdzv_endpoint=node3:40001" in plan.argv[-1] and "--nnodes=2" in plan.argv[-1]
+    plan = plan_launch(env, spec, ["train.py"], run=no_scontrol, bindable=lambda p: True)
+    assert plan.mode == "slurm" and plan.hosts == ["node3", "node4"] and plan.port == derive_port("77")
+    assert f"--rdzv_endpoint=node3:{plan.port}" in plan.argv[-1] and "--nnodes=2" in plan.argv[-1]
     assert plan.env["MASTER_ADDR"] == "node3" and plan.env["NCCL_DEBUG"] == "WARN"
 
     # not on the first node: every node derives the same port from the job id
@@ -192,7 +222,7 @@ def test_plan_launch_reads_nodelist_from_scontrol_when_env_was_stripped():
         raise OSError("no hostnames subcommand here")
 
     plan = plan_launch({"SLURM_JOB_ID": "9", "SLURMD_NODENAME": "c1"}, LaunchSpec(nodes=3), ["t.py"],
-                       run=fake_scontrol, free=lambda: 35000)
+                       run=fake_scontrol, bindable=lambda p: True)
     assert plan.hosts == ["c1", "c2", "c3"] and calls[0] == ["scontrol", "show", "job", "-o", "9"]
 
 
@@ -417,3 +447,15 @@ def test_nproc_per_node_when_set_wins_over_gpus():
     res = {"train": {"nodes": 2, "gpus_per_node": 8, "nproc_per_node": 4}}
     assert rule_resources(res, "train")["nproc_per_node"] == 4 == rule_threads(res, "train")
     assert rule_threads({"default": {"cpus": 3}}, "dataset") == 3
+
+
+def test_rule_resources_leave_what_the_config_does_not_set_to_the_profile():
+    """mem_mb, runtime, cpus_per_task, partition and account are only requested when the config sets them; the
+    Snakemake profile's default-resources fill in the rest (a rule's own resource would beat them)."""
+    r = rule_resources({"train": {"nodes": 2, "nproc_per_node": 2}}, "train", distributed=True)
+    assert not {"mem_mb", "runtime", "cpus_per_task", "slurm_partition", "slurm_account"} & set(r)
+    assert r["nodes"] == 2 and r["tasks"] == 2
+    r = rule_resources({"default": {"mem_mb": 3000, "cpus": 2, "partition": "cpu"}, "dataset": {"runtime": 9}},
+                       "dataset")
+    assert (r["mem_mb"], r["runtime"], r["cpus_per_task"], r["slurm_partition"]) == (3000, 9, 2, "cpu")
+    assert "slurm_account" not in r and rule_threads({}, "dataset") == 1 and rule_threads(None, "train") == 1

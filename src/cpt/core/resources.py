@@ -61,6 +61,19 @@ def merge_resources(resources_cfg: Mapping | None, rule: str) -> dict:
         merged["cpus_per_task"] = merged["cpus"] or 1
     return merged
 
+def configured_keys(resources_cfg: Mapping | None, rule: str) -> set[str]:
+    """The resource keys the experiment config itself sets for `rule` (in `resources.default` or
+    `resources.<rule>`), as opposed to RESOURCE_DEFAULTS filling in: what a scheduler request must carry, while
+    the rest is left to the site (a Snakemake profile's `default-resources`)."""
+    cfg = dict(resources_cfg or {})
+    keys: set[str] = set()
+    for name in ("default", rule):
+        section = cfg.get(name) or {}
+        if isinstance(section, Mapping):
+            keys |= {k for k, v in section.items() if v is not None}
+    return keys
+
+
 def train_devices(resources: Mapping) -> int | None:
     """Devices of the training rule: nodes x (gpus_per_node, or nproc_per_node without GPUs)."""
     r = merge_resources(resources, "train")

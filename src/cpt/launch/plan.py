@@ -9,8 +9,11 @@ SLURM mode (inside a job):  srun --nodes=N --ntasks=N --ntasks-per-node=1 ... ba
                              --node_rank=$SLURM_NODEID --nproc_per_node=G --rdzv_backend=static
                              --rdzv_endpoint=FIRST_NODE:PORT PROGRAM"
 One torchrun per node; the rendezvous host is the first node of `scontrol show hostnames` of the allocation
-(rank 0 hosts the store, so `static` needs no hostname matching); the port is configured, else a free port of
-the batch host (which is the first node), else derived from the job id.
+(rank 0 hosts the store, so `static` needs no hostname matching); the port is configured, else derived from the
+job id in a range OUTSIDE the ephemeral port range (net.ipv4.ip_local_port_range), so no socket that srun or any
+other program opens without naming a port can take it between our choice and torchrun's bind (a free ephemeral
+port picked on the batch host was taken by srun's own listening socket in one of two runs). On the first node
+the derived port is also checked to be bindable now, stepping to the next one in the range if a listener holds it.
 
 Time limits and preemption: the training rule asks SLURM for `--signal=USR1@<seconds>` (without `B:`). That
 signal goes to every process of every job step, i.e. to the trainer processes started by the srun above:
@@ -37,8 +40,11 @@ from cpt.core.errors import ConfigError, TrainError
 from cpt.core.schema import complete, default, parse_pairs, subschema
 
 DEFAULT_SIGNAL_SECONDS = 300
-PORT_BASE = 29500
-PORT_SPAN = 20000
+PORT_LOW = 20000                       # lowest rendezvous port derived from a job id (above SLURM's 6817-6818)
+MIN_PORT_SPAN = 1024                   # a usable range outside the ephemeral range has at least this many ports
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+LINUX_DEFAULT_EPHEMERAL = (32768, 60999)
+PORT_ATTEMPTS = 64
 
 # --------------------------------------------------------------------------------------------------- launch
 
@@ -50,7 +56,7 @@ class LaunchSpec:
     nodes: int | None = None              # expected number of nodes (checked against the allocation)
     cpus_per_task: int | None = None      # CPUs of the one task per node (srun --cpus-per-task)
     gpus_per_node: int = 0                # srun --gres=gpu:N
-    port: int | None = None               # rendezvous port; None = free port of the batch host / derived
+    port: int | None = None               # rendezvous port; None = derived from the job id (choose_port)
     rdzv_backend: str = field(default_factory=lambda: default("launch.rdzv_backend"))  # static | c10d
     env: dict = field(default_factory=dict)   # e.g. NCCL_DEBUG, NCCL_SOCKET_IFNAME, NCCL_IB_DISABLE
     srun_args: list = field(default_factory=list)
@@ -133,15 +139,45 @@ def parse_scontrol_job(text: str) -> dict:
     return fields
 
 
-def derive_port(job_id: str | int, base: int = PORT_BASE, span: int = PORT_SPAN) -> int:
-    """A port every node computes alike from the job id (two jobs sharing a first node rarely collide)."""
-    return base + int(re.sub(r"\D", "", str(job_id)) or 0) % span
+def ephemeral_range(text: str | None = None) -> tuple[int, int]:
+    """The kernel's ephemeral port range (ports handed to sockets bound to port 0, e.g. srun's listeners)."""
+    if text is None:
+        try:
+            with open(EPHEMERAL_RANGE_FILE, encoding="ascii") as fh:
+                text = fh.read()
+        except OSError:
+            return LINUX_DEFAULT_EPHEMERAL
+    lo, hi = (int(x) for x in text.split()[:2])
+    return lo, hi
 
 
-def free_port() -> int:
+def rendezvous_range(ephemeral: tuple[int, int]) -> tuple[int, int]:
+    """Ports [lo, hi] for derived rendezvous ports: below the ephemeral range if there is room, else above it."""
+    eph_lo, eph_hi = ephemeral
+    if eph_lo - PORT_LOW >= MIN_PORT_SPAN:
+        return PORT_LOW, eph_lo - 1
+    if 65535 - eph_hi >= MIN_PORT_SPAN:
+        return eph_hi + 1, 65535
+    raise ConfigError(f"launch.port: the ephemeral port range {eph_lo}-{eph_hi} leaves no room for a rendezvous "
+                      "port that no other socket can be given; set launch.port to a port reserved for it")
+
+
+def derive_port(job_id: str | int, ports: tuple[int, int] | None = None, attempt: int = 0) -> int:
+    """The rendezvous port of a job: a function of its id (and the attempt) in `ports` (default: the range outside
+    this machine's ephemeral ports). Two jobs whose first nodes coincide differ unless their ids are equal modulo
+    the range's size; the first node steps to the next attempt if the port is held (see choose_port)."""
+    lo, hi = ports or rendezvous_range(ephemeral_range())
+    return lo + (int(re.sub(r"\D", "", str(job_id)) or 0) + attempt) % (hi - lo + 1)
+
+
+def port_bindable(port: int) -> bool:
+    """Whether a TCP listener could bind `port` on every address of this host now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
 
 
 def local_argv(spec: LaunchSpec, program: Sequence[str]) -> list[str]:
@@ -200,18 +236,27 @@ def allocation_hosts(env: Mapping[str, str], run: Callable[[list[str]], str] | N
 
 
 def choose_port(spec: LaunchSpec, env: Mapping[str, str], hosts: Sequence[str],
-                free: Callable[[], int] = free_port) -> int:
-    """Configured port, else a free port when this (batch) host is the first node, else derived from the job id."""
+                bindable: Callable[[int], bool] = port_bindable, ephemeral: tuple[int, int] | None = None) -> int:
+    """Configured port, else derived from the job id outside the ephemeral range; on the first node (which hosts
+    the rendezvous store) the first of PORT_ATTEMPTS successive derived ports that is bindable now."""
     if spec.port:
         return int(spec.port)
+    job_id = env.get("SLURM_JOB_ID", "0")
+    ports = rendezvous_range(ephemeral or ephemeral_range())
     this = env.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
-    if hosts and this == hosts[0]:
-        return free()
-    return derive_port(env.get("SLURM_JOB_ID", "0"))
+    if not hosts or this != hosts[0]:
+        return derive_port(job_id, ports)
+    for attempt in range(PORT_ATTEMPTS):
+        port = derive_port(job_id, ports, attempt)
+        if bindable(port):
+            return port
+    raise TrainError(f"no free rendezvous port among {PORT_ATTEMPTS} derived from job {job_id} in "
+                     f"{ports[0]}-{ports[1]} on {this}; set launch.port")
 
 
 def plan_launch(env: Mapping[str, str], spec: LaunchSpec, program: Sequence[str], mode: str | None = None,
-                run: Callable[[list[str]], str] | None = None, free: Callable[[], int] = free_port) -> LaunchPlan:
+                run: Callable[[list[str]], str] | None = None,
+                bindable: Callable[[int], bool] = port_bindable) -> LaunchPlan:
     """Environment + launch settings + trainer command -> the argv to exec (and env to add); `mode`: launch.mode."""
     mode = detect_mode(env, mode or default("launch.mode"))
     extra_env = {str(k): str(v) for k, v in spec.env.items()}
@@ -223,7 +268,7 @@ def plan_launch(env: Mapping[str, str], spec: LaunchSpec, program: Sequence[str]
             f"the SLURM allocation has {len(hosts)} node(s) ({','.join(hosts)}) but {spec.nodes} were configured; "
             "make resources.train.nodes and the job's --nodes agree"
         )
-    port = choose_port(spec, env, hosts, free)
+    port = choose_port(spec, env, hosts, bindable)
     argv = slurm_argv(spec, program, hosts, str(env["SLURM_JOB_ID"]), port)
     extra_env.setdefault("MASTER_ADDR", hosts[0])
     extra_env.setdefault("MASTER_PORT", str(port))

@@ -7,7 +7,7 @@ import os
 from typing import Mapping
 
 from cpt.core.errors import ConfigError
-from cpt.core.resources import merge_resources
+from cpt.core.resources import configured_keys, merge_resources
 
 DISTRIBUTED_RULES = ("train",)  # rules whose shell starts its own srun + torchrun (cpt.launch.plan.stage_launcher)
 
@@ -22,18 +22,26 @@ def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool |
     the job asks for `nodes` nodes with one SLURM task each, and the `mpi` key (value 0) tells the SLURM
     jobstep executor not to wrap the rule in `srun -n1` (value 0 keeps the submit side's MPI task checks off).
     Also exposes `nproc_per_node` and `gpus_per_node` so the rule's shell can pass them to `cpt.launch.plan`.
+
+    What the scheduler is asked for per job -- `mem_mb`, `runtime`, `cpus_per_task`, partition, account -- is
+    only set when the experiment config sets it (`resources.default` or `resources.<rule>`): otherwise the
+    Snakemake profile's `default-resources` apply (a resource a rule names always beats them, so filling in
+    built-in defaults here would silently override the site's profile).
     """
     if distributed is None:
         distributed = rule in DISTRIBUTED_RULES
     r = merge_resources(resources_cfg, rule)
+    given = configured_keys(resources_cfg, rule)
     out: dict = {
         "nodes": r["nodes"],
-        "cpus_per_task": r["cpus_per_task"],
-        "mem_mb": r["mem_mb"],
-        "runtime": r["runtime"],
         "nproc_per_node": r["nproc_per_node"],
         "gpus_per_node": r["gpus_per_node"],
     }
+    if given & {"cpus_per_task", "cpus"}:
+        out["cpus_per_task"] = r["cpus_per_task"]
+    for key in ("mem_mb", "runtime"):
+        if key in given:
+            out[key] = r[key]
     if r["partition"]:
         out["slurm_partition"] = str(r["partition"])
     if r["account"]:
@@ -66,7 +74,8 @@ def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool |
 def rule_threads(resources_cfg: Mapping | None, rule: str) -> int:
     """A rule's Snakemake `threads`, from `rule_resources`: the ranks per node of a distributed rule (what one
     node's torchrun runs), the CPUs of its one task otherwise."""
-    r = rule_resources(resources_cfg, rule)
+    rule_resources(resources_cfg, rule)  # the same checks
+    r = merge_resources(resources_cfg, rule)
     return int(r["nproc_per_node"] if rule in DISTRIBUTED_RULES else r["cpus_per_task"])
 
 
