@@ -91,13 +91,20 @@ class TrainConfig:
     keep_last: int = _D["keep_last"]
     log_interval: int = _D["log_interval"]
     progress_interval: int = _D["progress_interval"]  # a progress line (step, tokens, loss, lr, tokens/s, ETA)
-    tensorboard: bool = _D["tensorboard"]
+    tensorboard: bool = _D["tensorboard"]  # false removes "tensorboard" from `loggers` (the older switch)
+    loggers: list = dataclasses.field(default_factory=lambda: list(_D["loggers"]))  # cpt.train.loggers
     peak_tflops: float | None = _D["peak_tflops"]  # per device; None = look up from the GPU name, no MFU on CPU
     dist_timeout_s: int = _D["dist_timeout_s"]
     # audit: trace/rank-NNNNN.jsonl = which samples each rank trained at each step
     trace_samples: bool = _D["trace_samples"]
     # parameter-efficient stage (LoRA adapters + chosen embedding rows); None = full-parameter training
     lora: LoraSettings | None = _D["lora"]
+
+    @property
+    def active_loggers(self) -> list[str]:
+        """`loggers` with jsonl always first, without tensorboard when `tensorboard` is false."""
+        names = ["jsonl", *(n for n in dict.fromkeys(self.loggers) if n != "jsonl")]
+        return [n for n in names if self.tensorboard or n != "tensorboard"]
 
     @property
     def global_batch_per_dp(self) -> int:
