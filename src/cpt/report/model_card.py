@@ -1,6 +1,6 @@
 """The model card of a sealed final/: README.md with the Hub's YAML metadata (base_model, language, license,
 library_name, tags) and the stage's own numbers (steps, tokens, last loss, world size, wall time from
-metrics.jsonl and run.json), plus the base model's license and notice files copied from the stage's input model
+the stage's metrics and run records copied into final/), plus the base model's license and notice files copied from the stage's input model
 when it has them (LICENSE*, NOTICE*, USE_POLICY*: the LLaMA-2 license travels with every derived checkpoint).
 huggingface_hub.ModelCard.load parses it (tests/unit/test_model_card.py)."""
 
@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 
 import yaml
+
+from cpt.artifacts.stagedir import METRICS, RUN
 
 NOTICE_PATTERNS = ("LICENSE*", "LICENCE*", "NOTICE*", "USE_POLICY*", "Notice*")
 
@@ -48,13 +50,13 @@ def base_model_name(model: str | Path) -> str:
 
 def _numbers(final: Path) -> dict:
     out: dict = {}
-    metrics = final / "metrics.jsonl"
+    metrics = final / METRICS
     if metrics.is_file():
         recs = [json.loads(x) for x in metrics.read_text(encoding="utf-8").splitlines() if x.strip()]
         if recs:
             out.update(steps=recs[-1].get("step"), tokens=sum(r.get("tokens", 0) or 0 for r in recs),
                        final_loss=recs[-1].get("loss"))
-    run = final / "run.json"
+    run = final / RUN
     if run.is_file():
         data = json.loads(run.read_text(encoding="utf-8"))
         for key in ("world_size", "wall_seconds", "plugin"):
@@ -75,7 +77,7 @@ def write_model_card(final: str | Path, stage: str, base_model: str, license: st
     if license == "other":
         meta["license_name"] = "see-license-files" if notices else "unknown"
     nums = _numbers(final)
-    rows = "\n".join(f"| {k} | {v} |" for k, v in nums.items()) or "| (no metrics.jsonl / run.json in final/) | |"
+    rows = "\n".join(f"| {k} | {v} |" for k, v in nums.items()) or f"| (no {METRICS} / {RUN} in final/) | |"
     body = (f"# {final.parent.name}: stage `{stage}`\n\n"
             f"Continual pre-training of `{base_model}` with the Colossal-LLaMA-2 recipe (colossal-llama-cpt), "
             f"stage `{stage}`. A Hugging Face directory: `AutoModelForCausalLM.from_pretrained` and "

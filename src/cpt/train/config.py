@@ -92,7 +92,7 @@ class TrainConfig:
     log_interval: int = _D["log_interval"]
     progress_interval: int = _D["progress_interval"]  # a progress line (step, tokens, loss, lr, tokens/s, ETA)
     tensorboard: bool = _D["tensorboard"]  # false removes "tensorboard" from `loggers` (the older switch)
-    loggers: list = dataclasses.field(default_factory=lambda: list(_D["loggers"]))  # cpt.train.loggers
+    loggers: tuple = tuple(_D["loggers"])  # cpt.train.loggers; jsonl is always written
     peak_tflops: float | None = _D["peak_tflops"]  # per device; None = look up from the GPU name, no MFU on CPU
     dist_timeout_s: int = _D["dist_timeout_s"]
     # audit: trace/rank-NNNNN.jsonl = which samples each rank trained at each step
@@ -113,6 +113,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["loggers"] = list(self.loggers)
         d["lora"] = self.lora.to_dict() if self.lora is not None else None
         return d
 
@@ -129,6 +130,7 @@ def from_mapping(section: Mapping[str, Any] | None) -> TrainConfig:
     s = complete("train.defaults", section, label="train")
     s.pop("init_from", None)
     s["betas"] = tuple(s["betas"])
+    s["loggers"] = tuple(s["loggers"])
     s["lora"] = LoraSettings.from_dict(s["lora"]) if s.get("lora") is not None else None
     cfg = TrainConfig(**s)
     validate(cfg)
