@@ -9,6 +9,13 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
+# Software: with `--sdm apptainer` every job runs in this image, built from requirements.lock with
+# `apptainer build workflow/envs/cpt.sif workflow/envs/cpt.def`; with `--sdm conda` each rule's `conda:` environment
+# (workflow/envs/cpt.yaml) is used instead; without --sdm, the environment snakemake runs in (install.sh's .venv).
+# See config/README.md, "Software environments".
+container: "workflow/envs/cpt.sif"
+
+
 # The embedded default applies only when no --configfile is given (Snakemake would otherwise deep-merge it into
 # the user's experiment: its stages and categories would leak in).
 if not workflow.overwrite_configfiles:
@@ -42,16 +49,19 @@ include: "workflow/rules/common.smk"
 
 # Final targets: every rule file appends what `snakemake` (no target) must produce.
 rule all:
+    default_target: True
     input:
         lambda wildcards: TARGETS,
-    default_target: True
 
 
 # One rule file per recipe stage, all of them required: a missing file is an error here, not a stage that
 # silently disappears from the DAG.
 RULE_FILES = ("corpus", "clean", "tokenizer", "model", "dataset", "train", "evaluate", "report")
-_missing = [f"workflow/rules/{s}.smk" for s in RULE_FILES
-            if not Path(workflow.basedir, "workflow", "rules", f"{s}.smk").is_file()]
+_missing = [
+    f"workflow/rules/{s}.smk"
+    for s in RULE_FILES
+    if not Path(workflow.basedir, "workflow", "rules", f"{s}.smk").is_file()
+]
 if _missing:
     raise WorkflowError(f"missing rule file(s): {', '.join(_missing)}; every recipe stage needs its rule file")
 

@@ -76,3 +76,33 @@ def test_params_are_only_keys_written_in_the_config_file():
     assert doc["stages"]["dataset-replay"]["params"] == [{"c.yaml": ["dataset.max_length", "dataset.stages.replay"]}]
     assert doc["stages"]["train-replay"]["params"] == [{"c.yaml": ["train.stages.replay"]}]
     assert "params" not in doc["stages"]["report"]  # no report section in the file
+
+
+def test_stages_run_snakemake_with_the_experiments_profile_and_options_and_declare_metrics_and_plots():
+    groups = assign_targets(groups_for(CFG), OUTPUTS)
+    doc = dvc_yaml(groups, "config/x.yaml", profile="profiles/slurm", options=["--keep-going", "--jobs=8"])
+    for st in doc["stages"].values():  # a cluster profile: `dvc repro` submits jobs, never `--cores all` locally
+        assert st["cmd"].startswith("snakemake --profile profiles/slurm --keep-going --jobs=8 --configfile config/x.yaml "
+                                    "--allowed-rules "), st["cmd"]
+    assert "results/x/report/report.json" in doc["metrics"]
+    assert {"results/x/evaluate/replay/bpb.json", "results/x/evaluate/replay/benchmarks.json"} <= set(doc["metrics"])
+    plots = {k: v for p in doc["plots"] for k, v in p.items()}
+    assert plots["bits_per_byte"]["y"] == {"results/x/report/bpb.csv": ["zh", "en"]}
+    assert plots["loss"]["y"] == {"results/x/report/loss.csv": "loss"}
+
+
+def test_a_config_snakemake_cannot_plan_is_an_error_that_says_why(tmp_path):
+    import sys
+
+    import pytest
+
+    from cpt.core.errors import ConfigError
+    from cpt.workflow.dvc import snakemake_outputs
+
+    quiet = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    with pytest.raises(ConfigError, match=r"cannot plan c\.yaml for DVC: .* exited 3: no output at all"):
+        snakemake_outputs("c.yaml", tmp_path, snakemake=quiet)
+    loud = [sys.executable, "-c", "import sys; print('Building DAG'); print('MissingInputException: /models/llama "
+            "is missing', file=sys.stderr); sys.exit(1)"]
+    with pytest.raises(ConfigError, match="MissingInputException: /models/llama is missing"):
+        snakemake_outputs("c.yaml", tmp_path, snakemake=loud)

@@ -6,38 +6,40 @@
 if config["clean"]["enabled"]:
     CLEAN_CATEGORIES = sorted(config["corpus"]["categories"])
 
-
     rule clean_prepare:
         input:
             str(L.corpus_raw),
         output:
             temp(directory(str(L.clean_work("{category}")))),
-        wildcard_constraints:
-            category="|".join(CLEAN_CATEGORIES),
-        params:
-            section=config["clean"],
-            langs=category_languages(config),
         log:
             logfile("clean_prepare", "{category}"),
+        wildcard_constraints:
+            category="|".join(CLEAN_CATEGORIES),
+        conda:
+            CONDA_ENV
         threads: threads_of("clean")
         resources:
             **resources_of("clean"),
+        params:
+            section=config["clean"],
+            langs=category_languages(config),
         script:
             "../scripts/clean_prepare.py"
-
 
     rule clean_finalize:
         input:
             expand(str(L.clean_work("{category}")), category=CLEAN_CATEGORIES),
         output:
             directory(str(L.clean)),
-        params:
-            section=config["clean"],
-            raw=str(L.corpus_raw),
         log:
             logfile("clean_finalize"),
+        conda:
+            CONDA_ENV
         threads: 1
         resources:
             **resources_of("clean"),
+        params:
+            section=config["clean"],
+            raw=str(L.corpus_raw),
         script:
             "../scripts/clean_finalize.py"

@@ -7,44 +7,41 @@ from cpt.corpus.build import input_files
 CORPUS_SFT = L.corpus_sft
 
 
-def corpus_split_input(wildcards):
-    """The split reads the cleaned corpus when the clean stage is on, else the raw one."""
-    if config.get("clean", {}).get("enabled", False):
-        return str(L.clean)
-    return str(L.corpus_raw)
-
-
 rule corpus_raw:
     input:
         # the archives of the builtin categories' sources and the user's jsonl files
         sources=input_files(config["corpus"]),
     output:
         directory(str(L.corpus_raw)),
-    params:
-        section={k: config["corpus"][k] for k in ("seed", "categories")},
     log:
         logfile("corpus_raw"),
+    conda:
+        CONDA_ENV
     threads: threads_of("corpus")
     resources:
         **resources_of("corpus"),
+    params:
+        section={k: config["corpus"][k] for k in ("seed", "categories")},
     script:
         "../scripts/corpus_build.py"
 
 
 rule corpus_split:
     input:
-        corpus_split_input,
+        IN.corpus_split,  # the cleaned corpus when the clean stage is on, else the raw one
     output:
         train=directory(str(L.corpus_train)),
         heldout=directory(str(L.corpus_heldout)),
-    params:
-        section=config["corpus"]["split"],
-        langs=category_languages(config),
     log:
         logfile("corpus_split"),
+    conda:
+        CONDA_ENV
     threads: threads_of("corpus")
     resources:
         **resources_of("corpus"),
+    params:
+        section=config["corpus"]["split"],
+        langs=category_languages(config),
     script:
         "../scripts/corpus_split.py"
 
@@ -54,13 +51,15 @@ rule corpus_sft:
         idioms=str(archive_file(IDIOM_DICTIONARY[0])),
     output:
         directory(str(CORPUS_SFT)),
-    params:
-        section=config["corpus"]["sft"],
     log:
         logfile("corpus_sft"),
+    conda:
+        CONDA_ENV
     threads: threads_of("corpus")
     resources:
         **resources_of("corpus"),
+    params:
+        section=config["corpus"]["sft"],
     script:
         "../scripts/corpus_sft.py"
 

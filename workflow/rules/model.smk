@@ -8,12 +8,6 @@ MODEL_BASE_LOCAL = config["model"]["base"]["kind"] == "local"
 MODEL_BASE_CHECK = L.model_base_check
 
 
-def model_init_source(wildcards):
-    """The model the init extends: a trained stage's final model (model.init.from_stage), else the base model."""
-    stage = config["model"]["init"].get("from_stage")
-    return str(L.final(stage)) if stage else str(L.model_base)
-
-
 if MODEL_BASE_LOCAL:
 
     rule model_base_check:
@@ -22,13 +16,15 @@ if MODEL_BASE_LOCAL:
             model=section_inputs(config["model"]["base"]),  # the user's LLaMA-2 directory, read in place
         output:
             str(MODEL_BASE_CHECK),
-        params:
-            section=config["model"]["base"],
         log:
             logfile("model_base_check"),
+        conda:
+            CONDA_ENV
         threads: threads_of("model")
         resources:
             **resources_of("model"),
+        params:
+            section=config["model"]["base"],
         script:
             "../scripts/model_base_check.py"
 
@@ -42,34 +38,38 @@ else:
             sources=section_inputs(config["model"]["base"]),  # a GGUF model's archive (kind gguf)
         output:
             directory(str(L.model_base)),
-        params:
-            section=config["model"]["base"],
         log:
             logfile("model_base"),
+        conda:
+            CONDA_ENV
         threads: threads_of("model")
         resources:
             **resources_of("model"),
+        params:
+            section=config["model"]["base"],
         script:
             "../scripts/model_base.py"
 
 
 rule model_init:
     input:
-        model=model_init_source,
+        model=IN.model_init_source,  # model.init.from_stage's final model, else the base
         old_tokenizer=str(L.tokenizer_base),
         new_tokenizer=str(L.tokenizer_extended),
         heldout=str(L.corpus_heldout),
         checked=[str(MODEL_BASE_CHECK)] if MODEL_BASE_LOCAL else [],
     output:
         directory(str(L.model_init)),
-    params:
-        section=config["model"]["init"],
-        langs=category_languages(config),
     log:
         logfile("model_init"),
+    conda:
+        CONDA_ENV
     threads: threads_of("model")
     resources:
         **resources_of("model"),
+    params:
+        section=config["model"]["init"],
+        langs=category_languages(config),
     script:
         "../scripts/model_init.py"
 

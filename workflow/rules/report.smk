@@ -4,7 +4,6 @@
 from cpt.core.resources import train_devices
 
 
-
 rule report:
     input:
         # everything cpt.report.build.collect reads, so the report reruns when any of it changes
@@ -20,26 +19,28 @@ rule report:
     output:
         tokenizer=report(str(L.report_file("tokenizer.html")), caption="../report/tokenizer.rst", category="Tokenizer"),
         loss_steps=report(str(L.report_file("loss_by_step.png")), caption="../report/loss.rst", category="Training"),
-        loss_tokens=report(str(L.report_file("loss_by_tokens.png")), caption="../report/loss.rst",
-                           category="Training"),
+        loss_tokens=report(str(L.report_file("loss_by_tokens.png")), caption="../report/loss.rst", category="Training"),
         bpb=report(str(L.report_file("bpb.png")), caption="../report/bpb.rst", category="Evaluation"),
-        benchmarks=report(str(L.report_file("benchmarks.html")), caption="../report/benchmarks.rst",
-                          category="Evaluation"),
+        benchmarks=report(
+            str(L.report_file("benchmarks.html")), caption="../report/benchmarks.rst", category="Evaluation"
+        ),
         datasets=report(str(L.report_file("datasets.html")), caption="../report/datasets.rst", category="Data"),
         cost=report(str(L.report_file("cost.html")), caption="../report/cost.rst", category="Cost"),
         summary=str(L.report_file("summary.md")),
         json=str(L.report_file("report.json")),
+    log:
+        logfile("report"),
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **resources_of("report"),
     params:
         section=config["report"],
         stages=STAGES,
         points=EVAL_POINTS,
         experiment=EXP,
         devices=train_devices(config.get("resources")),  # the cost projection's default device count
-    log:
-        logfile("report"),
-    threads: 1
-    resources:
-        **resources_of("report"),
     script:
         "../scripts/report_build.py"
 

@@ -10,13 +10,15 @@ rule tokenizer_base:
         sources=section_inputs(config["tokenizer"]["base"]),  # the GGUF's archive or the local tokenizer
     output:
         directory(str(L.tokenizer_base)),
-    params:
-        section=config["tokenizer"]["base"],
     log:
         logfile("tokenizer_base"),
+    conda:
+        CONDA_ENV
     threads: threads_of("tokenizer")
     resources:
         **resources_of("tokenizer"),
+    params:
+        section=config["tokenizer"]["base"],
     script:
         "../scripts/tokenizer_base.py"
 
@@ -30,14 +32,16 @@ rule tokenizer_pieces:
     output:
         pieces=str(L.pieces),
         candidates=str(L.candidates),
-    params:
-        section={k: config["tokenizer"][k] for k in ("vocab_size", "candidates", "pieces_file", "seed")},
-        langs=TOK_LANGS,
     log:
         logfile("tokenizer_pieces"),
+    conda:
+        CONDA_ENV
     threads: threads_of("tokenizer")
     resources:
         **resources_of("tokenizer"),
+    params:
+        section={k: config["tokenizer"][k] for k in ("vocab_size", "candidates", "pieces_file", "seed")},
+        langs=TOK_LANGS,
     script:
         "../scripts/tokenizer_pieces.py"
 
@@ -51,14 +55,16 @@ rule tokenizer_extended:
         heldout=str(L.corpus_heldout),
     output:
         directory(str(L.tokenizer_extended)),
-    params:
-        section={k: config["tokenizer"][k] for k in ("vocab_size", "expansion")},
-        langs=TOK_LANGS,
     log:
         logfile("tokenizer_extended"),
+    conda:
+        CONDA_ENV
     threads: threads_of("tokenizer")
     resources:
         **resources_of("tokenizer"),
+    params:
+        section={k: config["tokenizer"][k] for k in ("vocab_size", "expansion")},
+        langs=TOK_LANGS,
     script:
         "../scripts/tokenizer_extended.py"
 
@@ -71,14 +77,16 @@ rule tokenizer_compression:
     output:
         json=str(L.compression),
         md=str(L.compression_md),
-    params:
-        section={"compression": config["tokenizer"]["compression"]},
-        langs=TOK_LANGS,
     log:
         logfile("tokenizer_compression"),
+    conda:
+        CONDA_ENV
     threads: threads_of("tokenizer")
     resources:
         **resources_of("tokenizer"),
+    params:
+        section={"compression": config["tokenizer"]["compression"]},
+        langs=TOK_LANGS,
     script:
         "../scripts/tokenizer_compression.py"
 

@@ -20,10 +20,10 @@ from typing import Any, Mapping
 import yaml
 
 from cpt.core.errors import ConfigError
+from cpt.core.shipped import REPO_ROOT, shipped_path  # noqa: F401 (REPO_ROOT: importers use it)
 from cpt.core.yamlio import read_yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = shipped_path("workflow/schemas") / "config.schema.yaml"
 
 
 def _key_path(error) -> str:

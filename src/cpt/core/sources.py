@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cpt.core.errors import DataSourceError
+from cpt.core.shipped import REPO_ROOT, shipped_path
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SOURCES_FILE = REPO_ROOT / "data" / "sources.yaml"
+SOURCES_FILE = shipped_path("data/sources.yaml")
 
 
 def downloads_dir() -> Path:

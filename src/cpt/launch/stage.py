@@ -112,4 +112,7 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
     from cpt.dataset.sft import write_sft_chat_template
 
     sd.seal_final()  # final/ carries metrics.jsonl and run.json (what the report reads)
+    from cpt.report.model_card import base_model_name, write_model_card
+
+    write_model_card(sd.final, out.name, base_model_name(model), source_model=model)  # README.md + license files
     write_sft_chat_template(sd.final, dataset)  # SFT: HF apply_chat_template builds the ids training used

@@ -8,7 +8,7 @@ Reads (each optional; what is missing is listed in the summary, never an error):
   evaluate/<P>/bpb.json               bits per byte per language at each point
   corpus/*/manifest.json, clean/report.json, dataset/<S>/manifest.json   the Data tables (cpt.report.data)
 Writes into the report directory: tokenizer.html, loss_by_step.png, loss_by_tokens.png, bpb.png,
-benchmarks.html, datasets.html, cost.html, summary.md, report.json.
+benchmarks.html, datasets.html, cost.html, summary.md, report.json, bpb.csv and loss.csv (cpt.report.series).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from cpt.artifacts.records import iter_json_objects
+from cpt.report.series import BPB_CSV, LOSS_CSV, write_series
 from cpt.artifacts.stagedir import METRICS, RUN, StageDir
 from cpt.core.errors import RecordError
 from cpt.report import cost
@@ -277,7 +278,7 @@ def to_html(title: str, header, rows, note: str = "", more: Sequence[tuple] = ()
 
 # ------------------------------------------------------------------------------------------------ report
 OUTPUTS = ("tokenizer.html", "loss_by_step.png", "loss_by_tokens.png", "bpb.png", "benchmarks.html", "datasets.html",
-           "cost.html", "summary.md", "report.json")
+           "cost.html", "summary.md", "report.json", BPB_CSV, LOSS_CSV)
 
 
 def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Sequence[str] | None = None,
@@ -384,4 +385,5 @@ def build_report(root: str | os.PathLike, out_dir: str | os.PathLike, stages: Se
     report["wall_seconds"] = round(time.time() - t0, 3)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n",
                                      encoding="utf-8")
+    write_series(out, data)
     return data

@@ -91,7 +91,8 @@ class TrainConfig:
     keep_last: int = _D["keep_last"]
     log_interval: int = _D["log_interval"]
     progress_interval: int = _D["progress_interval"]  # a progress line (step, tokens, loss, lr, tokens/s, ETA)
-    tensorboard: bool = _D["tensorboard"]
+    tensorboard: bool = _D["tensorboard"]  # false removes "tensorboard" from `loggers` (the older switch)
+    loggers: tuple = tuple(_D["loggers"])  # cpt.train.loggers; jsonl is always written
     peak_tflops: float | None = _D["peak_tflops"]  # per device; None = look up from the GPU name, no MFU on CPU
     dist_timeout_s: int = _D["dist_timeout_s"]
     # audit: trace/rank-NNNNN.jsonl = which samples each rank trained at each step
@@ -100,12 +101,19 @@ class TrainConfig:
     lora: LoraSettings | None = _D["lora"]
 
     @property
+    def active_loggers(self) -> list[str]:
+        """`loggers` with jsonl always first, without tensorboard when `tensorboard` is false."""
+        names = ["jsonl", *(n for n in dict.fromkeys(self.loggers) if n != "jsonl")]
+        return [n for n in names if self.tensorboard or n != "tensorboard"]
+
+    @property
     def global_batch_per_dp(self) -> int:
         return self.micro_batch_size * self.accumulation_steps
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["loggers"] = list(self.loggers)
         d["lora"] = self.lora.to_dict() if self.lora is not None else None
         return d
 
@@ -122,6 +130,7 @@ def from_mapping(section: Mapping[str, Any] | None) -> TrainConfig:
     s = complete("train.defaults", section, label="train")
     s.pop("init_from", None)
     s["betas"] = tuple(s["betas"])
+    s["loggers"] = tuple(s["loggers"])
     s["lora"] = LoraSettings.from_dict(s["lora"]) if s.get("lora") is not None else None
     cfg = TrainConfig(**s)
     validate(cfg)

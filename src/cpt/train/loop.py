@@ -53,7 +53,7 @@ from cpt.train.runtime import (
 
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # keys that may change between a checkpoint and its resume without breaking exactness
-RESUME_MUTABLE_KEYS = {"trace_samples", "max_steps", "save_interval", "keep_last", "log_interval", "tensorboard", "peak_tflops",
+RESUME_MUTABLE_KEYS = {"trace_samples", "max_steps", "save_interval", "keep_last", "log_interval", "tensorboard", "loggers", "peak_tflops",
                        "dist_timeout_s", "init", "init_checkpoint", "progress_interval"}
 # fault injection for tests of crash recovery: SIGKILL this process (rank 0) right after this optimizer step
 FAULT_ENV = "CPT_TRAIN_FAULT_SIGKILL_AFTER_STEP"
@@ -227,8 +227,8 @@ def train(cfg: TrainConfig, model_dir: str | Path, dataset_dir: str | Path | Non
             raise CheckpointError(f"train.init_checkpoint: {src} is corrupt ({'; '.join(problems[:5])})")
         ckpt.load_checkpoint(booster, model, optimizer, None, src, load_rng=False, extra_load=load_masters)
 
-    metrics = MetricsLogger(output, enabled=(rank == 0 and not benchmark), tensorboard=cfg.tensorboard,
-                            resume_step=step)
+    metrics = MetricsLogger(output, enabled=(rank == 0 and not benchmark), loggers=cfg.active_loggers,
+                            resume_step=step, run_config=cfg.to_dict())
     seq_for_flops = benchmark["seq_len"] if benchmark else cfg.max_length
     # the input embedding is a lookup, not a matmul: its rows count only when tied to the LM head
     flops_per_token = model_flops_per_token(n_params - (0 if getattr(hf_config, "tie_word_embeddings", False)

@@ -1,10 +1,11 @@
-"""Throughput and model-FLOPs utilisation, metrics.jsonl and TensorBoard logging."""
+"""Throughput and model-FLOPs utilisation, metrics.jsonl (and the trackers of `train.loggers`, cpt.train.loggers)."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+from typing import Sequence
 
 from cpt.artifacts.stagedir import StageDir
 
@@ -50,15 +51,19 @@ def device_name() -> str | None:
 
 
 class MetricsLogger:
-    """Rank 0 only: appends one JSON object per optimizer step to metrics.jsonl and mirrors scalars to TensorBoard.
+    """Rank 0 only: appends one JSON object per optimizer step to metrics.jsonl and hands the same record to the
+    trackers of `train.loggers` (tensorboard, wandb, dvclive: cpt.train.loggers).
 
     On resume, lines for steps after the checkpoint (written before a crash) are dropped so the file stays
     one line per step."""
 
-    def __init__(self, out_dir: str | Path, enabled: bool, tensorboard: bool, resume_step: int = 0):
+    def __init__(self, out_dir: str | Path, enabled: bool, tensorboard: bool = False, resume_step: int = 0,
+                 loggers: Sequence[str] | None = None, run_config: dict | None = None):
+        from cpt.train.loggers import open_trackers
+
         self.enabled = enabled
         self.path = StageDir(out_dir).metrics
-        self.tb = None
+        self.trackers = []
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,27 +76,23 @@ class MetricsLogger:
                 except json.JSONDecodeError:
                     continue
             self.path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(log_dir=str(StageDir(out_dir).tensorboard), purge_step=resume_step + 1)
-            except ImportError:  # tensorboard missing: metrics.jsonl still written
-                self.tb = None
+        if loggers is None:
+            loggers = ["jsonl", "tensorboard"] if tensorboard else ["jsonl"]
+        self.trackers = open_trackers(loggers, out_dir, resume_step, run_config)
 
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
-        if self.tb is not None:
-            step = record["step"]
-            for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens"):
-                value = record.get(key)
-                if value is not None and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.tb.add_scalar(f"train/{key}", value, step)
+        if self.trackers:
+            from cpt.train.loggers import scalars
+
+            values = scalars(record)
+            for tracker in self.trackers:
+                tracker.log(record["step"], values)
 
     def close(self):
-        if self.tb is not None:
-            self.tb.flush()
-            self.tb.close()
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []

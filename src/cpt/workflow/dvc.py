@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
-import json
 import os
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -37,6 +34,7 @@ from cpt.artifacts.layout import Layout
 from cpt.core import config as cptconfig
 from cpt.core.errors import ConfigError
 from cpt.core.yamlio import read_yaml
+from cpt.workflow.dvc_checkout import MARKER, align_checkout_mtimes  # noqa: F401 (re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -64,13 +62,24 @@ def snakemake_outputs(configfile: str | os.PathLike, workdir: str | os.PathLike 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(workdir) / "src"), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=600)
     if r.returncode != 0:
-        raise ConfigError(f"snakemake --summary failed for {configfile}:\n{r.stderr[-3000:]}")
+        raise ConfigError(f"cannot plan {configfile} for DVC: `{' '.join(map(str, cmd))}` (in {workdir}) exited "
+                          f"{r.returncode}: {_failure_text(r)}")
     rows = []
     for line in r.stdout.splitlines():
         parts = line.split("\t")
         if len(parts) >= 5 and parts[0] != "output_file":
             rows.append((parts[0], parts[2], parts[4]) if with_status else (parts[0], parts[2]))
     return rows
+
+
+def _failure_text(r: subprocess.CompletedProcess) -> str:
+    """What a failed Snakemake said: its error lines (stderr, else stdout), never an empty message."""
+    text = "\n".join(x for x in (r.stderr.strip(), r.stdout.strip()) if x)
+    if not text:
+        return "no output at all (run that command yourself to see why)"
+    lines = text.splitlines()
+    start = next((i for i, x in enumerate(lines) if re.search(r"Error|error:|Exception", x)), max(0, len(lines) - 40))
+    return "\n" + "\n".join(lines[start:start + 40])
 
 
 def _under(path: str, parent: str) -> bool:
@@ -264,13 +273,26 @@ def code_deps(rules: Sequence[str], root: Path = REPO_ROOT) -> list[str]:
     return sorted({scripts[r] for r in rules if r in scripts}) + sorted(units)
 
 
-def dvc_yaml(groups: Sequence[Group], configfile: str, wdir: str | None = None, raw: Mapping | None = None) -> dict:
+def snakemake_command(configfile: str, profile: str | None = None, options: Sequence[str] = ()) -> str:
+    """The Snakemake call of every stage: the experiment's profile (e.g. profiles/slurm: `dvc repro` on a login node
+    then submits each rule as a cluster job, as `snakemake --profile` would) and options, before the config."""
+    import shlex
+
+    parts = ["snakemake", *(["--profile", profile] if profile else ["--cores", "all"]), *options]
+    return " ".join(shlex.quote(p) for p in parts) + f" --configfile {configfile}"
+
+
+def dvc_yaml(groups: Sequence[Group], configfile: str, wdir: str | None = None, raw: Mapping | None = None,
+             profile: str | None = None, options: Sequence[str] = ()) -> dict:
     """The dvc.yaml document. `raw` = the config file as written: DVC reads params from the file itself, so only
-    keys present there can be params (values that come from schema defaults are code, not params)."""
+    keys present there can be params (values that come from schema defaults are code, not params). Top-level
+    `metrics:` and `plots:` (cpt.workflow.dvc_metrics) make `dvc metrics show/diff` and `dvc plots show/diff` work."""
+    from cpt.workflow.dvc_metrics import metrics_and_plots
+
+    snakemake = snakemake_command(configfile, profile, options)
     stages = {}
     for g in groups:
-        cmd = (f"snakemake --cores all --configfile {configfile} --allowed-rules {' '.join(sorted(g.rules))} "
-               f"-- {' '.join(g.targets)}")
+        cmd = f"{snakemake} --allowed-rules {' '.join(sorted(g.rules))} -- {' '.join(g.targets)}"
         stage: dict = {"cmd": cmd}
         if wdir:
             stage["wdir"] = wdir
@@ -281,110 +303,26 @@ def dvc_yaml(groups: Sequence[Group], configfile: str, wdir: str | None = None, 
             stage["params"] = [{configfile: params}]
         stage["outs"] = list(g.outs)
         stages[g.name] = stage
-    return {"stages": stages}
-
-
-# ---- after `dvc pull` / `dvc checkout`: timestamps Snakemake can trust ----------------------------------------
-
-MARKER = Path(".snakemake", "cpt-dvc-checkout.json")
-TIMESTAMP = ".snakemake_timestamp"  # Snakemake's mtime carrier of a directory() output
-
-
-def _dvc_executable() -> str | None:
-    import shutil
-
-    return shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
-
-
-def _mtime_carriers(out: Path) -> list[Path]:
-    """What Snakemake reads the time of under a DVC out: the timestamp file of every directory output, and files
-    that are outputs themselves (not inside a directory output). Files inside directory outputs are left alone,
-    so DVC's hash cache of the big files stays valid."""
-    if out.is_file():
-        return [out]
-    carriers = []
-    for dirpath, dirnames, filenames in os.walk(out):
-        if TIMESTAMP in filenames:
-            carriers.append(Path(dirpath) / TIMESTAMP)
-            dirnames[:] = []  # everything below belongs to that directory output
-            continue
-        carriers.extend(Path(dirpath) / f for f in filenames)
-    return carriers
-
-
-def align_checkout_mtimes(root: str | os.PathLike = ".", force: bool = False, log=None) -> list[str]:
-    """Give the outputs that `dvc pull` / `dvc checkout` restored one common modification time.
-
-    DVC restores files in no particular order, so their times say nothing about the DAG, and Snakemake (whose
-    default rerun trigger compares input and output times) would plan the whole workflow again. Snakemake's own
-    bookkeeping (.snakemake/metadata) is empty in such a checkout, and DVC knows the content: for every DVC stage
-    that `dvc status` reports unchanged against dvc.lock, the times Snakemake reads are set to now. Stages DVC
-    reports changed keep their times (Snakemake decides). Runs once per dvc.lock (marker in .snakemake/), only
-    when Snakemake has no metadata yet (or with force=True); returns the outs aligned."""
-    root = Path(root)
-    lock = root / "dvc.lock"
-    if not lock.is_file() or not (root / ".dvc").is_dir():
-        return []
-    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
-    marker = root / MARKER
-    if not force:
-        try:
-            if json.loads(marker.read_text(encoding="utf-8")).get("dvc_lock_sha256") == digest:
-                return []
-        except (OSError, ValueError):
-            pass
-        metadata = root / ".snakemake" / "metadata"
-        if metadata.is_dir() and any(metadata.iterdir()):
-            return []  # Snakemake made (some of) these outputs here: its times are real
-    dvc = _dvc_executable()
-    if dvc is None:
-        return []
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    r = subprocess.run([dvc, "status", "--json"], cwd=root, capture_output=True, text=True, env=env,
-                       timeout=3600)
-    try:
-        changed = set(json.loads(r.stdout or "{}")) if r.returncode == 0 else None
-    except ValueError:
-        changed = None
-    if changed is None:
-        if log:
-            log(f"cpt.workflow.dvc: `dvc status` failed ({r.stderr.strip()[-300:]}); output times left as they are")
-        return []
-    stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
-    now = time.time()
-    aligned = []
-    for name, st in stages.items():
-        if name in changed or f"dvc.yaml:{name}" in changed:
-            continue
-        for out in st.get("outs", []):
-            path = root / out["path"]
-            if not path.exists():
-                continue
-            for f in _mtime_carriers(path):
-                os.utime(f, (now, now), follow_symlinks=False)
-            aligned.append(out["path"])
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"dvc_lock_sha256": digest, "aligned": aligned, "time": now}, indent=2) + "\n",
-                      encoding="utf-8")
-    if log and aligned:
-        log(f"cpt.workflow.dvc: {len(aligned)} DVC-restored outputs match dvc.lock; their times were aligned so "
-            f"Snakemake does not rerun them (stages DVC reports changed: {sorted(changed) or 'none'})")
-    return aligned
+    return {"stages": stages, **metrics_and_plots(groups)}
 
 
 HEADER = """\
-# Generated by `python -m cpt.workflow.dvc --config {configfile}` from the Snakemake DAG of that experiment
+# Generated by `python -m cpt.workflow.dvc --config {configfile}{args}` from the Snakemake DAG of that experiment
 # (`snakemake --summary`) and cpt.core.config.Layout. Do not edit by hand: regenerate (tests/dvc checks it is current).
 # Each stage runs Snakemake targets; `dvc repro` reproduces the experiment, dvc.lock pins every artifact's hash.
 """
 
 
-def render(configfile: str, wdir: str | None = None, workdir: str | os.PathLike = REPO_ROOT) -> str:
+def render(configfile: str, wdir: str | None = None, workdir: str | os.PathLike = REPO_ROOT,
+           profile: str | None = None, options: Sequence[str] = ()) -> str:
     cfg = cptconfig.load(Path(workdir) / configfile)
     raw = read_yaml(Path(workdir) / configfile)
     groups = assign_targets(groups_for(cfg), snakemake_outputs(configfile, workdir))
-    body = yaml.safe_dump(dvc_yaml(groups, configfile, wdir, raw), sort_keys=False, width=200, allow_unicode=True)
-    return HEADER.format(configfile=configfile) + body
+    body = yaml.safe_dump(dvc_yaml(groups, configfile, wdir, raw, profile, options), sort_keys=False, width=200,
+                          allow_unicode=True)
+    args = "".join(f" {o}" for o in ([f"--profile {profile}"] if profile else []) + [f"--snakemake-option={o}"
+                                                                                   for o in options])
+    return HEADER.format(configfile=configfile, args=args) + body
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -392,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default="config/config.yaml", help="experiment config, relative to the repository")
     p.add_argument("--wdir", default=None, help="wdir of every stage, for a dvc.yaml outside the repository root")
     p.add_argument("--out", default=None, help="write here instead of stdout")
+    p.add_argument("--profile", default=None,
+                   help="Snakemake profile every stage runs with (e.g. profiles/slurm: `dvc repro` submits jobs)")
+    p.add_argument("--snakemake-option", action="append", default=[], metavar="OPT",
+                   help="one more Snakemake option for every stage (repeatable), e.g. --snakemake-option=--keep-going")
     p.add_argument("--align-mtimes", action="store_true",
                    help="after `dvc pull` into a working copy where Snakemake ran before: give the outputs DVC "
                         "confirms one common time, so Snakemake does not rerun them (a fresh clone needs no flag)")
@@ -400,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         aligned = align_checkout_mtimes(".", force=True, log=lambda m: print(m, file=sys.stderr))
         print(f"{len(aligned)} outputs aligned", file=sys.stderr)
         return 0
-    text = render(a.config, a.wdir)
+    text = render(a.config, a.wdir, profile=a.profile, options=a.snakemake_option)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(text, encoding="utf-8")
