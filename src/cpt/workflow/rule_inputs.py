@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cpt.artifacts.layout import Layout
 from cpt.core import config as cptconfig
+from cpt.core.schema import default
 from cpt.core.sources import inputs_of
 
 
@@ -22,7 +23,7 @@ class RuleInputs:
     # corpus
     def corpus_split(self, wildcards=None) -> str:
         """The split reads the cleaned corpus when the clean stage is on, else the raw one."""
-        if self.config.get("clean", {}).get("enabled", False):
+        if (self.config.get("clean") or {}).get("enabled", default("clean.enabled")):
             return str(self.layout.clean)
         return str(self.layout.corpus_raw)
 
