@@ -45,7 +45,8 @@ def cli_report(root, out_dir, stages, points, config_file, assume_tokens_per_s, 
               help="The experiment's report.json (results/<experiment>/report/report.json).")
 @click.option("--stage", help="The evaluation point of this checkpoint (default: the card's stage tag).")
 def cli_model_card(final, report_json, stage):
-    """Rewrite final/README.md with this checkpoint's bits per byte, benchmark scores (with protocol) and cost."""
+    """Rewrite final/README.md with this checkpoint's bits per byte, benchmark scores (with protocol) and cost
+    (final/ then differs from what dvc.lock recorded for it until `dvc commit`)."""
     from cpt.report.model_card import refresh_model_card
 
     click.echo(str(refresh_model_card(final, report_json, stage)))
