@@ -22,7 +22,7 @@ class RuleInputs:
     # corpus
     def corpus_split(self, wildcards=None) -> str:
         """The split reads the cleaned corpus when the clean stage is on, else the raw one."""
-        if self.config.get("clean", {}).get("enabled", False):
+        if self.config["clean"]["enabled"]:  # the validated config: every section's defaults filled in
             return str(self.layout.clean)
         return str(self.layout.corpus_raw)
 
