@@ -91,10 +91,15 @@ def test_legacy_false_would_break_the_fast_tokenizer(tmp_path):
 def test_local_kind_validates_and_normalises(tmp_path, proto):
     src = tmp_path / "llama"
     src.mkdir()
+    import transformers
+
     spm.save_proto(proto, src / "tokenizer.model")
+    template = "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"  # a chat model's own
+    (src / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}), encoding="utf-8")
     report = build_base_tokenizer({"base": {"kind": "local", "path": str(src)}}, tmp_path / "out")
     assert report["vocab_size"] == 32000 and report["agreement"]["mismatches"] == {"slow": 0, "fast": 0}
     assert (tmp_path / "out" / "tokenizer.json").is_file()
+    assert transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out")).chat_template == template
     with pytest.raises(ConfigError, match="tokenizer.base.path"):
         build_base_tokenizer({"base": {"kind": "local", "path": str(tmp_path / "nowhere")}}, tmp_path / "x")
     bad = spm.copy_proto(proto)

@@ -147,3 +147,25 @@ def test_drop_policy_adds_only_pieces_without_intermediates(base):
     new = ext.pieces()[len(base):]
     assert report["by_origin"].get("intermediate", 0) == 0 and report["dropped_too_many_intermediates"] >= 1
     assert to_byte_level("中国人民共和国") not in new
+
+
+
+def test_extended_keeps_the_base_chat_template(stage, tmp_path):
+    """A base tokenizer's chat template (e.g. SmolLM2-Instruct's, from its GGUF) is written into the extended one,
+    and from there travels to model/init and every final/."""
+    import json
+    import shutil
+
+    from cpt.tokenizer.family import chat_template_of
+
+    out, _, target = stage
+    base = tmp_path / "base"
+    shutil.copytree(bpe_base_dir(), base)
+    cfg = json.loads((base / "tokenizer_config.json").read_text(encoding="utf-8"))
+    cfg["chat_template"] = "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}"
+    (base / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    _, held, en = zh_text_files()
+    build_extended_tokenizer({"vocab_size": target, "expansion": {"english_lines": 50, "agreement_lines": 20}}, base,
+                             out / "pieces.jsonl", tmp_path / "extended", english_files=[en], zh_files=[held])
+    assert chat_template_of(tmp_path / "extended") == cfg["chat_template"]
+    assert chat_template_of(out / "extended") is None  # the fixture's base has none: none invented

@@ -38,6 +38,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("cpt.evaluate.cli:cli_generate", "continue a prompt with a model directory"),
     "idioms-set": ("cpt.evaluate.cli:cli_idioms", "build the Chinese idiom multiple-choice set"),
     "report": ("cpt.report.cli:cli_report", "tables, plots and summary.md of one experiment"),
+    "model-card": ("cpt.report.cli:cli_model_card", "rewrite a final/'s model card with its evaluation and cost"),
+    "export-gguf": ("cpt.model.cli:cli_export_gguf", "a model directory as a GGUF llama.cpp loads (both "
+                                                     "tokenizer families)"),
     "smoke-inputs": ("cpt.workflow.smoke:cli_smoke_inputs", "tiny LLaMA-2 + small real corpus for a locked config's CPU "
                                                    "smoke run"),
 }
@@ -63,6 +66,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "generate": (),
     "idioms-set": ("out_dir",),
     "report": ("out_dir",),
+    "model-card": ("final",),
+    "export-gguf": ("out",),
     "smoke-inputs": (),
 }
 

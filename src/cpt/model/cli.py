@@ -87,3 +87,23 @@ def cli_init_embeddings(source_model, source_tokenizer, target_tokenizer, out_di
     report = run_init(section, source_model, source_tokenizer or source_model, target_tokenizer, out_dir,
                       parse_pairs(heldout, "--heldout", "LANG=FILE.jsonl", multi=True))
     click.echo(json.dumps({k: report[k] for k in ("vocab", "summary") if k in report}, ensure_ascii=False))
+
+
+@click.command("export-gguf")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="HF model directory (e.g. results/<exp>/train/<stage>/final).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .gguf file to write.")
+@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), default="f16", show_default=True,
+              help="Tensor type (llama.cpp's converter; quantize further with llama-quantize).")
+@click.option("--pre-tokenizer-from", type=click.Path(exists=True, file_okay=False),
+              help="Byte-level BPE: a tokenizer directory llama.cpp recognizes (results/<exp>/tokenizer/base), whose "
+                   "pre-tokenizer is declared when the model's own fingerprint is unknown (extended vocabularies); "
+                   "its pre-tokenizer and normalizer must equal the model's.")
+@click.option("--pre-tokenizer", help="Byte-level BPE: llama.cpp's pre-tokenizer name to declare (e.g. smollm).")
+def cli_export_gguf(model_dir, out, outtype, pre_tokenizer_from, pre_tokenizer):
+    """A model directory as a GGUF llama.cpp loads (SentencePiece and byte-level BPE), with llama.cpp's own
+    converter from the pinned llama-cpp-python sdist."""
+    from cpt.model.gguf_export import export_gguf
+
+    info = export_gguf(model_dir, out, outtype, pre_tokenizer=pre_tokenizer, pre_tokenizer_from=pre_tokenizer_from)
+    click.echo(json.dumps(info, indent=2))

@@ -36,3 +36,17 @@ def cli_report(root, out_dir, stages, points, config_file, assume_tokens_per_s, 
     click.echo(Path(out, "summary.md").read_text(encoding="utf-8"))
     if data["missing"]:
         click.echo(f"({len(data['missing'])} inputs missing; see summary.md)", err=True)
+
+
+@click.command("model-card")
+@click.option("--final", "final", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A sealed final/ directory (results/<experiment>/train/<stage>/final).")
+@click.option("--report", "report_json", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The experiment's report.json (results/<experiment>/report/report.json).")
+@click.option("--stage", help="The evaluation point of this checkpoint (default: the card's stage tag).")
+def cli_model_card(final, report_json, stage):
+    """Rewrite final/README.md with this checkpoint's bits per byte, benchmark scores (with protocol) and cost
+    (final/ then differs from what dvc.lock recorded for it until `dvc commit`)."""
+    from cpt.report.model_card import refresh_model_card
+
+    click.echo(str(refresh_model_card(final, report_json, stage)))

@@ -1,8 +1,13 @@
 """The model card of a sealed final/: README.md with the Hub's YAML metadata (base_model, language, license,
 library_name, tags) and the stage's own numbers (steps, tokens, last loss, world size, wall time from
-the stage's metrics and run records copied into final/), plus the base model's license and notice files copied from the stage's input model
-when it has them (LICENSE*, NOTICE*, USE_POLICY*: the LLaMA-2 license travels with every derived checkpoint).
-huggingface_hub.ModelCard.load parses it (tests/unit/test_model_card.py)."""
+the stage's metrics and run records copied into final/), plus the base model's license and notice files copied from
+the stage's input model when it has them (LICENSE*, NOTICE*, USE_POLICY*: the LLaMA-2 license travels with every
+derived checkpoint). huggingface_hub.ModelCard.load parses it (tests/unit/test_model_card.py).
+
+The workflow writes the card when training ends, before the checkpoint is evaluated (rule train, then evaluate and
+report): that card says where this point's bits per byte, benchmark scores and cost will be. Given the experiment's
+report (report/report.json), the card carries them itself, benchmark scores with their protocol:
+`cpt model-card --final DIR --report results/<experiment>/report/report.json`."""
 
 from __future__ import annotations
 
@@ -66,9 +71,59 @@ def _numbers(final: Path) -> dict:
     return out
 
 
+PROTOCOL_KEYS = ("shots", "scoring", "prompt_style", "format", "split", "few_shot_source", "backend")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def evaluation_section(point: str, report: dict | None) -> str:
+    """Markdown: this point's bits per byte, benchmark scores (with protocol) and training cost from the experiment's
+    report.json; where they will be when the report lacks them (the card is written before evaluation)."""
+    report = report or {}
+    bpb = (report.get("bpb") or {}).get(point) or {}
+    bench = (report.get("benchmarks") or {}).get(point) or {}
+    cost = next((s for s in (report.get("cost") or {}).get("stages") or [] if s.get("stage") == point), None)
+    parts = ["## Evaluation\n"]
+    if not (bpb or bench or cost):
+        parts.append(f"Not evaluated when this card was written (the workflow writes it when training ends, before "
+                     f"evaluation). This checkpoint is evaluation point `{point}`: bits per byte in "
+                     f"`results/<experiment>/evaluate/{point}/bpb.json`, benchmark scores with their protocol in "
+                     f"`evaluate/{point}/benchmarks.json` and `protocol.json`, the cost in "
+                     f"`report/report.json` (`cost.stages`); all of them in `report/summary.md`. "
+                     f"`cpt model-card --final <this directory> --report results/<experiment>/report/report.json` "
+                     f"writes them into this card.\n")
+        return "\n".join(parts)
+    if bpb:
+        parts.append("Bits per byte on held-out text (the same bytes for every point of the experiment):\n\n"
+                     "| language | bits per byte | bytes | tokens |\n|---|---|---|---|")
+        parts += [f"| {lang} | {_fmt(v.get('bits_per_byte'))} | {v.get('bytes')} | {v.get('tokens')} |"
+                  for lang, v in sorted(bpb.items()) if isinstance(v, dict)]
+        parts.append("")
+    if bench:
+        parts.append("Benchmark scores (accuracy, %) and the protocol of each:\n\n| benchmark | accuracy | questions | "
+                     + " | ".join(PROTOCOL_KEYS) + " |\n|" + "---|" * (3 + len(PROTOCOL_KEYS)))
+        for name, r in sorted(bench.items()):
+            if not isinstance(r, dict):
+                continue
+            acc = r.get("accuracy", r.get("not_run", r.get("error", "")))
+            parts.append(f"| {name} | {_fmt(acc)} | {r.get('num_questions', '')} | "
+                         + " | ".join(_fmt(r.get(k, "")) for k in PROTOCOL_KEYS) + " |")
+        parts.append("")
+    if cost:
+        parts.append("Training cost of this stage:\n\n| tokens | devices | device-hours | wall hours | USD | rate |\n"
+                     "|---|---|---|---|---|---|\n"
+                     f"| {cost.get('tokens')} | {cost.get('devices')} | {_fmt(cost.get('device_hours'))} | "
+                     f"{_fmt(cost.get('wall_hours'))} | {_fmt(cost.get('cost_usd'))} | {cost.get('rate_source')} |\n")
+    return "\n".join(parts)
+
+
 def write_model_card(final: str | Path, stage: str, base_model: str, license: str = "other",
-                     languages: tuple[str, ...] = ("zh", "en"), source_model: str | Path | None = None) -> Path:
-    """Write final/README.md (and copy the notices of `source_model`); returns its path."""
+                     languages: tuple[str, ...] = ("zh", "en"), source_model: str | Path | None = None,
+                     report: dict | None = None) -> Path:
+    """Write final/README.md (and copy the notices of `source_model`); returns its path. `report`: the experiment's
+    report.json, whose numbers for evaluation point `stage` the card then carries."""
     final = Path(final)
     notices = copy_notices(source_model, final) if source_model else []
     meta = {"base_model": base_model, "language": list(languages), "license": license,
@@ -83,11 +138,34 @@ def write_model_card(final: str | Path, stage: str, base_model: str, license: st
             f"stage `{stage}`. A Hugging Face directory: `AutoModelForCausalLM.from_pretrained` and "
             "`AutoTokenizer.from_pretrained` open it without `trust_remote_code`.\n\n"
             "## This stage's numbers\n\n| | |\n|---|---|\n" + rows + "\n\n"
-            "Bits per byte and benchmark scores of this checkpoint are in the experiment's report "
-            "(`results/<experiment>/report/report.json`, `summary.md`), with their protocol.\n\n"
+            + evaluation_section(stage, report) + "\n"
             "## License\n\n" + (f"The base model's terms apply: {', '.join(notices)} (copied from the input model).\n"
                                 if notices else f"License: {license}. The base model's own terms apply.\n"))
     path = final / "README.md"
     path.write_text("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body,
                     encoding="utf-8")
     return path
+
+
+def refresh_model_card(final: str | Path, report_json: str | Path, stage: str | None = None) -> Path:
+    """Rewrite final/README.md with the numbers of the experiment's report.json for this stage, keeping the card's
+    metadata (base_model, license, languages). `stage` defaults to the card's `stage-<name>` tag, else the name of
+    final/'s parent directory (results/<experiment>/train/<stage>/final)."""
+    from huggingface_hub import ModelCard
+
+    from cpt.core.errors import ConfigError
+
+    final = Path(final)
+    try:
+        meta = ModelCard.load(final / "README.md").data.to_dict()
+    except (OSError, ValueError):
+        meta = {}
+    tags = [t for t in meta.get("tags") or [] if str(t).startswith("stage-")]
+    stage = stage or (tags[0][len("stage-"):] if tags else final.parent.name)
+    try:
+        report = json.loads(Path(report_json).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{report_json}: cannot read the report ({exc}); run the report rule or `cpt report`") from exc
+    return write_model_card(final, stage, meta.get("base_model") or base_model_name(final),
+                            license=meta.get("license") or "other",
+                            languages=tuple(meta.get("language") or ("zh", "en")), report=report)

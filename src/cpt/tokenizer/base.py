@@ -174,6 +174,11 @@ def build_base_tokenizer(section: Mapping[str, Any], out_dir: str | os.PathLike)
         report["reference"] = check_reference(sp, cases, where)
         log.info("reference tokenizations: %d/%d match", len(cases), len(cases))
     out = save_hf_tokenizer(proto, out_dir)
+    if "local" in inputs:  # a local LLaMA (e.g. a chat model): its chat_template travels with the tokenizer
+        from cpt.tokenizer.family import chat_template_of, write_chat_template
+
+        local = Path(inputs["local"])
+        write_chat_template(out, chat_template_of(local if local.is_dir() else local.parent))
     texts = list(AGREEMENT_SAMPLE) + [t for t, _ in cases]
     report["agreement"] = check_agreement(out, sp, texts, what="base tokenizer")
     if cases:  # the HF tokenizers must also give the reference ids themselves

@@ -18,7 +18,7 @@ from cpt.core.schema import complete
 from cpt.core.sources import read_member
 from cpt.tokenizer.base import AGREEMENT_SAMPLE
 from cpt.tokenizer.candidates import read_pieces_jsonl, read_texts
-from cpt.tokenizer.family import model_file
+from cpt.tokenizer.family import chat_template_of, model_file
 from cpt.tokenizer.registry import open_tokenizer
 from cpt.tokenizer.spm_extend import EXTEND_OPTIONS
 
@@ -62,7 +62,7 @@ def build_extended_tokenizer(section: Mapping[str, Any], base_dir: str | os.Path
     ext, report = base.extend(pieces, reserve, section.get("vocab_size"), **options)
     english = _english_lines(english_files, int(cfg["english_lines"]), cfg)
     report["english"] = base.english_check(ext, english)
-    out = ext.save(out_dir)
+    out = ext.save(out_dir, chat_template=chat_template_of(base_dir))  # the base tokenizer's, if it has one
     n = int(cfg["agreement_lines"])
     zh = []
     if zh_files:

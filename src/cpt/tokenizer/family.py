@@ -157,6 +157,14 @@ def model_file(directory: str | os.PathLike) -> Path:
     return d / "tokenizer.model" if (d / "tokenizer.model").is_file() else d / "tokenizer.json"
 
 
+def chat_template_of(directory: str | os.PathLike | None) -> str | list | None:
+    """The chat_template of an HF tokenizer directory's tokenizer_config.json (None: none, or no such file)."""
+    path = Path(directory) / "tokenizer_config.json" if directory is not None else None
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("chat_template") or None
+
+
 def write_chat_template(out_dir: str | os.PathLike, chat_template: str | None) -> None:
     """Put `chat_template` into <out_dir>/tokenizer_config.json (None: leave the file as it is)."""
     if chat_template is None:

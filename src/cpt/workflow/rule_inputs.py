@@ -11,7 +11,6 @@ from pathlib import Path
 
 from cpt.artifacts.layout import Layout
 from cpt.core import config as cptconfig
-from cpt.core.schema import default
 from cpt.core.sources import inputs_of
 
 
@@ -23,7 +22,7 @@ class RuleInputs:
     # corpus
     def corpus_split(self, wildcards=None) -> str:
         """The split reads the cleaned corpus when the clean stage is on, else the raw one."""
-        if (self.config.get("clean") or {}).get("enabled", default("clean.enabled")):
+        if self.config["clean"]["enabled"]:  # the validated config: every section's defaults filled in
             return str(self.layout.clean)
         return str(self.layout.corpus_raw)
 
