@@ -132,6 +132,12 @@ class PluginTraits:
 
         return getattr(plugins, name)(**kwargs)
 
+    def build_engine(self, device_type: str, vocab_size: int | None = None):
+        """The engine that runs this plugin (cpt.train.engine): ColossalAI's Booster around the built plugin."""
+        from cpt.train.engine import ColossalEngine
+
+        return ColossalEngine(self, self.build(device_type, vocab_size), self.booster_mixed_precision(device_type))
+
     def layout(self, plugin, world: int, rank: int) -> RankLayout:
         return RankLayout(world, world, rank, 1, 1)
 
