@@ -45,16 +45,23 @@ class _MetadataUnpickler(pickle.Unpickler):
                                      f"holds")
 
 
+def read_metadata(path: str):
+    """A DCP directory's .metadata through the restricted unpickler (pickle.UnpicklingError for anything else)."""
+    with open(Path(path) / ".metadata", "rb") as f:
+        return _MetadataUnpickler(f).load()
+
+
 def _safe_reader(path: str):
+    """A DCP FileSystemReader whose .metadata is read by the restricted unpickler (DCP's own uses pickle.load).
+    The metadata is read once here first: DCP would wrap the refusal in its own CheckpointException."""
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.metadata import StorageMeta
 
-    class SafeReader(FileSystemReader):
-        """FileSystemReader whose .metadata is read by a restricted unpickler (DCP's own uses pickle.load)."""
+    read_metadata(path)
 
+    class SafeReader(FileSystemReader):
         def read_metadata(self, *args, **kwargs):
-            with open(Path(path) / ".metadata", "rb") as f:
-                metadata = _MetadataUnpickler(f).load()
+            metadata = read_metadata(path)
             if getattr(metadata, "storage_meta", None) is None:
                 metadata.storage_meta = StorageMeta()
             metadata.storage_meta.load_id = self.load_id

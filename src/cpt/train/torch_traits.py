@@ -41,6 +41,7 @@ class TorchTraits(PluginTraits):
     accumulate_without_sync = True
     lazy_init = False
     lora = False
+    needs_colossalai = False
     # DCP checkpoints hold every tensor's global shape and offsets: any world size loads them
     resume = ResumeTraits(exact=True, optimizer_across_stages=True, reshard=True)
 

@@ -81,7 +81,7 @@ class Trainer:
         cfg = self.cfg
         self.dev = dev = device_type()
         self.pt = pt = traits(cfg)  # everything that differs between plugins (and engines)
-        init_distributed(cfg.seed, colossalai=cfg.engine == "colossalai", timeout_s=cfg.dist_timeout_s)
+        init_distributed(cfg.seed, colossalai=pt.needs_colossalai, timeout_s=cfg.dist_timeout_s)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         torch.manual_seed(cfg.seed + self.rank)  # per-rank stream for NEFTune noise / dropout; restored on resume
         if not (self.model_dir / "config.json").is_file():

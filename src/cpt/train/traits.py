@@ -61,6 +61,7 @@ class PluginTraits:
     replicated_params: ClassVar[bool] = True
     lazy_init: ClassVar[bool] = False   # build under LazyInitContext; the plugin materialises only its shard
     lora: ClassVar[bool] = False
+    needs_colossalai: ClassVar[bool] = True  # the process group comes from colossalai.launch_from_torch
     resume: ClassVar[ResumeTraits] = ResumeTraits()
 
     def __init__(self, cfg: TrainConfig):
