@@ -1,7 +1,7 @@
 """`train.engine: torch` against the ColossalAI engine: real `torchrun --nproc_per_node 2` runs on CPU (gloo).
 
-Same tiny LLaMA, same data, fp32: the torch engine's DDP, FSDP2 shard-grad-op (plugin zero2) and FSDP2 full shard
-(plugin gemini) reproduce the ColossalAI ddp run's loss at every step within 1e-5 and export the same weights;
+Same tiny LLaMA, same data, fp32: the torch engine's DDP, FSDP2 shard-grad-op (plugin zero2), FSDP2 full shard
+(plugin gemini) and tensor parallel tp=2 (plugin 3d) reproduce the ColossalAI ddp run's loss at every step within 1e-5 and export the same weights;
 an FSDP2 run killed after step 3 resumes through its DCP checkpoint of step 2 on ONE process (elastic 2 -> 1,
 accumulation 2 -> 4 keeps the global batch) with the losses of the uninterrupted run; the exports load with plain
 transformers; the effective config (max_length from the dataset, accumulation after the resume) is in every
@@ -90,14 +90,18 @@ def assert_same_run(out, ref):
     AutoModelForCausalLM.from_pretrained(Path(out) / "final")  # plain transformers, no project code
 
 
-@pytest.mark.parametrize("plugin", ["ddp", "gemini"])
-def test_torch_engine_matches_colossalai_ddp(inputs, colossal_ddp, tmp_path, plugin):
+# tensor parallel tp=2 on 2 processes has one data-parallel group: accumulation 4 keeps the global batch of 8
+@pytest.mark.parametrize("plugin, extra, sharding", [
+    ("ddp", [], "replicate"), ("gemini", [], "full_shard"),
+    ("3d", ["--set", "tp=2", "--set", "accumulation_steps=4"], "tensor_parallel"),
+])
+def test_torch_engine_matches_colossalai_ddp(inputs, colossal_ddp, tmp_path, plugin, extra, sharding):
     out = tmp_path / "stage"
-    r = run(2, args(inputs, out, plugin, "torch"))
+    r = run(2, [*args(inputs, out, plugin, "torch"), *extra])
     assert r.returncode == 0, r.stderr[-4000:]
     assert_same_run(out, colossal_ddp)
     info = json.loads((out / "run.json").read_text())["trainer"]
-    assert info["engine"] == "torch" and info["sharding"] == {"ddp": "replicate", "gemini": "full_shard"}[plugin]
+    assert info["engine"] == "torch" and info["sharding"] == sharding
     ckpt = out / "checkpoints" / "step-00000004"
     files = json.loads((ckpt / "manifest.json").read_text())["files"]
     assert "model/.metadata" in files and "optimizer/.metadata" in files  # DCP inside the manifest

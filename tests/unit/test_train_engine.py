@@ -30,13 +30,28 @@ def test_what_the_torch_engine_does_not_take_is_a_config_error_naming_the_key(se
         from_mapping(section)
 
 
-@pytest.mark.parametrize("plugin", ["zero2_cpu", "3d"])
-def test_plugins_without_a_torch_analogue_are_refused_with_the_key(plugin):
+@pytest.mark.parametrize("section, match", [
+    ({"plugin": "zero2_cpu"}, "train.plugin='zero2_cpu'.*engine 'torch'"),
+    ({"plugin": "3d", "tp": 2, "pp": 2}, "train.pp=2: train.engine 'torch'"),
+    ({"plugin": "3d", "tp": 2, "sp": 2}, "train.sp=2: train.engine 'torch'"),
+])
+def test_layouts_without_a_torch_analogue_are_refused_with_the_key(section, match):
     from cpt.train.plugins import traits
 
-    t = traits(from_mapping({"engine": "torch", "plugin": plugin, "precision": "bf16"}))
-    with pytest.raises(TrainError, match=f"train.plugin='{plugin}'.*engine 'torch'"):
+    t = traits(from_mapping({"engine": "torch", "precision": "bf16", **section}))
+    with pytest.raises(TrainError, match=match):
         t.check("cpu")
+
+
+def test_tensor_parallel_layout_of_the_torch_engine():
+    from cpt.train.plugins import traits
+
+    t = traits(from_mapping({"engine": "torch", "plugin": "3d", "tp": 2, "precision": "fp32"}))
+    assert t.tensor_parallel and not t.sharded and not t.replicated_params
+    lay = t.layout(None, 4, 3)  # mesh (dp 2, tp 2): rank 3 = dp 1, tp 1
+    assert (lay.dp_size, lay.dp_rank, lay.data_replicas, lay.loss_replicas) == (2, 1, 2, 2)
+    with pytest.raises(TrainError, match="train.tp=2 must divide"):
+        t.layout(None, 3, 0)
 
 
 def test_plugins_map_onto_torch_parallelism():

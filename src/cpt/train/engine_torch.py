@@ -89,6 +89,7 @@ class TorchEngine(Engine):
         self.cfg = traits.cfg
         self.dev = device_type
         self.model = None  # the wrapped model (the optimizer state dict is keyed through it)
+        self.fsdp = traits.sharded  # FSDP2 wraps the model (also on the dp axis of tensor parallelism)
 
     # ---- wrap ------------------------------------------------------------------------------------------------
     def wrap_model(self, model):
@@ -97,7 +98,19 @@ class TorchEngine(Engine):
         if self.cfg.compile:
             for layer in decoder_layers(model):
                 layer.compile()
-        if self.traits.sharded:
+        if self.traits.tensor_parallel:
+            from torch.distributed.fsdp import fully_shard
+
+            from cpt.train.engine_tp import parallelize, tp_mesh
+
+            mesh = tp_mesh(self.dev, self.cfg.tp)
+            parallelize(model, decoder_layers(model), mesh)
+            self.fsdp = mesh["dp"].size() > 1
+            if self.fsdp:  # FSDP2 x TP: shard-grad-op over the data-parallel axis; bf16 by autocast
+                for layer in decoder_layers(model):
+                    fully_shard(layer, mesh=mesh["dp"], reshard_after_forward=False)
+                fully_shard(model, mesh=mesh["dp"], reshard_after_forward=False)
+        elif self.traits.sharded:
             from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -121,7 +134,7 @@ class TorchEngine(Engine):
         return model, optimizer, scheduler
 
     def unwrap(self, model):
-        return model.module if hasattr(model, "module") and not self.traits.sharded else model
+        return model.module if self.traits.replicated_params else model
 
     # ---- step ------------------------------------------------------------------------------------------------
     @property
@@ -130,9 +143,12 @@ class TorchEngine(Engine):
 
     @contextlib.contextmanager
     def no_sync(self, model, optimizer):
-        if not self.traits.sharded:
+        if self.traits.replicated_params:
             with model.no_sync():
                 yield
+            return
+        if not self.fsdp:  # tensor parallel alone: no data-parallel gradient reduction to hold back
+            yield
             return
         model.set_requires_gradient_sync(False)
         try:
@@ -146,6 +162,12 @@ class TorchEngine(Engine):
     def clip_and_step(self, optimizer):
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        if self.traits.tensor_parallel:  # DTensors of two meshes (and plain tensors): the engine's own norm
+            from cpt.train.engine_tp import clip_grad_norm
+
+            norm = clip_grad_norm(params, max_norm)
+            optimizer.step()
+            return norm
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         if hasattr(norm, "full_tensor"):
             norm = norm.full_tensor()
