@@ -132,3 +132,20 @@ def test_fsdp2_killed_then_resumed_on_one_process_equals_uninterrupted(inputs, c
     assert effective["accumulation_steps"] == 4  # as it ran after the resume (the config asked for 2)
     state = json.loads((out / "checkpoints" / "step-00000004" / "state.json").read_text())
     assert state["world_size"] == 1 and state["engine"] == "torch" and state["global_batch"] == 8
+
+
+def test_fsdp2_bf16_with_activation_checkpointing_tracks_fp32(inputs, colossal_ddp, tmp_path):
+    """bf16 through MixedPrecisionPolicy over fp32 parameters, within the tolerance of the ColossalAI bf16 tests."""
+    from cpt.testing import assert_curves_agree
+
+    out = tmp_path / "stage"
+    r = run(2, [*args(inputs, out, "zero2", "torch"), "--set", "precision=bf16", "--set", "grad_checkpointing=true"])
+    assert r.returncode == 0, r.stderr[-4000:]
+    m = metrics(out)
+    assert_curves_agree(m, metrics(colossal_ddp), 5e-3)  # BF16_LOSS of test_train_torchrun
+    assert m != metrics(colossal_ddp)  # it really computed in bf16
+    info = json.loads((out / "run.json").read_text())["trainer"]
+    assert info["precision"] == "bf16" and info["gradient_checkpointing"] is True and info["load_dtype"] == "float32"
+    import torch
+
+    assert {t.dtype for t in final_tensors(out).values()} == {torch.float32}  # the fp32 master weights
