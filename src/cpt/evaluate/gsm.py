@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import re
-import time
 
 from cpt.core.errors import EvalError
 
