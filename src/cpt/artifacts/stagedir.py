@@ -7,6 +7,9 @@
     run.json               the run's facts: the launcher's key (settings + input identities) and the trainer's
                            (world size, attention, layout, memory); `update_run` is its one writer
     train_config.json      the trainer settings the launcher passed
+    final/effective_config.json, checkpoints/step-N/effective_config.json
+                           the settings as they ran (train.max_length after the dataset's, accumulation_steps after
+                           an elastic resume): a train section cpt.train.config.from_mapping reads back
     tensorboard/, trace/   optional logs (TensorBoard events; per-rank sample traces)
 
 When the stage is done, `seal_final` copies metrics.jsonl and run.json into final/ (FINAL_RECORD): the stage's
@@ -33,6 +36,7 @@ CHECKPOINT_MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 RUN = "run.json"
 TRAIN_CONFIG = "train_config.json"
+EFFECTIVE_CONFIG = "effective_config.json"  # the training section as it ran: in every checkpoint and in final/
 TENSORBOARD = "tensorboard"
 TRACE = "trace"
 RUN_HISTORY = (CHECKPOINTS, METRICS, TENSORBOARD, TRACE)

@@ -14,7 +14,8 @@ Layout: <output>/checkpoints/step-00000040/{model/, optimizer/, scheduler.json, 
   reported as ENOSPC with the path and the free space, the partial directory is removed and nothing earlier
   (previous checkpoints, `latest`) changes. Files get the modes the umask asks for (cpt.core.locks.honour_umask).
 Assumes a file system shared by all ranks (as on a SLURM cluster). Every function that takes a booster or says
-"collective" must be called by every rank.
+"collective" must be called by every rank. `booster` is the training engine (cpt.train.engine: the Booster's
+checkpoint methods, or the torch engine's DCP directories under model/ and optimizer/).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def check_finite(model, what: str) -> None:
     bad = []
     with torch.no_grad():
         for name, p in model.named_parameters():
-            n = int((~torch.isfinite(p.detach())).sum())
+            local = p.to_local() if hasattr(p, "to_local") else p  # a DTensor shard (torch engine, FSDP2): this rank's
+            n = int((~torch.isfinite(local.detach())).sum())
             if n:
                 bad.append(f"{name.removeprefix('module.')} ({n:,} of {p.numel():,} values)")
     reports = [b for r in gather(bad[:5]) for b in r]
@@ -274,7 +276,7 @@ def export_final(booster, model, hf_config, src_model_dir: str | Path, out_dir: 
     fail_together(error, tmp, f"final model {out}", keeps)
     barrier()
     try:
-        booster.save_model(model, str(tmp), shard=True, use_safetensors=True, size_per_shard=4096)
+        booster.export_model(model, str(tmp))  # the engine (cpt.train.engine): HF safetensors shards
         if rank == 0:
             cfg = hf_config.__class__.from_dict(hf_config.to_dict())
             cfg.torch_dtype = dtype

@@ -82,7 +82,9 @@ def _run(cfg, model, dataset, output, benchmark, progress, t0) -> int:
                          extra={"steps": result.step, "tokens": result.tokens,
                                 "world_size": dist.get_world_size(),
                                 "ranks_agree_params_sha256": result.params_sha256,
-                                "padding_slots_per_epoch": result.padding_slots_per_epoch})
+                                "padding_slots_per_epoch": result.padding_slots_per_epoch,
+                                # the settings as they ran (also final/effective_config.json)
+                                "effective_config": result.effective_config})
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

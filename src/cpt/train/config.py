@@ -45,7 +45,8 @@ class TrainConfig:
     """One stage's training settings (config key train.defaults merged with train.stages.<stage>); the defaults
     are the train schema's (workflow/schemas/train.schema.yaml)."""
 
-    # parallelism
+    # engine + parallelism
+    engine: str = _D["engine"]  # colossalai | torch (cpt.train.engine)
     plugin: str = _D["plugin"]
     tp: int = _D["tp"]
     pp: int = _D["pp"]
@@ -74,6 +75,7 @@ class TrainConfig:
     max_length: int | None = _D["max_length"]  # None: the dataset's (its manifest.json max_length)
     # model
     grad_checkpointing: bool = _D["grad_checkpointing"]
+    compile: bool = _D["compile"]  # engine torch: torch.compile each decoder layer
     flash_attention: bool = _D["flash_attention"]  # flash_attention_2 when installed (GPU), else SDPA
     freeze_non_embeds: bool = _D["freeze_non_embeds"]
     neftune_alpha: float = _D["neftune_alpha"]  # > 0 enables NEFTune (SFT)
@@ -159,6 +161,13 @@ def validate(cfg: TrainConfig) -> None:
         _check(cfg.init != "checkpoint", "init",
                "'checkpoint' cannot be combined with train.lora (the earlier stage's optimizer state covers other "
                "parameters); use init: weights")
+    if cfg.engine == "torch":
+        _check(cfg.lora is None, "lora", "LoRA stages need train.engine 'colossalai' (booster.enable_lora); the torch "
+               "engine trains full parameters (or only the embeddings with train.freeze_non_embeds)")
+        _check(cfg.precision != "fp16", "precision", "fp16 needs train.engine 'colossalai' (loss scaling); the torch "
+               "engine runs bf16 or fp32")
+    else:
+        _check(not cfg.compile, "compile", "torch.compile applies to train.engine 'torch' only")
     if not cfg.cross_document_attention:
         _check(cfg.use_doc_lengths, "cross_document_attention",
                "false needs train.use_doc_lengths: true (document boundaries come from doc_lengths)")

@@ -51,7 +51,7 @@ def freeze_non_embeddings(model: nn.Module) -> list[str]:
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device_type: str) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg)
     kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if device_type == "cuda":
+    if device_type == "cuda" and cfg.engine == "colossalai":
         from colossalai.nn.optimizer import HybridAdam
 
         return HybridAdam(groups, adamw_mode=True, **kwargs)

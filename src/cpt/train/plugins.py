@@ -18,6 +18,8 @@ The loop never tests a plugin's name; it asks the plugin's traits:
 | `lora` | `booster.enable_lora` is supported (for a later LoRA stage) |
 | `resume` (`ResumeTraits`) | what a checkpoint of this plugin can be resumed as |
 | `layout()` | data-parallel size/rank and how many ranks replicate each loss / each sample |
+| `build_engine()` | the engine that runs it (cpt.train.engine): the Booster here; `train.engine: torch` maps every
+  plugin onto PyTorch's own parallelism instead (cpt.train.torch_traits) |
 
 `plugin_spec`, `check_device`, `build_plugin` and `booster_mixed_precision` are the functional entry points
 (unit-tested without building anything but the spec).
@@ -235,6 +237,13 @@ CPU_PLUGINS = tuple(name for name, t in TRAITS.items() if t.cpu is None)
 
 
 def traits(cfg: TrainConfig) -> PluginTraits:
+    """The traits of cfg.plugin under cfg.engine (torch: cpt.train.torch_traits)."""
+    if cfg.engine == "torch":
+        from cpt.train.torch_traits import TorchTraits
+
+        if cfg.plugin not in TRAITS:
+            raise TrainError(f"train.plugin: unknown plugin {cfg.plugin!r}; one of {sorted(TRAITS)}")
+        return TorchTraits(cfg)
     try:
         return TRAITS[cfg.plugin](cfg)
     except KeyError:

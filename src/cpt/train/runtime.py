@@ -1,5 +1,5 @@
 """What one training step needs around the model: distributed start-up, attention choice, loss sums, all-reduces,
-rank agreement, sample tracing and run.json facts. cpt.train.loop composes these into the training program."""
+rank agreement, sample tracing and run.json facts. cpt.train.trainer composes these into the training program."""
 
 from __future__ import annotations
 
@@ -68,14 +68,13 @@ def collective_failure(exc: BaseException) -> str | None:
     return None
 
 
-def init_distributed(seed: int, timeout_s: int | None = None) -> None:
-    """torchrun sets RANK/WORLD_SIZE/...; a plain `python -m cpt.train` runs as a world of one. `timeout_s`
-    (train.dist_timeout_s): how long a collective may block (set_collective_timeout)."""
-    import colossalai
-
+def init_distributed(seed: int, colossalai: bool = True, timeout_s: int | None = None) -> None:
+    """torchrun sets RANK/WORLD_SIZE/...; a plain `python -m cpt.train` runs as a world of one. `colossalai`:
+    through colossalai.launch_from_torch (the ColossalAI engine), else torch's own process group (gloo on CPU,
+    nccl on GPUs) with the same seeding (python, numpy, torch). `timeout_s` (train.dist_timeout_s): how long a
+    collective may block (set_collective_timeout), for every process group either engine creates."""
     set_collective_timeout(timeout_s)
-
-    if device_type() == "cpu":
+    if colossalai and device_type() == "cpu":
         from cpt.train.compat import apply_cpu_shims
 
         apply_cpu_shims()
@@ -84,7 +83,23 @@ def init_distributed(seed: int, timeout_s: int | None = None) -> None:
     if "RANK" not in os.environ:
         os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                            "MASTER_PORT": str(_free_port())})
-    colossalai.launch_from_torch(seed=seed, verbose=False)
+    if colossalai:
+        import colossalai as clai
+
+        clai.launch_from_torch(seed=seed, verbose=False)
+        return
+    import datetime
+    import random
+
+    import numpy as np
+
+    if device_type() == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    kwargs = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
+    dist.init_process_group(backend="nccl" if device_type() == "cuda" else "gloo", **kwargs)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def attention_implementation(cfg: TrainConfig, dev: str) -> tuple[str, str | None]:
@@ -98,19 +113,9 @@ def attention_implementation(cfg: TrainConfig, dev: str) -> tuple[str, str | Non
     return "flash_attention_2", None
 
 
-def attention_that_ran(model, plugin) -> str:
-    """The attention the boosted model computes with: shardformer's ColoAttention when the 3d plugin enables
-    flash attention (it replaces the HF attention), else the HF implementation the model was built with."""
-    shard_config = getattr(plugin, "shard_config", None)
-    if shard_config is not None and getattr(shard_config, "enable_flash_attention", False):
-        return "colossalai_coloattention"
-    inner = model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
-    return str(getattr(inner.config, "_attn_implementation", "unknown"))
-
-
 def gradient_checkpointing_active(model) -> bool:
-    inner = model.unwrap(unwrap_peft=False) if hasattr(model, "unwrap") else model
-    return any(getattr(m, "gradient_checkpointing", False) for m in inner.modules())
+    """Any module of the (wrapped) model checkpoints its activations."""
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
 
 
 def peak_memory_bytes(dev: str) -> int:

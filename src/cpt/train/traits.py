@@ -61,6 +61,7 @@ class PluginTraits:
     replicated_params: ClassVar[bool] = True
     lazy_init: ClassVar[bool] = False   # build under LazyInitContext; the plugin materialises only its shard
     lora: ClassVar[bool] = False
+    needs_colossalai: ClassVar[bool] = True  # the process group comes from colossalai.launch_from_torch
     resume: ClassVar[ResumeTraits] = ResumeTraits()
 
     def __init__(self, cfg: TrainConfig):
@@ -131,6 +132,12 @@ class PluginTraits:
         import colossalai.booster.plugin as plugins
 
         return getattr(plugins, name)(**kwargs)
+
+    def build_engine(self, device_type: str, vocab_size: int | None = None):
+        """The engine that runs this plugin (cpt.train.engine): ColossalAI's Booster around the built plugin."""
+        from cpt.train.engine import ColossalEngine
+
+        return ColossalEngine(self, self.build(device_type, vocab_size), self.booster_mixed_precision(device_type))
 
     def layout(self, plugin, world: int, rank: int) -> RankLayout:
         return RankLayout(world, world, rank, 1, 1)
