@@ -1,0 +1,91 @@
+"""Failures of a 2-node training job on the N-node test cluster, with the real trainer through the SLURM profile
+(tests/slurm/train/Snakefile, helpers in mnrun.py), each asserted exactly:
+
+- preemption / time-limit warning: SLURM's signal reaches the job step on both nodes (what `--signal=USR1@<s>`
+  does at <s> seconds before the limit, and what a preemption's SIGTERM does): every rank stops after the same
+  step, one checkpoint is written, srun returns 75, Snakemake's retry resubmits, the second job resumes from that
+  checkpoint; losses equal an uninterrupted run of the same world size exactly up to the preemption and to 1e-6
+  after it (not bit-identical: a ddp resume differs in the 7th digit, see the test).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+import pytest
+import torch
+from mnrun import local_reference, metrics, snakemake_cmd, snakemake_env, squeue, train_logs, workflow
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+EPOCHS = 8  # 64 steps of ~0.06 s or more: the signal lands mid-run
+
+
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"snakemake ended ({proc.returncode}) while waiting for {what}:\n"
+                                 f"{proc.stdout.read()[-4000:]}")
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _weights(stage) -> dict:
+    from safetensors.torch import load_file
+
+    files = sorted((stage / "final").glob("*.safetensors"))
+    assert files
+    return {k: v for f in files for k, v in load_file(f).items()}
+
+
+def test_preemption_signal_on_both_nodes_one_checkpoint_exit_75_retry_resumes_bit_identical(slurm_multinode,
+                                                                                          tmp_path):
+    wd = workflow(tmp_path, "pre", {"nodes": 2, "nproc_per_node": 2, "signal_seconds": 30}, {"epochs": EPOCHS})
+    stage = wd / "out" / "train"
+    proc = subprocess.Popen(snakemake_cmd("--retries", "1"), cwd=wd, env=snakemake_env(slurm_multinode),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: (stage / "metrics.jsonl").is_file() and (stage / "metrics.jsonl").read_text().count("\n"),
+                  240, "the first training step", proc)
+        jobs = [j for j, comment, state, nodes in squeue(slurm_multinode) if comment == "rule_train"]
+        assert len(jobs) == 1, squeue(slurm_multinode)
+        # the signal SLURM sends at the time-limit warning: to every process of the job's steps, on both nodes
+        subprocess.run(["scancel", "--signal=USR1", jobs[0]], check=True, timeout=30, env=slurm_multinode["env"])
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-5000:]
+    assert "--signal=USR1@30" in out  # the sbatch request carries the warning signal
+
+    first, second = train_logs(wd)  # exactly two jobs: the preempted one and the retry
+    stops = re.findall(r"preempted by signal 10: checkpoint (step-\d+) \(step (\d+)\) saved", first)
+    assert len(stops) == 1, first[-4000:]
+    name, step = stops[0][0], int(stops[0][1])
+    total = 128 // 16 * EPOCHS
+    assert 0 < step < total
+    assert "written in" not in first  # no periodic checkpoint: the preemption's is the only one of the first job
+    ckpts = sorted(p.name for p in (stage / "checkpoints").iterdir() if p.is_dir())
+    assert ckpts == [name, f"step-{total:08d}"]  # the preemption's and the final step's
+    assert "cpt.launch.torchrun: preempted" in first  # the wrapper on each node turned the stop into 75 ...
+    assert "preempted after a checkpoint" in first  # ... and srun returned 75 to the stage (PREEMPTED_EXIT_CODE)
+    state = json.loads((stage / "checkpoints" / name / "state.json").read_text())
+    assert state["step"] == step and state["preempted"] is True
+    assert re.search(rf"resumed from \S*{name} at step {step} of {total}", second), second[-4000:]
+    assert "srun --nodes=2 --ntasks=2" in second
+
+    local_reference(wd, tmp_path / "1x4", nproc=4, train={"epochs": EPOCHS})
+    a, b = metrics(stage), metrics(tmp_path / "1x4")
+    assert [m["step"] for m in a] == list(range(1, total + 1)) == [m["step"] for m in b]
+    assert [m["loss"] for m in a[:step]] == [m["loss"] for m in b[:step]]  # exact up to the preemption
+    # after the resume: equal to 1e-6 relative. NOT bit-identical with the ddp plugin: the first step after a
+    # resume differs in the 7th digit (a trainer resume issue reported to its owner; 2x2 vs 1x4 alone is exact)
+    assert max(abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(a[step:], b[step:])) <= 1e-6
+    wa, wb = _weights(stage), _weights(tmp_path / "1x4")
+    assert wa.keys() == wb.keys()
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wa)
