@@ -1,4 +1,4 @@
-"""Helpers of the multi-node trainer tests (test_slurm_multinode_train.py, test_slurm_multinode_faults.py): the real
+"""Helpers of the multi-node trainer test (test_slurm_multinode_train.py): the real
 trainer's one-rule workflow (tests/slurm/train/Snakefile) in a temporary directory, run through the SLURM profile
 on the N-node test cluster, and the same stage run locally as the reference."""
 
