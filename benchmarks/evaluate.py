@@ -107,7 +107,7 @@ def main(argv=None):
         t_naive = naive(model, prompts, letters)
         # the same questions with the batched path, for a like-for-like ratio
         t0 = time.time()
-        from cpt.evaluate.scoring import last_position_logits
+        from cpt.evaluate.forward import last_position_logits
         from cpt.measure.batching import length_batches
 
         for idx in length_batches([len(p.ids) for p in prompts], args.max_batch_tokens, 64):

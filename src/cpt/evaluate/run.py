@@ -123,7 +123,7 @@ def check_data_paths(config: Mapping[str, Any], source: str = "config") -> None:
 def protocol_record(section: Mapping[str, Any]) -> dict:
     """evaluate/<point>/protocol.json: how this point was evaluated, for the report (which published table it is
     compared with, the backend, the prompt style)."""
-    return {"published": section.get("published"), "backend": section.get("backend", "cpt"),
+    return {"published": section.get("published"), "backend": section.get("backend") or default("evaluate.backend"),
             "prompt_style": section.get("prompt_style") or default("evaluate.prompt_style"),
             "data_root": section.get("data_root")}
 
@@ -157,7 +157,7 @@ def run_benchmarks(model, tokenizer, benchmarks: Mapping[str, Mapping[str, Any]]
             summary[name] = {k: res[k] for k in HEADLINE_KEYS if k in res}
             continue
         path = data_path(name, spec, common)
-        backend = common.get("backend", "cpt")
+        backend = common.get("backend") or default("evaluate.backend")
         if (path is None and get_format(spec["format"]).needs_path) or \
                 (backend == "lm_eval" and spec["format"] not in harness_formats()):
             res = not_run_result(name, spec, common, None if path is None else
