@@ -79,7 +79,9 @@ def test_two_nodes_of_two_ranks_train_as_one_node_of_four_through_a_preemption(s
     ckpts = sorted(p.name for p in (stage / "checkpoints").iterdir() if p.is_dir())
     assert ckpts == [name, f"step-{total:08d}"]  # the preemption's and the final step's
     assert first.count("cpt.launch.torchrun: preempted") == 2  # the wrapper on each node turned the stop into 75 ...
-    assert "preempted after a checkpoint" in first  # ... and srun returned 75 to the stage (PREEMPTED_EXIT_CODE)
+    # ... and the stage reports the preemption: srun returns 75, or 143 when it terminated the slower node (its
+    # --kill-on-bad-exit) after the first one exited 75; the preempted checkpoint of this launch decides
+    assert re.search(r"preempted after a checkpoint \(launcher exit code (75|143)\)", first), first[-3000:]
     state = json.loads((stage / "checkpoints" / name / "state.json").read_text())
     assert state["step"] == step and state["preempted"] is True
     assert re.search(rf"resumed from \S*{name} at step {step} of {total}", second), second[-4000:]
