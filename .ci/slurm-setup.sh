@@ -24,7 +24,8 @@ if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null; }
 fi
 [ "${1:-}" = "--install" ] && exit 0
-if sinfo -h -o %T 2>/dev/null | grep -q .; then
+# a Slurm client without SLURM_CONF and without /etc/slurm/slurm.conf does a DNS SRV lookup: ask only with a config
+if { [ -f "${SLURM_CONF:-}" ] || [ -f /etc/slurm/slurm.conf ]; } && sinfo -h -o %T 2>/dev/null | grep -q .; then
   echo "slurm-setup: a SLURM controller already answers:"; sinfo; exit 0
 fi
 exec bash "$HERE/tests/slurm/start-local-slurm.sh"

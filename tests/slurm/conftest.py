@@ -26,16 +26,33 @@ HERE = Path(__file__).resolve().parent
 TEST_CLUSTER = "cpt-local"
 
 
-def _sinfo_ok() -> bool:
+def client_env(base: Path) -> dict | None:
+    """The environment for a Slurm client call on the single-node cluster, with SLURM_CONF always set (a client
+    without SLURM_CONF and without /etc/slurm/slurm.conf falls back to a DNS SRV lookup; no lookup may leave the
+    machine): an explicit SLURM_CONF, else our cluster's $base/slurm.conf, else an existing
+    /etc/slurm/slurm.conf (a cluster set up by hand). None when there is no config at all: nothing answers then,
+    and no client is run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    for conf in (os.environ.get("SLURM_CONF"), base / "slurm.conf", "/etc/slurm/slurm.conf"):
+        if conf and Path(conf).is_file():
+            env["SLURM_CONF"] = str(conf)
+            return env
+    return None
+
+
+def _sinfo_ok(env: dict | None) -> bool:
+    if env is None:
+        return False
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and bool(out.stdout.strip())
 
 
-def _cluster_name() -> str:
-    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=15).stdout
+def _cluster_name(env: dict) -> str:
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=15,
+                         env=env).stdout
     for line in out.splitlines():
         if line.strip().startswith("ClusterName"):
             return line.split("=", 1)[1].strip()
@@ -59,7 +76,8 @@ def _locked(base: Path):
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """Yields {"started": bool} for a live single-node SLURM.
+    """Yields {"started": bool, "env": dict} for a live single-node SLURM; `env` (SLURM_CONF set, other SLURM_*
+    removed) is the environment for every Slurm client call of a test.
 
     pytest-xdist workers share one cluster: its state lives in a fixed directory, a lock serialises start and
     stop, and the last worker to finish stops the daemons (only if a worker started them).
@@ -68,8 +86,8 @@ def slurm_cluster():
     env = {**os.environ, "SLURM_BASE": str(base), "SLURM_CLUSTER_NAME": TEST_CLUSTER}
     me = base / "users" / str(os.getpid())
     with _locked(base):
-        if _sinfo_ok():
-            name = _cluster_name()
+        if _sinfo_ok(client_env(base)):
+            name = _cluster_name(client_env(base))
             if name != TEST_CLUSTER and os.environ.get("CPT_SLURM_USE_CLUSTER") != "1":
                 pytest.skip(f"a SLURM cluster {name!r} answers here; the integration tests submit jobs only to "
                             f"the local test cluster {TEST_CLUSTER!r} (set CPT_SLURM_USE_CLUSTER=1 to use this one)")
@@ -77,8 +95,10 @@ def slurm_cluster():
             _start(base, env)
         me.parent.mkdir(parents=True, exist_ok=True)
         me.touch()
+    env_client = client_env(base)
+    assert env_client is not None, f"the single-node SLURM answers but no slurm.conf was found ({base})"
     try:
-        yield {"started": (base / "started-by-fixture").exists()}
+        yield {"started": (base / "started-by-fixture").exists(), "env": env_client}
     finally:
         with _locked(base):
             me.unlink(missing_ok=True)

@@ -1,89 +1,106 @@
 """The project's real trainer (tests/slurm/train/Snakefile: cpt.launch.stage + stage_launcher, as the workflow's
-train rule) through `snakemake --profile profiles/slurm` on the N-node test cluster: 2 nodes x 2 ranks trains
-exactly as 1 node x 4 ranks (same world size, same ranks, gloo); a rerun after success submits nothing.
+train rule) through `snakemake --profile profiles/slurm` on the N-node test cluster, 2 nodes x 2 ranks, stopped
+once by the time-limit / preemption signal; one test, because every SLURM job and reference run costs CI a minute
+of process start-up on two cores:
 
-The 1 x 4 reference runs the same stage code (cpt.launch.stage.run_stage) with a local torchrun on the same
-inputs: a second SLURM round trip would add a minute of Snakemake status polling to CI and test nothing more."""
+- 2 nodes x 2 ranks train exactly as 1 node x 4 ranks (gloo, fp32): same steps, token counts and losses, bit for
+  bit up to the preemption; the reference is the same stage code (cpt.launch.stage.run_stage) under a local
+  torchrun, uninterrupted;
+- SLURM's warning signal (what `--signal=USR1@<s>` sends <s> seconds before the time limit, and what a
+  preemption's SIGTERM does) reaches the job step on both nodes: every rank stops after the same step, exactly
+  one checkpoint is written (marked preempted), the wrapper on each node exits 75 and srun returns it to the stage,
+  Snakemake's retry resubmits, and the new job resumes from that checkpoint; losses after the resume equal the
+  uninterrupted run's to 1e-6 relative (not bit for bit: see below);
+- a rerun after success submits nothing.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import re
 import subprocess
-import sys
-from pathlib import Path
+import time
 
 import pytest
-import yaml
+import torch
+from mnrun import local_reference, metrics, snakemake, snakemake_cmd, snakemake_env, squeue, train_logs, workflow
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-FAST = ["--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "1"]
-TRAIN = {"init_from": "init", "plugin": "ddp", "precision": "fp32", "lr": 1e-3, "micro_batch_size": 4,
-         "max_length": 32, "epochs": 2, "save_interval": 1000, "tensorboard": False, "flash_attention": False,
-         "warmup_steps": 2, "seed": 7}
+EPOCHS = 8  # 64 steps of ~0.06 s or more: the signal lands mid-run
 
 
-def workflow(tmp_path: Path, name: str, train_resources: dict, train: dict | None = None) -> Path:
-    wd = tmp_path / name
-    wd.mkdir()
-    shutil.copy(HERE / "train" / "Snakefile", wd / "Snakefile")
-    (wd / "config.yaml").write_text(yaml.safe_dump({
-        "train": {**TRAIN, **(train or {})},
-        "resources": {"default": {"mem_mb": 1000, "runtime": 15},
-                      "train": {"cpus_per_task": 2, "mem_mb": 3000, **train_resources}},
-    }))
-    return wd
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"snakemake ended ({proc.returncode}) while waiting for {what}:\n"
+                                 f"{proc.stdout.read()[-4000:]}")
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
-def snakemake(cluster: dict, wd: Path, *extra: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    env = dict(cluster["env"])
-    env["PYTHONPATH"] = str(REPO / "src")
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "snakemake", "--profile", str(REPO / "profiles" / "slurm"), "--configfile",
-           "config.yaml", *FAST, *extra]
-    return subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=timeout)
+def _weights(stage) -> dict:
+    from safetensors.torch import load_file
+
+    files = sorted((stage / "final").glob("*.safetensors"))
+    assert files
+    return {k: v for f in files for k, v in load_file(f).items()}
 
 
-def metrics(stage: Path) -> list[dict]:
-    return [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+def test_two_nodes_of_two_ranks_train_as_one_node_of_four_through_a_preemption(slurm_multinode, tmp_path):
+    wd = workflow(tmp_path, "pre", {"nodes": 2, "nproc_per_node": 2, "signal_seconds": 30}, {"epochs": EPOCHS})
+    stage = wd / "out" / "train"
+    proc = subprocess.Popen(snakemake_cmd("--retries", "1"), cwd=wd, env=snakemake_env(slurm_multinode),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # signal after 8 steps: those (and the few until the stop) are compared bit for bit, uninterrupted
+        _wait_for(lambda: (stage / "metrics.jsonl").is_file()
+                  and (stage / "metrics.jsonl").read_text().count("\n") >= 8, 240, "8 training steps", proc)
+        jobs = [j for j, comment, state, nodes in squeue(slurm_multinode) if comment == "rule_train"]
+        assert len(jobs) == 1, squeue(slurm_multinode)
+        # the signal SLURM sends at the time-limit warning: to every process of the job's steps, on both nodes
+        subprocess.run(["scancel", "--signal=USR1", jobs[0]], check=True, timeout=30, env=slurm_multinode["env"])
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-5000:]
+    assert "--signal=USR1@30" in out  # the sbatch request carries the warning signal
 
+    first, second = train_logs(wd)  # exactly two jobs: the preempted one and the retry
+    stops = re.findall(r"preempted by signal 10: checkpoint (step-\d+) \(step (\d+)\) saved", first)
+    assert len(stops) == 1, first[-4000:]
+    name, step = stops[0][0], int(stops[0][1])
+    total = 128 // 16 * EPOCHS
+    assert 8 <= step < total
+    assert "written in" not in first  # no periodic checkpoint: the preemption's is the only one of the first job
+    ckpts = sorted(p.name for p in (stage / "checkpoints").iterdir() if p.is_dir())
+    assert ckpts == [name, f"step-{total:08d}"]  # the preemption's and the final step's
+    assert first.count("cpt.launch.torchrun: preempted") == 2  # the wrapper on each node turned the stop into 75 ...
+    # ... and the stage reports the preemption: srun returns 75, or 143 when it terminated the slower node (its
+    # --kill-on-bad-exit) after the first one exited 75; the preempted checkpoint of this launch decides
+    assert re.search(r"preempted after a checkpoint \(launcher exit code (75|143)\)", first), first[-3000:]
+    state = json.loads((stage / "checkpoints" / name / "state.json").read_text())
+    assert state["step"] == step and state["preempted"] is True
+    assert re.search(rf"resumed from \S*{name} at step {step} of {total}", second), second[-4000:]
+    for log in (first, second):
+        assert "srun --nodes=2 --ntasks=2" in log and "--nnodes=2" in log and "--nproc_per_node=2" in log
+        assert "--rdzv_endpoint=node1:" in log and "Host: node1" in log
 
-def local_reference(wd: Path, out: Path, nproc: int) -> None:
-    """The stage on one node with `nproc` ranks (torchrun --standalone), on the workflow's inputs."""
-    code = ("import json, sys; from cpt.launch.stage import run_stage; "
-            "run_stage(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], nproc=int(sys.argv[5]))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", code, json.dumps(TRAIN), str(wd / "out" / "model"),
-                        str(wd / "out" / "data"), str(out), str(nproc)], env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    local_reference(wd, tmp_path / "1x4", nproc=4, train={"epochs": EPOCHS})
+    a, b = metrics(stage), metrics(tmp_path / "1x4")
+    assert [m["step"] for m in a] == list(range(1, total + 1)) == [m["step"] for m in b]
+    assert [m["tokens"] for m in a] == [m["tokens"] for m in b]  # same samples in the same order
+    assert [m["loss"] for m in a[:step]] == [m["loss"] for m in b[:step]]  # exact up to the preemption
+    # after the resume: equal to 1e-6 relative. NOT bit-identical with the ddp plugin: the first step after a
+    # resume differs in the 7th digit (a trainer resume issue reported to its owner; 2x2 vs 1x4 alone is exact)
+    assert max(abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(a[step:], b[step:])) <= 1e-6
+    wa, wb = _weights(stage), _weights(tmp_path / "1x4")
+    assert wa.keys() == wb.keys()
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wa)
 
-
-def train_logs(wd: Path) -> list[str]:
-    logs = sorted((wd / "logs" / "slurm" / "rule_train").glob("*.log"), key=lambda p: int(p.stem))
-    return [p.read_text() for p in logs]
-
-
-def test_two_nodes_of_two_ranks_train_exactly_as_one_node_of_four(slurm_multinode, tmp_path):
-    two = workflow(tmp_path, "2x2", {"nodes": 2, "nproc_per_node": 2})
-    r = snakemake(slurm_multinode, two, "--retries", "0")
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    log = train_logs(two)[-1]
-    assert "srun --nodes=2 --ntasks=2" in log and "--nnodes=2" in log and "--nproc_per_node=2" in log
-    assert "--rdzv_endpoint=node1:" in log and "Host: node1" in log
-    local_reference(two, tmp_path / "1x4", nproc=4)
-
-    a, b = metrics(two / "out" / "train"), metrics(tmp_path / "1x4")
-    assert len(a) == len(b) == 16  # 128 sequences / (4 ranks x micro batch 4) x 2 epochs
-    assert [m["step"] for m in a] == [m["step"] for m in b]
-    assert [m["tokens"] for m in a] == [m["tokens"] for m in b]
-    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) <= 1e-5
-
-    again = snakemake(slurm_multinode, two, "--retries", "0", timeout=200)
+    again = snakemake(slurm_multinode, wd, "--retries", "0", timeout=200)
     assert again.returncode == 0 and "has been submitted with SLURM jobid" not in again.stdout + again.stderr
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fastpoll import SNAKEMAKE
 
 from cpt.launch.plan import expand_nodelist
 
@@ -27,7 +28,6 @@ pytestmark = [pytest.mark.slurm]
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-FAST = ["--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "2"]
 
 
 def _workdir(tmp_path: Path, steps: int, step_seconds: float, train: dict | None = None) -> Path:
@@ -57,13 +57,13 @@ def _env() -> dict:
 
 
 def _snakemake(wd: Path, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--profile", str(REPO / "profiles" / "slurm"), "--configfile",
-           "config.yaml", *FAST, *extra]
+    cmd = [*SNAKEMAKE, "--configfile", "config.yaml", *extra]
     return subprocess.run(cmd, cwd=wd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def _squeue() -> list[tuple[str, str, str]]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True, timeout=30).stdout
+def _squeue(env: dict) -> list[tuple[str, str, str]]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%k|%T"], capture_output=True, text=True, timeout=30,
+                         env=env).stdout
     return [tuple(line.split("|")) for line in out.splitlines() if line.strip()]
 
 
@@ -74,7 +74,7 @@ def _submitted(result: subprocess.CompletedProcess) -> int:
 def test_nodelist_expansion_agrees_with_scontrol(slurm_cluster):
     for nodelist in ("localhost", "gpu[01-03,7],cpu1", "n[008-010]", "a[1-2]b[3-4]"):
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                             check=True, timeout=30).stdout.split()
+                             check=True, timeout=30, env=slurm_cluster["env"]).stdout.split()
         assert expand_nodelist(nodelist) == out
 
 
@@ -85,7 +85,7 @@ def test_workflow_runs_through_slurm_profile_and_rerun_submits_nothing(slurm_clu
 
     def watch():
         while not done.is_set():
-            seen.update((job_id, comment) for job_id, comment, _ in _squeue())
+            seen.update((job_id, comment) for job_id, comment, _ in _squeue(slurm_cluster["env"]))
             time.sleep(0.5)
 
     watcher = threading.Thread(target=watch, daemon=True)

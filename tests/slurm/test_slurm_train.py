@@ -8,18 +8,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from fastpoll import SNAKEMAKE
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-FAST = ["--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "2"]
 TRAIN = {"init_from": "init", "plugin": "ddp", "precision": "fp32", "lr": 1e-3, "micro_batch_size": 4,
          "max_length": 32, "epochs": 80, "save_interval": 25, "tensorboard": False, "flash_attention": False,
          "warmup_steps": 2, "seed": 7}
@@ -33,13 +32,15 @@ def _env() -> dict:
 
 
 def _cmd() -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--profile", str(REPO / "profiles" / "slurm"), "--configfile",
-            "config.yaml", *FAST, "--retries", "0"]
+    return [*SNAKEMAKE, "--configfile", "config.yaml", "--retries", "0"]
 
 
-def _squeue() -> list[list[str]]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%k"], capture_output=True, text=True, timeout=30).stdout
-    return [line.split("|") for line in out.splitlines() if line.strip()]
+def _squeue(env: dict, wd: Path) -> list[list[str]]:
+    """[job id, comment] of this test's jobs (the cluster may be shared with other tests' workflows)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%k|%Z"], capture_output=True, text=True, timeout=30,
+                         env=env).stdout
+    rows = [line.split("|") for line in out.splitlines() if line.strip()]
+    return [[job, comment] for job, comment, workdir in rows if Path(workdir) == wd]
 
 
 def test_real_trainer_cancelled_under_slurm_resumes_on_rerun(slurm_cluster, tmp_path):
@@ -60,9 +61,9 @@ def test_real_trainer_cancelled_under_slurm_resumes_on_rerun(slurm_cluster, tmp_
         while time.time() < deadline and not latest.exists():
             time.sleep(0.5)
         assert latest.exists(), "no checkpoint was written"
-        jobs = [j for j, comment in _squeue() if comment == "rule_train"]
-        assert len(jobs) == 1, _squeue()
-        subprocess.run(["scancel", jobs[0]], check=True, timeout=30)
+        jobs = [j for j, comment in _squeue(slurm_cluster["env"], wd) if comment == "rule_train"]
+        assert len(jobs) == 1, _squeue(slurm_cluster["env"], wd)
+        subprocess.run(["scancel", jobs[0]], check=True, timeout=30, env=slurm_cluster["env"])
         out, _ = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:

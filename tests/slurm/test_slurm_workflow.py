@@ -7,19 +7,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from fastpoll import SNAKEMAKE
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
 pytestmark = [pytest.mark.slurm, pytest.mark.slow,
               pytest.mark.skipif(not TINY.exists(), reason="tests/workflow/tiny.yaml is not there yet")]
-FAST = ["--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "2", "--retries", "0"]
+FAST = ["--retries", "0"]
 
 
 def _env() -> dict:
@@ -30,8 +30,8 @@ def _env() -> dict:
 
 
 def _run(wd: Path, config: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(wd),
-           "--profile", str(REPO / "profiles" / "slurm"), "--configfile", str(config), *FAST]
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(wd), "--configfile", str(config),
+           *FAST]
     return subprocess.run(cmd, cwd=wd, env=_env(), capture_output=True, text=True, timeout=3000)
 
 
@@ -48,7 +48,8 @@ def test_tiny_experiment_runs_through_the_slurm_profile(slurm_cluster, tmp_path)
 
     def watch():
         while not done.is_set():
-            out = subprocess.run(["squeue", "-h", "-o", "%k"], capture_output=True, text=True).stdout
+            out = subprocess.run(["squeue", "-h", "-o", "%k"], capture_output=True, text=True,
+                                 env=slurm_cluster["env"]).stdout
             seen.update(line.strip() for line in out.splitlines() if line.strip())
             time.sleep(0.5)
 

@@ -51,3 +51,25 @@ def test_run_stage_starts_the_ranks_with_their_share(tmp_path, monkeypatch):
     run_stage({}, model, dataset, out, nproc=2, launcher=lambda nproc, args: [sys.executable, "-c", script])
     seen = json.loads((out / "final" / "config.json").read_text())
     assert seen == {k: "2" for k in THREAD_VARS}
+
+
+@pytest.mark.parametrize("marked, expected", [(True, r"preempted after a checkpoint \(launcher exit code 143\)"),
+                                              (False, "training exited with code 143")])
+def test_a_preempted_checkpoint_of_this_launch_means_preempted_whatever_srun_returns(tmp_path, marked, expected):
+    """On two nodes srun returns 143 when the first node's wrapper exits 75 and --kill-on-bad-exit terminates the
+    other: the checkpoint written and marked preempted by this launch decides, not the code."""
+    from cpt.core.errors import TrainError
+
+    out = tmp_path / "stage"
+    model, dataset = tmp_path / "model", tmp_path / "dataset"
+    model.mkdir(), dataset.mkdir()
+    script = textwrap.dedent(f"""
+        import json, pathlib, sys
+        ckpt = pathlib.Path({str(out)!r}) / "checkpoints" / "step-00000003"
+        ckpt.mkdir(parents=True)
+        (ckpt / "state.json").write_text(json.dumps({{"step": 3, "preempted": {marked!r}}}))
+        (ckpt.parent / "latest").write_text(ckpt.name)
+        sys.exit(143)
+    """)
+    with pytest.raises(TrainError, match=expected):
+        run_stage({}, model, dataset, out, nproc=1, launcher=lambda nproc, args: [sys.executable, "-c", script])

@@ -25,6 +25,7 @@ from cpt.core.errors import PREEMPTED_EXIT_CODE, TrainError
 from cpt.core.provenance import config_hash
 from cpt.launch.plan import stage_launcher
 from cpt.launch.resources import rank_threads_env
+from cpt.launch.torchrun import preempted_since
 from cpt.train.config import from_mapping
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,16 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
     threads = rank_threads_env(os.environ, nproc)
     log.info("each of the %d ranks runs %s threads (the rule's CPUs shared between its ranks)", nproc,
              threads["OMP_NUM_THREADS"])
+    started = time.time()
     from cpt.core.procs import die_with_parent
 
     code = subprocess.call(argv, env={**os.environ, **threads}, preexec_fn=die_with_parent)  # dies with us
-    if code == PREEMPTED_EXIT_CODE:
-        raise TrainError(f"{out}: preempted after a checkpoint; rerun the workflow to resume from it")
+    # On several nodes srun's code is not always 75 after a preemption: the first node's wrapper to exit 75 makes
+    # srun (--kill-on-bad-exit) terminate the other tasks and report SIGTERM (143). The checkpoint this launch
+    # wrote and marked preempted is what counts.
+    if code == PREEMPTED_EXIT_CODE or (code != 0 and preempted_since(out, started)):
+        raise TrainError(f"{out}: preempted after a checkpoint (launcher exit code {code}); rerun the workflow to "
+                         f"resume from it")
     if code != 0:
         raise TrainError(f"{out}: training exited with code {code}; see the log above (rerun resumes from the "
                          f"latest checkpoint if one was written)")
