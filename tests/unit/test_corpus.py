@@ -10,14 +10,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from cpt.artifacts.records import read_records, write_jsonl
+from cpt.core.errors import ConfigError, RecordError
 from cpt.core.schema import default
 from cpt.corpus import build_corpus, build_idiom_sft, heldout_mask, normalize_section, split_corpus
+from cpt.corpus.builders import gutenberg_novel, markdown_play_to_text, untag_line
 from cpt.corpus.cli import cli_build_corpus, cli_split_corpus
 
 DEFAULT_CATEGORIES = default("corpus.categories")
-from cpt.artifacts.records import read_records, write_jsonl
-from cpt.core.errors import ConfigError, RecordError
-from cpt.corpus.builders import gutenberg_novel, markdown_play_to_text, untag_line
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
 SMALL = {"seed": 7, "categories": {
