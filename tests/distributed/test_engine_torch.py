@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from cpt.testing import check_bucket_order, make_bucket_dataset, make_tiny_model, read_trace, torchrun_command
+from cpt.testing import (
+    check_bucket_order,
+    final_tensors,
+    make_bucket_dataset,
+    make_tiny_model,
+    read_trace,
+    torchrun_command,
+)
+from cpt.testing import read_metrics as metrics
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -52,19 +60,6 @@ def args(inputs, out, plugin, engine):
     model, data = inputs
     return ["--model", str(model), "--dataset", str(data), "--output", str(out), "--set", f"plugin={plugin}",
             "--set", f"engine={engine}", *BASE]
-
-
-def metrics(out):
-    return [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-
-
-def final_tensors(out):
-    from safetensors.torch import load_file
-
-    tensors = {}
-    for f in sorted((Path(out) / "final").glob("*.safetensors")):
-        tensors.update(load_file(f))
-    return tensors
 
 
 @pytest.fixture(scope="module")
