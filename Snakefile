@@ -39,7 +39,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 # A checkout restored by `dvc pull` has file times in no particular order: align those of the outputs DVC confirms
 # against dvc.lock (once; only where Snakemake has no metadata yet), so Snakemake does not plan them again.
 if workflow.is_main_process:
-    from cpt.workflow.dvc import align_checkout_mtimes  # noqa: E402
+    from cpt.workflow.dvc_checkout import align_checkout_mtimes  # noqa: E402
 
     align_checkout_mtimes(".", log=lambda m: print(m, file=sys.stderr))
 

@@ -106,3 +106,14 @@ def test_a_config_snakemake_cannot_plan_is_an_error_that_says_why(tmp_path):
             "is missing', file=sys.stderr); sys.exit(1)"]
     with pytest.raises(ConfigError, match="MissingInputException: /models/llama is missing"):
         snakemake_outputs("c.yaml", tmp_path, snakemake=loud)
+
+
+def test_every_stage_depends_on_the_workflow_glue_and_what_it_imports():
+    """The Snakefile and common.smk decide every rule's inputs, params and resources (through
+    cpt.workflow.rule_inputs, cpt.launch.resources ...): a change to them must rerun every stage in DVC too."""
+    doc = dvc_yaml(assign_targets(groups_for(CFG), OUTPUTS), "config/x.yaml")
+    for name, stage in doc["stages"].items():
+        deps = stage["deps"]
+        assert {"Snakefile", "workflow/rules/common.smk"} <= set(deps), name
+        assert {"src/cpt/workflow/rule_inputs.py", "src/cpt/launch/resources.py"} <= set(deps), name
+        assert "src/cpt/workflow/dvc.py" not in deps, name  # generating dvc.yaml is not part of any rule

@@ -246,12 +246,37 @@ def _imports(path: Path, src: Path) -> set[Path]:
 SHARED_LAYERS = ("core", "artifacts", "measure", "launch", "cli", "workflow")
 
 
+# read by every rule: the Snakefile and the helpers it includes (their `cpt` imports decide each rule's inputs,
+# params and resources), so a change to them reruns every stage, as it can change any rule
+GLUE_FILES = ("Snakefile", "workflow/rules/common.smk")
+_SMK_IMPORT = re.compile(r"^\s*(from\s+cpt[\w.]*\s+import\s+[^#\n]+|import\s+cpt[\w.]*)", re.M)
+
+
+def _glue_imports(root: Path, src: Path) -> set[Path]:
+    """Files of the `cpt` modules the Snakefile and common.smk import (Snakemake files are not Python: only their
+    import lines are parsed, commented-out ones left out)."""
+    files: set[Path] = set()
+    for name in GLUE_FILES:
+        f = root / name
+        if not f.is_file():
+            continue
+        for m in _SMK_IMPORT.finditer(f.read_text(encoding="utf-8")):
+            for node in ast.walk(ast.parse(m.group(1).strip())):
+                mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                        [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                        if isinstance(node, ast.ImportFrom) else [])
+                files.update(f for f in (_module_file(mod, src) for mod in mods) if f is not None)
+    return files
+
+
 def code_deps(rules: Sequence[str], root: Path = REPO_ROOT) -> list[str]:
-    """Scripts of the rules and the library code they import: the modules of the shared layers they reach
-    (SHARED_LAYERS) and the box packages (src/cpt/<box>) as a whole, with everything those run."""
+    """Scripts of the rules and the library code they and the workflow glue (GLUE_FILES) import: the modules of
+    the shared layers they reach (SHARED_LAYERS) and the box packages (src/cpt/<box>) as a whole, with everything
+    those run."""
     scripts = rule_scripts(root)
     src = root / "src"
     todo = [root / scripts[r] for r in rules if r in scripts and (root / scripts[r]).is_file()]
+    todo.extend(sorted(_glue_imports(root, src)))
     seen: set[Path] = set()
     units: set[str] = set()
     while todo:
@@ -296,7 +321,7 @@ def dvc_yaml(groups: Sequence[Group], configfile: str, wdir: str | None = None, 
         stage: dict = {"cmd": cmd}
         if wdir:
             stage["wdir"] = wdir
-        rule_files = [f for f in g.rule_files if (REPO_ROOT / f).exists()]
+        rule_files = [f for f in (*GLUE_FILES, *g.rule_files) if (REPO_ROOT / f).exists()]
         stage["deps"] = [*g.deps, *rule_files, *code_deps(g.rules)]
         params = [p for p in g.params if raw is None or _present(raw, p)]
         if params:
