@@ -62,8 +62,11 @@ def build_probe(build_dir: Path, jobs: int) -> Path:
 
 
 def heldout_texts(heldout: Path | None, per_language: int) -> dict[str, list[str]]:
-    """Paragraphs of the experiment's held-out split (corpus/heldout/<category>.jsonl, field text), per language by
-    script (any CJK character: zh), at most 400 characters each; without --heldout a few fixed sentences."""
+    """Texts of the experiment's held-out split (corpus/heldout/<category>.jsonl): each record's first 1,000
+    characters as they are (newlines included), then each of its paragraphs (at most 400 characters), per language
+    by script (any CJK character: zh); without --heldout a few fixed sentences."""
+    from cpt.artifacts.corpus import record_text
+
     out: dict[str, list[str]] = {"zh": [], "en": []}
     if heldout is None:
         out["zh"] = ["我想在apple工作1314151天～", "自然语言处理是人工智能的一个重要方向。", "床前明月光，疑是地上霜。"]
@@ -71,19 +74,19 @@ def heldout_texts(heldout: Path | None, per_language: int) -> dict[str, list[str
         return out
     for f in sorted(heldout.glob("*.jsonl")):
         for line in f.read_text(encoding="utf-8").splitlines():
-            text = (json.loads(line).get("text") or "").strip() if line.strip() else ""
-            for para in (p.strip() for p in text.split("\n") if p.strip()):
-                lang = "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in para) else "en"
-                if len(out[lang]) < per_language:
-                    out[lang].append(para[:400])
+            text = record_text(json.loads(line), "\n").strip() if line.strip() else ""
+            for piece in [text[:1000]] + [p.strip()[:400] for p in text.split("\n") if p.strip()]:
+                lang = "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in piece) else "en"
+                if piece and len(out[lang]) < per_language:
+                    out[lang].append(piece)
     return out
 
 
-def probe_run(probe: Path, args: list[str], texts: list[str], tmp: Path) -> list:
+def probe_run(probe: Path, args: list[str], texts: list[str], tmp: Path, *more: str) -> list:
     """The probe on `texts` (one file, NUL-separated); one JSON value per text."""
     f = tmp / "probe-input.txt"
     f.write_bytes(b"\0".join(t.encode("utf-8") for t in texts))
-    run = subprocess.run([str(probe), args[0], *args[1:], str(f)], capture_output=True, text=True, check=True)
+    run = subprocess.run([str(probe), *args, str(f), *more], capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
     if len(rows) != len(texts):
         raise RuntimeError(f"probe {args[0]}: {len(rows)} results for {len(texts)} texts\n{run.stderr[-2000:]}")
@@ -142,9 +145,12 @@ def main(argv=None) -> int:
     gguf = work / f"{args.model.resolve().parent.name}-{args.model.name}-f32.gguf"
     export = export_gguf(args.model, gguf, "f32", pre_tokenizer_from=args.pre_tokenizer_from)
     tok = AutoTokenizer.from_pretrained(str(args.model))
-    result: dict = {"model": str(args.model), "export": {k: v for k, v in export.items() if k != "gguf"},
+    export = {k: v for k, v in export.items() if k != "gguf"}  # paths as given, not this machine's
+    export["declared_from"] = export["declared_from"] and str(args.pre_tokenizer_from)
+    result: dict = {"model": str(args.model), "export": export,
                     "llama_cpp": "llama-cpp-python sdist vendor/llama.cpp (data/sources.yaml), CPU, "
-                                 "benchmarks/gguf_llamacpp_probe.cpp", "tokenization": {}, "greedy": []}
+                                 "benchmarks/gguf_llamacpp_probe.cpp", "tokenization": {}, "greedy": [],
+                    "greedy_llama_cpp_defaults": []}
     for lang, texts in heldout_texts(args.heldout, args.per_language).items():
         got = probe_run(probe, ["tokenize", str(gguf)], texts, work) if texts else []
         bad = []
@@ -155,14 +161,16 @@ def main(argv=None) -> int:
         result["tokenization"][lang] = {"texts": len(texts), "tokens": sum(len(x) for x in got),
                                         "identical": len(texts) - len(bad), "first_differences": bad[:5]}
     model = AutoModelForCausalLM.from_pretrained(str(args.model), torch_dtype=torch.float32).eval()
-    ll_rows = probe_run(probe, ["greedy", str(gguf), str(args.greedy_tokens)], PROMPTS, work)
-    for prompt, ll in zip(PROMPTS, ll_rows):
-        ids = tok.encode(prompt, add_special_tokens=True)
-        logits, seq = hf_greedy(model, ids, args.greedy_tokens)
-        row = compare_greedy(prompt, ids, logits, ll)
-        row["text_transformers"] = tok.decode(seq[len(ids):])
-        row["text_llama.cpp"] = tok.decode([s[0][0] for s in ll["steps"]])
-        result["greedy"].append(row)
+    hf = {p: hf_greedy(model, tok.encode(p, add_special_tokens=True), args.greedy_tokens) for p in PROMPTS}
+    for mode in ("f32", "default"):  # f32 KV, no flash attention: the conversion alone; llama.cpp's defaults
+        rows = probe_run(probe, ["greedy", str(gguf), str(args.greedy_tokens)], PROMPTS, work, mode)
+        for prompt, ll in zip(PROMPTS, rows):
+            ids = tok.encode(prompt, add_special_tokens=True)
+            logits, seq = hf[prompt]
+            row = compare_greedy(prompt, ids, logits, ll)
+            row["text_transformers"] = tok.decode(seq[len(ids):])
+            row["text_llama.cpp"] = tok.decode([s[0][0] for s in ll["steps"]])
+            result["greedy" if mode == "f32" else "greedy_llama_cpp_defaults"].append(row)
     tok_ok = all(v["identical"] == v["texts"] for v in result["tokenization"].values())
     result["summary"] = {
         "tokenization_identical": tok_ok,
@@ -170,6 +178,9 @@ def main(argv=None) -> int:
         "greedy_tokens": args.greedy_tokens,
         "min_margin_transformers": min(s["margin_transformers"] for g in result["greedy"] for s in g["steps"]),
         "max_abs_logit_diff_top5": max(s["max_abs_logit_diff_top5"] for g in result["greedy"] for s in g["steps"]),
+        "defaults_prompts_agree": sum(g["agree"] for g in result["greedy_llama_cpp_defaults"]),
+        "defaults_max_abs_logit_diff_top5": max(s["max_abs_logit_diff_top5"]
+                                                for g in result["greedy_llama_cpp_defaults"] for s in g["steps"]),
     }
     result["agree"] = tok_ok and all(g["agree"] for g in result["greedy"])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,12 @@
 //   probe tokenize MODEL.gguf TEXTS   texts separated by NUL bytes; one JSON array of token ids per text
 //                                     (add_special false, parse_special true: transformers' encode without
 //                                     special tokens; the vocabulary only is loaded)
-//   probe greedy MODEL.gguf N TEXTS   per text (a prompt): its ids (add_special true, as llama-simple) and N greedy
-//                                     steps, each the top 5 (id, logit) of the last position, argmax first
+//   probe greedy MODEL.gguf N TEXTS [MODE]
+//                                     per text (a prompt): its ids (add_special true, as llama-simple) and N greedy
+//                                     steps, each the top 5 (id, logit) of the last position, argmax first. MODE
+//                                     f32 (default): f32 KV cache and no flash attention (which computes in f16 on
+//                                     the CPU), the conversion alone; `default`: llama.cpp's context defaults
+//                                     (f16 KV cache, flash attention auto)
 #include "llama.h"
 
 #include <algorithm>
@@ -50,7 +54,7 @@ static void print_ids(const std::vector<llama_token> & ids) {
 }
 
 static void quiet(ggml_log_level level, const char * text, void *) {
-    if (level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
+    if (level == GGML_LOG_LEVEL_ERROR || getenv("CPT_PROBE_LOG")) fputs(text, stderr);
 }
 
 int main(int argc, char ** argv) {
@@ -79,6 +83,7 @@ int main(int argc, char ** argv) {
         return 0;
     }
     const int n_predict = atoi(argv[3]);
+    const bool defaults = argc > 5 && strcmp(argv[5], "default") == 0;
     const int n_vocab = llama_vocab_n_tokens(vocab);
     for (const auto & prompt : read_texts(argv[4])) {
         std::vector<llama_token> ids = tokenize(vocab, prompt, true);
@@ -86,6 +91,10 @@ int main(int argc, char ** argv) {
         cp.n_ctx = (uint32_t) (ids.size() + n_predict + 8);
         cp.n_batch = cp.n_ctx;
         cp.n_threads = cp.n_threads_batch = 1;
+        if (!defaults) {
+            cp.type_k = cp.type_v = GGML_TYPE_F32;
+            cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        }
         llama_context * ctx = llama_init_from_model(model, cp);
         if (!ctx) {
             fprintf(stderr, "probe: cannot create a context\n");
