@@ -14,7 +14,7 @@ LLaMA-2 run and leave --pre-tokenizer-from out.
 
 llama.cpp's side is benchmarks/gguf_llamacpp_probe.cpp, a small program on libllama's C API (tokenize; greedy steps
 with the top logits), compiled against libllama built here with cmake (CPU, target `llama` only, -O1 to keep the
-build short: ~25 min on 2 busy cores); the build and the f32 GGUF are kept in --build-dir. Writes --out (JSON) and
+build short: about 8 min with -j 2 on 2 loaded cores); the build and the f32 GGUF stay in --build-dir. Writes --out and
 exits 1 when anything disagrees.
 """
 
