@@ -56,7 +56,7 @@ rule all:
 
 # One rule file per recipe stage, all of them required: a missing file is an error here, not a stage that
 # silently disappears from the DAG.
-RULE_FILES = ("corpus", "clean", "tokenizer", "model", "dataset", "train", "evaluate", "report")
+RULE_FILES = ("corpus", "clean", "tokenizer", "model", "dataset", "train", "evaluate", "report", "export")
 _missing = [
     f"workflow/rules/{s}.smk"
     for s in RULE_FILES

@@ -73,6 +73,8 @@ def test_missing_section_named(demo):
      r"dataset\.stages\.base\.replay\.from: 'injection' is not an earlier"),
     (("evaluate", "benchmarks", "mmlu", "format"), "mmlu_v2",
      r"evaluate\.benchmarks\.mmlu\.format: 'mmlu_v2' is not one of agieval"),
+    (("export",), {"gguf": {"enabled": True, "stages": ["replay", "sft"]}},
+     r"export\.gguf\.stages: 'sft' is not a training stage"),
 ])
 def test_cross_section_rules_name_the_key(demo, where, value, match):
     node = demo
@@ -91,6 +93,15 @@ def test_stage_chain(demo):
     layout = Layout(cfg)
     assert layout.model_source("injection") == Path("results/demo/train/injection/final")
     assert layout.model_source("init") == Path("results/demo/model/init")
+
+
+def test_gguf_export_is_off_and_names_the_last_stage_by_default(demo):
+    cfg = experiment.validate(demo)
+    assert cfg["export"]["gguf"] == {"enabled": False, "stages": None, "outtype": "f16"}
+    assert cc.gguf_stages(cfg) == [cc.stage_names(cfg)[-1]] == ["replay"]
+    demo["export"] = {"gguf": {"stages": ["base", "replay"]}}
+    assert cc.gguf_stages(experiment.validate(demo)) == ["base", "replay"]
+    assert Layout(cfg).gguf("replay") == Path("results/demo/export/replay.gguf")
 
 
 def test_stage_section_merges_defaults(demo):

@@ -25,6 +25,23 @@ def test_report_depends_on_everything_it_reads(tmp_path, tiny_config):
     # compression.json, the corpus and dataset manifests, metrics.jsonl (train) and the evaluations
     assert {"tokenizer_compression", "corpus_raw", "corpus_split", "dataset_stage", "train", "evaluate"} <= \
         into_report, into_report
+    assert "export_gguf" not in out  # export.gguf is off by default: the default DAG has no export
+
+
+def test_gguf_export_joins_the_default_target_when_asked(tmp_path, tiny_config):
+    """export.gguf.enabled: results/<exp>/export/<last stage>.gguf from its final/ and the base tokenizer (whose
+    pre-tokenizer an extended byte-level BPE declares), with the converter's pinned archive as an input."""
+    cfg = write_config(tmp_path / "tiny.yaml", {**tiny_config, "export": {"gguf": {"enabled": True}}})
+    out = snakemake(tmp_path, cfg, "-n", "--forceall", "--printshellcmds").stdout
+    last = list(tiny_config["train"]["stages"])[-1]
+    job = out[out.index("rule export_gguf:"):]
+    job = job[:job.index("\n\n")]
+    exp = tiny_config["experiment"]
+    assert f"output: results/{exp}/export/{last}.gguf" in job, job
+    for needed in (f"results/{exp}/train/{last}/final", f"results/{exp}/tokenizer/base",
+                   "llama_cpp_python-0.3.36.tar.gz"):
+        assert needed in job.split("input:")[1].split("\n")[0], job
+    assert out.count("rule export_gguf:") == 1
 
 
 def test_missing_rule_file_is_an_error(tmp_path, tiny_config):

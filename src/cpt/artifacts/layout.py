@@ -57,6 +57,10 @@ class Layout:
     def final(self, stage: str) -> Path:
         return self.train(stage) / "final"
 
+    def gguf(self, stage: str) -> Path:
+        """The optional GGUF of a stage's final model (config export.gguf)."""
+        return self.root / "export" / f"{stage}.gguf"
+
     def model_source(self, source: str) -> Path:
         """The model directory a stage starts from (base_model, init or an earlier stage's final)."""
         if source == "base_model":

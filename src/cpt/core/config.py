@@ -88,8 +88,16 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
         # the init_from chain is known to end at base_model or init
         if stage_tokenizer(config, from_stage) != "base":
             problems.append(f"model.init.from_stage: stage {from_stage!r} already uses the extended tokenizer")
+    exported = ((config.get("export") or {}).get("gguf") or {}).get("stages") or []
+    problems += [f"export.gguf.stages: {name!r} is not a training stage (stages in order: {', '.join(stages)})"
+                 for name in exported if name not in stages]
     if problems:
         raise ConfigError("invalid config\n  " + "\n  ".join(f"{source}: config key {p}" for p in problems))
+
+
+def gguf_stages(config: Mapping[str, Any]) -> list[str]:
+    """The stages whose GGUF export.gguf asks for: its `stages`, else the last training stage."""
+    return list(config["export"]["gguf"]["stages"] or stage_names(config)[-1:])
 
 
 def _replay_problems(config: Mapping[str, Any], stages: list[str]) -> list[str]:

@@ -93,8 +93,8 @@ def cli_init_embeddings(source_model, source_tokenizer, target_tokenizer, out_di
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="HF model directory (e.g. results/<exp>/train/<stage>/final).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .gguf file to write.")
-@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), default="f16", show_default=True,
-              help="Tensor type (llama.cpp's converter; quantize further with llama-quantize).")
+@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0"]), default=default("export.gguf.outtype"),
+              show_default=True, help="Tensor type (llama.cpp's converter; quantize further with llama-quantize).")
 @click.option("--pre-tokenizer-from", type=click.Path(exists=True, file_okay=False),
               help="Byte-level BPE: a tokenizer directory llama.cpp recognizes (results/<exp>/tokenizer/base), whose "
                    "pre-tokenizer is declared when the model's own fingerprint is unknown (extended vocabularies); "

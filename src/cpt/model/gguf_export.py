@@ -107,14 +107,16 @@ def pre_tokenization(tokenizer_dir: str | os.PathLike) -> dict:
     return {"normalizer": data.get("normalizer"), "pre_tokenizer": data.get("pre_tokenizer")}
 
 
-def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, outtype: str = "f16",
+def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, outtype: str | None = None,
                 pre_tokenizer: str | None = None, pre_tokenizer_from: str | os.PathLike | None = None,
                 timeout: float | None = None) -> dict[str, Any]:
     """Write `out` (a .gguf) from the HF model directory `model_dir`; returns what was written (tokenizer model,
-    pre-tokenizer and how it was found, size, sha256)."""
+    pre-tokenizer and how it was found, size, sha256). `outtype` None: config export.gguf.outtype's default."""
+    from cpt.core.schema import default
     from cpt.tokenizer.family import family_of
 
     model_dir, out = Path(model_dir), Path(out)
+    outtype = outtype or default("export.gguf.outtype")
     if outtype not in OUTTYPES:
         raise ModelError(f"--outtype {outtype!r}: one of {', '.join(OUTTYPES)}")
     if not (model_dir / "config.json").is_file():
