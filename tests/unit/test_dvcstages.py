@@ -117,3 +117,12 @@ def test_every_stage_depends_on_the_workflow_glue_and_what_it_imports():
         assert {"Snakefile", "workflow/rules/common.smk"} <= set(deps), name
         assert {"src/cpt/workflow/rule_inputs.py", "src/cpt/launch/resources.py"} <= set(deps), name
         assert "src/cpt/workflow/dvc.py" not in deps, name  # generating dvc.yaml is not part of any rule
+
+
+def test_the_optional_gguf_export_is_a_stage_of_its_own_when_enabled():
+    assert "export" not in {g.name for g in groups_for(CFG)}  # off by default: no stage, no error
+    cfg = {**CFG, "export": {"gguf": {"enabled": True, "stages": None, "outtype": "f16"}}}
+    outputs = [*OUTPUTS, ("results/x/export/replay.gguf", "export_gguf")]
+    groups = {g.name: g for g in assign_targets(groups_for(cfg), outputs)}
+    assert groups["export"].targets == ["results/x/export/replay.gguf"]  # the last stage by default
+    assert groups["export"].deps == ["results/x/tokenizer/base", "results/x/train/replay/final"]

@@ -140,6 +140,12 @@ def groups_for(config: Mapping) -> list[Group]:
     groups.append(Group("report", [str(L.report)], deps=[f"{root}/evaluate", f"{root}/generations", str(L.model_init),
                                                          *finals],
                         params=["report"], rule_files=["workflow/rules/report.smk"]))
+    gguf = (config.get("export") or {}).get("gguf") or {}
+    if gguf.get("enabled"):  # optional GGUF files (rule export_gguf): one stage of their own, versioned too
+        exported = list(gguf.get("stages") or cptconfig.stage_names(config)[-1:])
+        groups.append(Group("export", [str(L.gguf(s).parent)], deps=[str(L.tokenizer_base),
+                                                                     *(str(L.final(s)) for s in exported)],
+                            params=["export"], rule_files=["workflow/rules/export.smk"]))
     return groups
 
 
