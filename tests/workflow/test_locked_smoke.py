@@ -1,6 +1,9 @@
 """The locked recipe configs end to end on CPU: the real DAG of config/colossal-llama-2-7b.yaml and -13b.yaml with
 only the scale overlay config/overlays/cpu-smoke.yaml (tiny LLaMA-2 carrying the real tokenizer, small real text,
-step caps, 2 ranks). Every rule of the DAG runs; the final tokenizer has exactly the published 69,104 pieces."""
+step caps, 2 ranks). Every rule of the DAG runs; the final tokenizer has exactly the published 69,104 pieces.
+The 7B runs on the published ColossalAI engine; the 13B also gets config/overlays/engine-torch.yaml (every stage on
+PyTorch's own engine: zero2 bf16 as FSDP2 shard-grad-op), so both engines run a locked config in CI at the cost of
+one smoke run each."""
 
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from .conftest import REPO, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 OVERLAY = REPO / "config" / "overlays" / "cpu-smoke.yaml"
+ENGINE_TORCH = REPO / "config" / "overlays" / "engine-torch.yaml"
+SHARDING = {"colossalai": None, "torch": "shard_grad_op"}  # how the torch engine runs the locked plugin zero2
 
 
 def job_counts(text: str) -> dict[str, int]:
@@ -27,19 +32,20 @@ def job_counts(text: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
-@pytest.mark.parametrize("name", ["colossal-llama-2-7b", "colossal-llama-2-13b"])
-def test_locked_config_runs_end_to_end_on_cpu(tmp_path, name):
+@pytest.mark.parametrize("name, engine", [("colossal-llama-2-7b", "colossalai"), ("colossal-llama-2-13b", "torch")])
+def test_locked_config_runs_end_to_end_on_cpu(tmp_path, name, engine):
     locked = REPO / "config" / f"{name}.yaml"
+    overlays = (OVERLAY, ENGINE_TORCH) if engine == "torch" else (OVERLAY,)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     made = subprocess.run([sys.executable, "-m", "cpt.cli", "smoke-inputs", "--overlay", str(OVERLAY)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
     assert made.returncode == 0, made.stderr[-4000:]
-    plan = job_counts(snakemake(tmp_path, locked, "-n", overlays=(OVERLAY,)).stdout)
+    plan = job_counts(snakemake(tmp_path, locked, "-n", overlays=overlays).stdout)
     stages = list(read_yaml(locked)["train"]["stages"])
     assert plan["train"] == len(stages) == 3 and plan["dataset_stage"] == 3
     assert {"tokenizer_pieces", "tokenizer_extended", "model_base_check", "model_init", "evaluate", "report"} <= set(plan)
 
-    run = snakemake(tmp_path, locked, overlays=(OVERLAY,))
+    run = snakemake(tmp_path, locked, overlays=overlays)
     text = run.stdout + run.stderr
     ran: dict[str, int] = {}
     for rule in re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", text):
@@ -47,6 +53,12 @@ def test_locked_config_runs_end_to_end_on_cpu(tmp_path, name):
     assert ran == plan  # every rule of the DAG ran, each as often as planned
 
     res = tmp_path / "results" / name
+    for stage in stages:  # every stage trained with the engine asked for, the locked plugin and precision
+        final = res / "train" / stage / "final"
+        assert json.loads((final / "effective_config.json").read_text(encoding="utf-8"))["engine"] == engine
+        trainer = json.loads((final / "run.json").read_text(encoding="utf-8"))["trainer"]
+        got = (trainer["engine"], trainer["plugin"], trainer.get("sharding"), trainer["precision"])
+        assert got == (engine, "zero2", SHARDING[engine], "bf16"), (stage, got)
     for tok in (res / "tokenizer" / "extended", res / "train" / stages[-1] / "final"):
         assert spm.SentencePieceProcessor(model_file=str(tok / "tokenizer.model")).get_piece_size() == 69104
     manifest = json.loads((res / "dataset" / "replay" / "manifest.json").read_text(encoding="utf-8"))
@@ -66,5 +78,5 @@ def test_locked_config_runs_end_to_end_on_cpu(tmp_path, name):
     assert f"| Colossal-LLaMA-2-{size}-base (published) |" in summary
     assert f"### Next to the published Colossal-LLaMA-2-{size}-base" in summary
     assert f"{cfg['evaluate']['prompt_style']} prompt" in summary and "not run: no data path" not in summary
-    again = snakemake(tmp_path, locked, "-n", overlays=(OVERLAY,))
+    again = snakemake(tmp_path, locked, "-n", overlays=overlays)
     assert "Nothing to be done" in again.stdout + again.stderr
