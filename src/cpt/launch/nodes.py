@@ -3,7 +3,7 @@ the lost node (`scontrol show node`) instead of only srun's exit code.
 
 A node is failed when SLURM marks it DOWN, FAIL, or NOT_RESPONDING (`*` in sinfo). SLURM notices a node whose
 slurmd stopped answering after `SlurmdTimeout`; srun returns only once the step's tasks on it are accounted for,
-so by then the state is there (waited for briefly when srun returned first).
+so by then the state is there (asked again for a moment when it is not yet).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _run(argv: list[str]) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
 
 
-def lost_nodes_message(env: Mapping[str, str], hosts: Sequence[str] | None, wait_s: float = 15.0,
+def lost_nodes_message(env: Mapping[str, str], hosts: Sequence[str] | None, wait_s: float = 2.0,
                        run: Callable[[list[str]], str] | None = None) -> str | None:
     """Inside a SLURM job whose multi-node launch on `hosts` failed: a sentence naming the failed nodes, or None
     (not in a SLURM job, one node, every node healthy). `hosts` are the launch's nodes: with `--no-kill` SLURM
