@@ -53,16 +53,51 @@ def metrics(stage: Path) -> list[dict]:
     return [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
 
 
-def local_reference(wd: Path, out: Path, nproc: int, train: dict | None = None) -> None:
-    """The stage on one node with `nproc` ranks (torchrun --standalone), on the workflow's inputs."""
+def local_reference(wd: Path, out: Path, nproc: int, train: dict | None = None, relative: bool = False) -> str:
+    """The stage on one node with `nproc` ranks (torchrun --standalone), on the workflow's inputs; its stderr.
+    `relative`: run in `wd` with the inputs named as the workflow names them (out/model, out/data), so a copy of
+    the workflow's run.json keeps its key and its checkpoints are resumed, not set aside."""
     code = ("import json, sys; from cpt.launch.stage import run_stage; "
             "run_stage(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], nproc=int(sys.argv[5]))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", code, json.dumps({**TRAIN, **(train or {})}), str(wd / "out" / "model"),
-                        str(wd / "out" / "data"), str(out), str(nproc)], env=env, capture_output=True, text=True,
-                       timeout=300)
+    inputs = ["out/model", "out/data"] if relative else [str(wd / "out" / "model"), str(wd / "out" / "data")]
+    r = subprocess.run([sys.executable, "-c", code, json.dumps({**TRAIN, **(train or {})}), *inputs, str(out),
+                        str(nproc)], env=env, capture_output=True, text=True, timeout=300, cwd=wd)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stderr
+
+
+def node_script(cluster: dict, action: str, node: str) -> None:
+    """tests/slurm/multinode-node.sh: `kill` a node (everything in its namespace) or `start` its slurmd again."""
+    env = {**os.environ, "SLURM_MN_BASE": str(cluster["base"])}
+    r = subprocess.run(["bash", str(HERE / "multinode-node.sh"), action, node], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def node_states(cluster: dict) -> dict[str, str]:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=30,
+                         env=cluster["env"]).stdout
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def heal(cluster: dict, node: str, timeout: float = 60) -> None:
+    """Bring a lost node back for the tests that follow (the cluster is shared by the session): slurmd again,
+    state RESUME, until every node is idle."""
+    import time
+
+    node_script(cluster, "start", node)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        states = node_states(cluster)
+        if set(states.values()) == {"idle"}:
+            return
+        if "down" in states.get(node, "") or "drain" in states.get(node, ""):
+            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True,
+                           timeout=30, env=cluster["env"])
+        time.sleep(0.5)
+    raise AssertionError(f"{node} did not come back: {node_states(cluster)}")
 
 
 def train_logs(wd: Path) -> list[str]:
@@ -75,3 +110,15 @@ def squeue(cluster: dict) -> list[list[str]]:
     out = subprocess.run(["squeue", "-h", "-o", "%i|%k|%T|%N"], capture_output=True, text=True, timeout=30,
                          env=cluster["env"]).stdout
     return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"snakemake ended ({proc.returncode}) while waiting for {what}:\n"
+                                 f"{proc.stdout.read()[-4000:]}")
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)

@@ -111,12 +111,8 @@ cp "$B/slurm.conf" "$B/etc-slurm/slurm.conf"
 export SLURM_CONF=$B/slurm.conf
 
 /usr/sbin/slurmctld -c -f "$SLURM_CONF"          # daemonizes; -c: clean state
-for i in $(seq "$N"); do
-  mkdir -p "$B/spool/node$i"
-  nsenter --net="/run/netns/${PREFIX}-node$i" unshare --uts --mount --propagation slave sh -c "
-    mount --bind '$B/hosts' /etc/hosts && mount --bind '$B/nsswitch.conf' /etc/nsswitch.conf &&
-    mkdir -p /etc/slurm && mount --bind '$B/etc-slurm' /etc/slurm && hostname node$i &&
-    exec /usr/sbin/slurmd -f /etc/slurm/slurm.conf -N node$i"
+for i in $(seq "$N"); do  # slurmd in the node's namespaces (multinode-node.sh start)
+  SLURM_MN_BASE=$B SLURM_MN_PREFIX=$PREFIX bash "$HERE/multinode-node.sh" start "node$i"
 done
 for _ in $(seq 150); do
   [ "$(sinfo -h -N -o %T 2>/dev/null | grep -cx idle)" = "$N" ] && break; sleep 0.2

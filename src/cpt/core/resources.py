@@ -16,6 +16,7 @@ RESOURCE_DEFAULTS: dict = {
     "partition": None,        # sbatch -p
     "account": None,          # sbatch -A
     "nodes": 1,               # sbatch --nodes (training rules only)
+    "min_nodes": None,        # training: each retry asks for one node fewer, down to this (None = nodes)
     "nproc_per_node": None,   # ranks per node (torchrun --nproc_per_node); None = gpus_per_node or 1
     "gpus_per_node": 0,       # sbatch --gres=gpu[:model]:N (per node)
     "gpu_model": None,        # e.g. a100; only with gpus_per_node > 0
@@ -28,7 +29,7 @@ RESOURCE_DEFAULTS: dict = {
     "signal_seconds": None,   # ask for SIGUSR1 this many seconds before the time limit (training rules)
     "slurm_extra": "",        # anything else for sbatch, verbatim
 }
-_INT_KEYS = ("nodes", "nproc_per_node", "gpus_per_node", "cpus", "cpus_per_task", "mem_mb", "runtime",
+_INT_KEYS = ("nodes", "min_nodes", "nproc_per_node", "gpus_per_node", "cpus", "cpus_per_task", "mem_mb", "runtime",
              "signal_seconds")
 
 
@@ -52,14 +53,26 @@ def merge_resources(resources_cfg: Mapping | None, rule: str) -> dict:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"resources.{rule}.{key}: expected a non-negative integer, got {value!r}")
-    for key in ("nodes", "nproc_per_node", "cpus", "cpus_per_task", "mem_mb", "runtime"):
+    for key in ("nodes", "min_nodes", "nproc_per_node", "cpus", "cpus_per_task", "mem_mb", "runtime"):
         if merged[key] is not None and merged[key] < 1:
             raise ConfigError(f"resources.{rule}.{key}: must be at least 1, got {merged[key]!r}")
+    if merged["min_nodes"] is not None and merged["min_nodes"] > merged["nodes"]:
+        raise ConfigError(f"resources.{rule}.min_nodes: must be at most resources.{rule}.nodes "
+                          f"({merged['nodes']}), got {merged['min_nodes']!r}")
     if merged["nproc_per_node"] is None:
         merged["nproc_per_node"] = merged["gpus_per_node"] or 1
     if merged["cpus_per_task"] is None:
         merged["cpus_per_task"] = merged["cpus"] or 1
     return merged
+
+
+def nodes_for_attempt(nodes: int, min_nodes: int | None, attempt: int) -> int:
+    """Nodes a training job asks for at Snakemake's `attempt` (1 = first submission): `nodes`, one fewer with each
+    retry, never fewer than `min_nodes` (None: always `nodes`). After a lost node the retry then fits on the nodes
+    that are left, and the trainer resumes its checkpoint on the smaller world (elastic resume)."""
+    low = nodes if min_nodes is None else min_nodes
+    return max(low, nodes - max(0, int(attempt) - 1))
+
 
 def configured_keys(resources_cfg: Mapping | None, rule: str) -> set[str]:
     """The resource keys the experiment config itself sets for `rule` (in `resources.default` or

@@ -54,6 +54,7 @@ class LaunchSpec:
 
     nproc_per_node: int = 1
     nodes: int | None = None              # expected number of nodes (checked against the allocation)
+    min_nodes: int | None = None          # fewest nodes accepted (resources.train.min_nodes); None = nodes
     cpus_per_task: int | None = None      # CPUs of the one task per node (srun --cpus-per-task)
     gpus_per_node: int = 0                # srun --gres=gpu:N
     port: int | None = None               # rendezvous port; None = derived from the job id (choose_port)
@@ -263,9 +264,11 @@ def plan_launch(env: Mapping[str, str], spec: LaunchSpec, program: Sequence[str]
     if mode == "local":
         return LaunchPlan("local", local_argv(spec, program), extra_env, [socket.gethostname()], None)
     hosts = allocation_hosts(env, run)
-    if spec.nodes is not None and spec.nodes != len(hosts):
+    low = spec.min_nodes or spec.nodes
+    if spec.nodes is not None and not low <= len(hosts) <= spec.nodes:
+        wanted = f"{spec.nodes}" if low == spec.nodes else f"{low} to {spec.nodes} (resources.train.min_nodes)"
         raise TrainError(
-            f"the SLURM allocation has {len(hosts)} node(s) ({','.join(hosts)}) but {spec.nodes} were configured; "
+            f"the SLURM allocation has {len(hosts)} node(s) ({','.join(hosts)}) but {wanted} were configured; "
             "make resources.train.nodes and the job's --nodes agree"
         )
     port = choose_port(spec, env, hosts, bindable)
@@ -306,13 +309,15 @@ def stage_launcher(resources: Mapping | object, launch_cfg: Mapping | None = Non
     `resources` is the rule's Snakemake resources (snakemake.resources in a script; made by rule_resources with
     distributed=True). Each node runs the preemption-aware torchrun wrapper cpt.launch.torchrun (it forwards
     SIGTERM/SIGUSR1 to the trainer and exits 75 after a preemption checkpoint); srun returns that 75.
-    Environment settings (launch.env, MASTER_ADDR/PORT) are put in front of the argv with `env`.
+    Environment settings (launch.env, MASTER_ADDR/PORT) are put in front of the argv with `env`. After a call,
+    `launcher.hosts` holds the nodes of that launch.
     """
     get = resources.get if isinstance(resources, Mapping) else (lambda k, d=None: getattr(resources, k, d))
     opts = complete("launch", launch_cfg)
 
     def launcher(nproc: int, train_args: Sequence[str]) -> list[str]:
         spec = LaunchSpec(nproc_per_node=int(nproc), nodes=int(get("nodes", 1) or 1),
+                          min_nodes=int(get("min_nodes", 0) or 0) or None,
                           cpus_per_task=int(get("cpus_per_task", 0) or 0) or None,
                           gpus_per_node=int(get("gpus_per_node", 0) or 0), port=opts["port"],
                           rdzv_backend=opts["rdzv_backend"], env=dict(opts["env"]),
@@ -321,6 +326,7 @@ def stage_launcher(resources: Mapping | object, launch_cfg: Mapping | None = Non
         plan = plan_launch(os.environ if env is None else env, spec, ["--", *train_args],
                            mode=opts["mode"], run=run)
         print(f"cpt.launch ({plan.mode}): {shlex.join(plan.argv)}", file=sys.stderr, flush=True)
+        launcher.hosts = list(plan.hosts)  # the launch's nodes: the stage names the failed ones (cpt.launch.nodes)
         prefix = ["env", *[f"{k}={v}" for k, v in plan.env.items()]] if plan.env else []
         return [*prefix, *plan.argv]
 
@@ -349,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mode", default=default("launch.mode"), choices=subschema("launch.mode")["enum"])
     p.add_argument("--nproc-per-node", type=int, default=1)
     p.add_argument("--nodes", type=int, default=None, help="expected nodes (checked against the allocation)")
+    p.add_argument("--min-nodes", type=int, default=None, help="fewest nodes accepted (default: --nodes)")
     p.add_argument("--cpus-per-task", type=int, default=None)
     p.add_argument("--gpus-per-node", type=int, default=0)
     p.add_argument("--port", type=int, default=None)
@@ -358,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--srun-arg", action="append", default=[], help="extra srun option (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the plan as JSON, start nothing")
     ns = p.parse_args(options)
-    spec = LaunchSpec(nproc_per_node=ns.nproc_per_node, nodes=ns.nodes, cpus_per_task=ns.cpus_per_task,
+    spec = LaunchSpec(nproc_per_node=ns.nproc_per_node, nodes=ns.nodes, min_nodes=ns.min_nodes,
+                      cpus_per_task=ns.cpus_per_task,
                       gpus_per_node=ns.gpus_per_node, port=ns.port, rdzv_backend=ns.rdzv_backend,
                       env=parse_pairs(ns.env, "launch --env"), srun_args=ns.srun_arg)
     plan = plan_launch(os.environ, spec, program, mode=ns.mode)

@@ -7,7 +7,7 @@ import os
 from typing import Mapping
 
 from cpt.core.errors import ConfigError
-from cpt.core.resources import configured_keys, merge_resources
+from cpt.core.resources import configured_keys, merge_resources, nodes_for_attempt
 
 DISTRIBUTED_RULES = ("train",)  # rules whose shell starts its own srun + torchrun (cpt.launch.plan.stage_launcher)
 
@@ -22,6 +22,9 @@ def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool |
     the job asks for `nodes` nodes with one SLURM task each, and the `mpi` key (value 0) tells the SLURM
     jobstep executor not to wrap the rule in `srun -n1` (value 0 keeps the submit side's MPI task checks off).
     Also exposes `nproc_per_node` and `gpus_per_node` so the rule's shell can pass them to `cpt.launch.plan`.
+    With `min_nodes` below `nodes`, `nodes` (and the CPU job's `tasks`) is a function of Snakemake's `attempt`
+    (nodes_for_attempt: one node fewer per retry, down to min_nodes) and `min_nodes` is exposed, so the launcher
+    accepts any allocation of min_nodes..nodes nodes.
 
     What the scheduler is asked for per job -- `mem_mb`, `runtime`, `cpus_per_task`, partition, account -- is
     only set when the experiment config sets it (`resources.default` or `resources.<rule>`): otherwise the
@@ -32,11 +35,17 @@ def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool |
         distributed = rule in DISTRIBUTED_RULES
     r = merge_resources(resources_cfg, rule)
     given = configured_keys(resources_cfg, rule)
+    low = r["min_nodes"] if r["min_nodes"] is not None else r["nodes"]
+    nodes = r["nodes"] if low == r["nodes"] else shrinking_nodes(r["nodes"], low)
+    if low < r["nodes"] and not distributed:
+        raise ConfigError(f"resources.{rule}.min_nodes: only training rules run on several nodes; got {low}")
     out: dict = {
-        "nodes": r["nodes"],
+        "nodes": nodes,
         "nproc_per_node": r["nproc_per_node"],
         "gpus_per_node": r["gpus_per_node"],
     }
+    if low < r["nodes"]:
+        out["min_nodes"] = low
     if given & {"cpus_per_task", "cpus"}:
         out["cpus_per_task"] = r["cpus_per_task"]
     for key in ("mem_mb", "runtime"):
@@ -59,7 +68,13 @@ def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool |
         if r["gpus_per_node"]:
             extra.append("--ntasks-per-node=1")
         else:
-            out["tasks"] = r["nodes"]  # the plugin adds --ntasks=<tasks> to CPU jobs
+            out["tasks"] = nodes  # the plugin adds --ntasks=<tasks> to CPU jobs
+        if r["nodes"] > 1:
+            # a lost node does not end the job at once: srun returns, and the stage names the node
+            extra.append("--no-kill")
+        if low < r["nodes"]:
+            # SLURM's requeue would wait for the same number of nodes; Snakemake's retry asks for fewer
+            extra.append("--no-requeue")
     elif r["nodes"] > 1:
         raise ConfigError(f"resources.{rule}.nodes: only training rules run on several nodes; got {r['nodes']}")
     if r["signal_seconds"]:
@@ -69,6 +84,15 @@ def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool |
     if extra:
         out["slurm_extra"] = " ".join(extra)
     return out
+
+
+def shrinking_nodes(nodes: int, min_nodes: int):
+    """A Snakemake resource function: the nodes of the job's `attempt` (cpt.core.resources.nodes_for_attempt)."""
+
+    def nodes_of_attempt(wildcards, attempt):
+        return nodes_for_attempt(nodes, min_nodes, attempt)
+
+    return nodes_of_attempt
 
 
 def rule_threads(resources_cfg: Mapping | None, rule: str) -> int:

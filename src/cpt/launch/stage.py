@@ -95,7 +95,8 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
     cfg_file.write_text(json.dumps(trainer_section(section), indent=2, sort_keys=True), encoding="utf-8")
     train_args = ["--config", str(cfg_file), "--model", str(model), "--dataset", str(dataset), "--output", str(out),
                   "--no-progress"]
-    argv = (launcher or stage_launcher({"nodes": 1}, {"mode": "local"}))(nproc, train_args)
+    launcher = launcher or stage_launcher({"nodes": 1}, {"mode": "local"})
+    argv = launcher(nproc, train_args)
     log.info("launch: %s", " ".join(argv))
     threads = rank_threads_env(os.environ, nproc)
     log.info("each of the %d ranks runs %s threads (the rule's CPUs shared between its ranks)", nproc,
@@ -111,6 +112,12 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
         raise TrainError(f"{out}: preempted after a checkpoint (launcher exit code {code}); rerun the workflow to "
                          f"resume from it")
     if code != 0:
+        from cpt.launch.nodes import lost_nodes_message
+
+        lost = lost_nodes_message(os.environ, getattr(launcher, "hosts", None))
+        if lost:
+            raise TrainError(f"{out}: {lost} during training (launcher exit code {code}); a rerun resumes from the "
+                             f"latest verified checkpoint (on fewer nodes with resources.train.min_nodes)")
         raise TrainError(f"{out}: training exited with code {code}; see the log above (rerun resumes from the "
                          f"latest checkpoint if one was written)")
     if not (sd.final / "config.json").is_file():

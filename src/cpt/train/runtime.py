@@ -51,7 +51,17 @@ def set_collective_timeout(seconds: int | None) -> None:
 
 def collective_failure(exc: BaseException) -> str | None:
     """The message for an error of a collective operation (a peer rank hung past the timeout, or gone), else
-    None."""
+    None; names the hung or gone ranks with their node and pid where cpt.train.peers can tell."""
+    msg = _collective_failure(exc)
+    if msg is None:
+        return None
+    from cpt.train.peers import absent_peers
+
+    who = absent_peers()
+    return msg if who is None else msg.replace("; this rank stops", f"; {who}; this rank stops", 1)
+
+
+def _collective_failure(exc: BaseException) -> str | None:
     e, seen = exc, set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
@@ -80,6 +90,13 @@ def init_distributed(seed: int, colossalai: bool = True, timeout_s: int | None =
         apply_cpu_shims()
     if dist.is_initialized():
         return
+    _init_process_group(seed, colossalai, timeout_s)
+    from cpt.train.peers import start
+
+    start(dist.get_rank(), dist.get_world_size())  # names a hung or gone rank and its node in errors
+
+
+def _init_process_group(seed: int, colossalai: bool, timeout_s: int | None) -> None:
     if "RANK" not in os.environ:
         os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                            "MASTER_PORT": str(_free_port())})

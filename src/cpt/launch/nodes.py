@@ -1,0 +1,77 @@
+"""Which nodes of a SLURM job failed: read after a multi-node launch ends with an error, so the stage's error names
+the lost node (`scontrol show node`) instead of only srun's exit code.
+
+A node is failed when SLURM marks it DOWN, FAIL, or NOT_RESPONDING (`*` in sinfo). SLURM notices a node whose
+slurmd stopped answering after `SlurmdTimeout`; srun returns only once the step's tasks on it are accounted for,
+so by then the state is there (asked again for a moment when it is not yet).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Callable, Mapping, Sequence
+
+FAILED_STATES = ("DOWN", "FAIL", "NOT_RESPONDING", "POWERED_DOWN")
+
+
+def parse_nodes(text: str) -> dict[str, dict]:
+    """`scontrol show node -o <names>` -> {name: {"state": ..., "reason": ...}}."""
+    nodes = {}
+    for line in text.splitlines():
+        fields: dict[str, str] = {}
+        key = None
+        for token in line.split():
+            if "=" in token and token.split("=", 1)[0].isidentifier():
+                key, value = token.split("=", 1)
+                fields[key] = value
+            elif key == "Reason":  # a reason has spaces: the words up to the next Key=
+                fields[key] += " " + token
+        if "NodeName" in fields:
+            nodes[fields["NodeName"]] = {"state": fields.get("State", ""), "reason": fields.get("Reason", "")}
+    return nodes
+
+
+def is_failed(state: str) -> bool:
+    """`State=` of scontrol (e.g. IDLE, MIXED, DOWN*+DRAIN, ALLOCATED*, IDLE+NOT_RESPONDING): failed or unreachable."""
+    flags = state.upper().replace("*", "+NOT_RESPONDING").split("+")
+    return any(f in FAILED_STATES for f in flags)
+
+
+def failed_nodes(hosts: Sequence[str], run: Callable[[list[str]], str], wait_s: float = 0.0,
+                 sleep: Callable[[float], None] = time.sleep) -> dict[str, dict]:
+    """The nodes among `hosts` that SLURM reports failed ({name: {"state", "reason"}}), asking again for up to
+    `wait_s` seconds while none is; {} when all are healthy or scontrol cannot be asked."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            nodes = parse_nodes(run(["scontrol", "show", "node", "-o", ",".join(hosts)]))
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        failed = {n: v for n, v in nodes.items() if is_failed(v["state"])}
+        if failed or time.monotonic() >= deadline:
+            return failed
+        sleep(1.0)
+
+
+def describe_failed(failed: Mapping[str, dict], job_id: str | None) -> str:
+    """'node node2 of SLURM job 12 failed (State=DOWN*, Reason=Not responding)' for the stage's error."""
+    items = [f"{name} (State={v['state']}" + (f", Reason={v['reason']}" if v["reason"] else "") + ")"
+             for name, v in sorted(failed.items())]
+    noun = "node" if len(items) == 1 else "nodes"
+    return f"{noun} {', '.join(items)} of SLURM job {job_id or '?'} failed"
+
+
+def _run(argv: list[str]) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def lost_nodes_message(env: Mapping[str, str], hosts: Sequence[str] | None, wait_s: float = 2.0,
+                       run: Callable[[list[str]], str] | None = None) -> str | None:
+    """Inside a SLURM job whose multi-node launch on `hosts` failed: a sentence naming the failed nodes, or None
+    (not in a SLURM job, one node, every node healthy). `hosts` are the launch's nodes: with `--no-kill` SLURM
+    drops a failed node from the job's node list, so the list is read before the launch, not after."""
+    if not env.get("SLURM_JOB_ID") or not hosts or len(hosts) < 2:
+        return None
+    failed = failed_nodes(hosts, run or _run, wait_s)
+    return describe_failed(failed, env.get("SLURM_JOB_ID")) if failed else None
