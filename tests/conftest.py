@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _module_scoped(item):
             grouped.add(item.nodeid.split("::", 1)[0])
-            if config.getvalue("loadgroup"):  # an xdist worker: the group is the suffix "@<name>" of the node id,
+            if getattr(config.option, "loadgroup", False):  # an xdist worker: the group is the suffix "@<name>" of the node id,
                 # which xdist 3.8 writes to `_nodeid` while pytest 9 reads `_id`: write it where pytest reads it
                 item._id = coerce_node_id(f"{item.nodeid}@{item.module.__name__}")
     rel = {id(i): Path(str(i.fspath)).relative_to(REPO).as_posix() if Path(str(i.fspath)).is_relative_to(REPO)
