@@ -23,8 +23,9 @@ def repo_root() -> Path:
 # Under `pytest -n 2` xdist hands tests out one chunk at a time, so the tests of one module can land on both
 # workers and a module-scoped fixture (a whole workflow run, torchrun reference runs) is then built twice. Every
 # module with a module-scoped fixture becomes one xdist group (run with `--dist loadgroup`, pyproject addopts):
-# its tests run on one worker and share the fixture. The groups of the long workflow and distributed modules are
-# handed out first, so the other worker fills in with short tests instead of waiting for a long tail at the end.
+# its tests run on one worker and share the fixture. Longest first: the workflow runs and the groups of the
+# distributed modules, then the other `slow` tests, then the rest, so the short tests fill in at the end instead of one long
+# test running alone on one worker while the other waits.
 HEAVY_FIRST = ("tests/workflow/", "tests/distributed/")
 
 
@@ -33,15 +34,21 @@ def _module_scoped(item) -> bool:
     return info is not None and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
 
 
+def _rank(item, grouped: set) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    if path.startswith(HEAVY_FIRST[0]) or (path in grouped and path.startswith(HEAVY_FIRST)):
+        return 0
+    return 1 if item.get_closest_marker("slow") else 2
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(config, items):
+    in_worker = getattr(config.option, "loadgroup", False)  # set in xdist workers only
     grouped = set()
     for item in items:
         if _module_scoped(item):
             grouped.add(item.nodeid.split("::", 1)[0])
-            if getattr(config.option, "loadgroup", False):  # an xdist worker: the group is the suffix "@<name>" of the node id,
-                # which xdist 3.8 writes to `_nodeid` while pytest 9 reads `_id`: write it where pytest reads it
+            if in_worker:  # the group is the suffix "@<name>" of the node id, which xdist 3.8 writes to `_nodeid`
+                # while pytest 9 reads `_id`: write it where pytest reads it
                 item._id = coerce_node_id(f"{item.nodeid}@{item.module.__name__}")
-    rel = {id(i): Path(str(i.fspath)).relative_to(REPO).as_posix() if Path(str(i.fspath)).is_relative_to(REPO)
-           else str(i.fspath) for i in items}
-    items.sort(key=lambda i: not (rel[id(i)].startswith(HEAVY_FIRST) and i.nodeid.split("::", 1)[0] in grouped))
+    items.sort(key=lambda i: _rank(i, grouped))

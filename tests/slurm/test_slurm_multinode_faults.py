@@ -62,7 +62,7 @@ def test_a_lost_node_ends_the_job_naming_it_and_the_retry_resumes_on_the_node_le
     proc = subprocess.Popen(snakemake_cmd("--retries", "1"), cwd=wd, env=snakemake_env(slurm_multinode),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: _steps(stage) >= 10 and _verified(stage), 240, "10 steps and a checkpoint", proc)
+        wait_for(lambda: _steps(stage) >= 10 and _verified(stage), 600, "10 steps and a checkpoint", proc)
         node_script(slurm_multinode, "kill", "node2")  # slurmd, slurmstepd, torchrun and ranks 2, 3: SIGKILL
         out, _ = proc.communicate(timeout=400)
     finally:
@@ -119,7 +119,7 @@ def test_a_hung_rank_ends_the_job_within_dist_timeout_naming_rank_and_node(slurm
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pid = None
     try:
-        wait_for(lambda: _steps(stage) >= 5, 240, "5 training steps", proc)
+        wait_for(lambda: _steps(stage) >= 5, 600, "5 training steps", proc)
         ranks = _ranks_on(slurm_multinode, "node2")
         assert sorted(ranks) == [2, 3], ranks  # node_rank 1 runs ranks 2 and 3
         pid = ranks[3]

@@ -87,6 +87,9 @@ def _run(cfg, model, dataset, output, benchmark, progress, t0) -> int:
                                 "effective_config": result.effective_config})
     if dist.is_initialized():
         dist.barrier()
+        from cpt.train.peers import stop
+
+        stop()  # the heartbeat's store connections close before the process group's
         dist.destroy_process_group()
     return result.exit_code
 

@@ -13,6 +13,7 @@ Best effort: any error talking to the store leaves the message without names.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import os
@@ -45,20 +46,34 @@ def start(rank: int, world: int) -> bool:
                                                         "pid": os.getpid()}))
     except Exception:  # noqa: BLE001 -- diagnostics only: training goes on without names in errors
         return False
-    _RUN.update(rank=rank, world=world, store=store)
+    stopped = threading.Event()
 
     def beat():
         n = 0
-        while True:
+        while not stopped.is_set():
             n += 1
             try:
                 beat_store.set(f"{_PREFIX}beat/{rank}", str(n))
             except Exception:  # noqa: BLE001 -- the store is gone (its node): nothing left to tell
                 return
-            time.sleep(HEARTBEAT_S)
+            stopped.wait(HEARTBEAT_S)
 
-    threading.Thread(target=beat, name="cpt-heartbeat", daemon=True).start()
+    thread = threading.Thread(target=beat, name="cpt-heartbeat", daemon=True)
+    _RUN.update(rank=rank, world=world, store=store, stopped=stopped, thread=thread)
+    thread.start()
+    atexit.register(stop)
     return True
+
+
+def stop() -> None:
+    """End the heartbeat and wait for its thread (at the end of training and at exit): a thread still inside a
+    store call while the interpreter tears the stores down aborts the process (SIGABRT, "terminate called
+    without an active exception")."""
+    if not _RUN:
+        return
+    _RUN["stopped"].set()
+    _RUN["thread"].join(timeout=STORE_TIMEOUT_S + HEARTBEAT_S)
+    _RUN.clear()
 
 
 def _read(store, key: str) -> str | None:
