@@ -19,25 +19,15 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 
 import pytest
 import torch
-from mnrun import local_reference, metrics, snakemake, snakemake_cmd, snakemake_env, squeue, train_logs, workflow
+from mnrun import (local_reference, metrics, snakemake, snakemake_cmd, snakemake_env, squeue, train_logs, wait_for,
+                   workflow)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 EPOCHS = 8  # 64 steps of ~0.06 s or more: the signal lands mid-run
-
-
-def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"snakemake ended ({proc.returncode}) while waiting for {what}:\n"
-                                 f"{proc.stdout.read()[-4000:]}")
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _weights(stage) -> dict:
@@ -55,7 +45,7 @@ def test_two_nodes_of_two_ranks_train_as_one_node_of_four_through_a_preemption(s
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # signal after 8 steps: those (and the few until the stop) are compared bit for bit, uninterrupted
-        _wait_for(lambda: (stage / "metrics.jsonl").is_file()
+        wait_for(lambda: (stage / "metrics.jsonl").is_file()
                   and (stage / "metrics.jsonl").read_text().count("\n") >= 8, 240, "8 training steps", proc)
         jobs = [j for j, comment, state, nodes in squeue(slurm_multinode) if comment == "rule_train"]
         assert len(jobs) == 1, squeue(slurm_multinode)

@@ -97,7 +97,7 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
 
 def gguf_stages(config: Mapping[str, Any]) -> list[str]:
     """The stages whose GGUF export.gguf asks for: its `stages`, else the last training stage."""
-    return list(config["export"]["gguf"]["stages"] or stage_names(config)[-1:])
+    return list(config["export"]["gguf"].get("stages") or stage_names(config)[-1:])
 
 
 def _replay_problems(config: Mapping[str, Any], stages: list[str]) -> list[str]:

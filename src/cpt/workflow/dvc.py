@@ -142,9 +142,8 @@ def groups_for(config: Mapping) -> list[Group]:
                         params=["report"], rule_files=["workflow/rules/report.smk"]))
     gguf = (config.get("export") or {}).get("gguf") or {}
     if gguf.get("enabled"):  # optional GGUF files (rule export_gguf): one stage of their own, versioned too
-        exported = list(gguf.get("stages") or cptconfig.stage_names(config)[-1:])
-        groups.append(Group("export", [str(L.gguf(s).parent)], deps=[str(L.tokenizer_base),
-                                                                     *(str(L.final(s)) for s in exported)],
+        groups.append(Group("export", [str(L.gguf("-").parent)],
+                            deps=[str(L.tokenizer_base), *(str(L.final(s)) for s in cptconfig.gguf_stages(config))],
                             params=["export"], rule_files=["workflow/rules/export.smk"]))
     return groups
 
