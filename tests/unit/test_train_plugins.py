@@ -142,6 +142,11 @@ def test_traits_say_what_differs():
     assert hy.pipeline and hy.distributed_loss and not hy.replicated_params
     assert not traits(from_mapping({"plugin": "3d", "tp": 2})).pipeline
     assert not traits(from_mapping({"plugin": "gemini"})).replicated_params
+    # torch's DistributedDataParallel, under either engine, re-lays its gradient buckets (settled on a resume)
+    assert ddp.rebuilds_grad_buckets and not z.rebuilds_grad_buckets and not hy.rebuilds_grad_buckets
+    on_torch = {p: traits(from_mapping({"plugin": p, "engine": "torch"})).rebuilds_grad_buckets
+                for p in ("ddp", "zero2", "gemini")}
+    assert on_torch == {"ddp": True, "zero2": False, "gemini": False}
 
 
 @pytest.mark.parametrize("name", ["ddp", "zero2", "gemini", "3d"])

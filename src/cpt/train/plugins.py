@@ -17,6 +17,8 @@ The loop never tests a plugin's name; it asks the plugin's traits:
 | `replicated_params` | every rank ends with the full weights, so the final weights of all ranks are compared |
 | `lora` | `booster.enable_lora` is supported (for a later LoRA stage) |
 | `resume` (`ResumeTraits`) | what a checkpoint of this plugin can be resumed as |
+| `rebuilds_grad_buckets` | torch DDP: a resumed process replays one backward before its first step, so its gradient
+  buckets (and the all-reduce's summation order) are the uninterrupted run's |
 | `layout()` | data-parallel size/rank and how many ranks replicate each loss / each sample |
 | `build_engine()` | the engine that runs it (cpt.train.engine): the Booster here; `train.engine: torch` maps every
   plugin onto PyTorch's own parallelism instead (cpt.train.torch_traits) |
@@ -51,6 +53,7 @@ class DDPTraits(PluginTraits):
     clips_in_plugin = False
     accumulate_without_sync = True
     lora = True
+    rebuilds_grad_buckets = True  # TorchDDPPlugin is torch's DistributedDataParallel
     # the optimizer checkpoint holds the full (replicated) state: any world size loads it
     # (tests/distributed/test_elastic_resume.py)
     resume = ResumeTraits(reshard=True)

@@ -64,6 +64,10 @@ class TorchTraits(PluginTraits):
         return self.sharding == "replicate"
 
     @property
+    def rebuilds_grad_buckets(self) -> bool:  # type: ignore[override]
+        return self.sharding == "replicate"  # DistributedDataParallel (cpt.train.engine_torch)
+
+    @property
     def owns_precision(self) -> bool:  # type: ignore[override]
         return self.sharded  # FSDP2 casts the parameters (MixedPrecisionPolicy); DDP autocasts in the loop
 

@@ -63,6 +63,9 @@ class PluginTraits:
     lora: ClassVar[bool] = False
     needs_colossalai: ClassVar[bool] = True  # the process group comes from colossalai.launch_from_torch
     resume: ClassVar[ResumeTraits] = ResumeTraits()
+    # torch's DistributedDataParallel: gradient buckets laid out anew after a process's first backward (the
+    # trainer replays that backward on a resume, cpt.train.trainer.Trainer.settle_grad_buckets)
+    rebuilds_grad_buckets: ClassVar[bool] = False
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
