@@ -26,7 +26,7 @@ def repo_root() -> Path:
 # its tests run on one worker and share the fixture. Longest first: the workflow runs and the groups of the
 # distributed modules, then the other `slow` tests, then the rest, so the short tests fill in at the end instead of one long
 # test running alone on one worker while the other waits.
-HEAVY_FIRST = ("tests/workflow/", "tests/distributed/")
+HEAVY_FIRST = ("tests/workflow/", "tests/distributed/", "tests/slurm/")
 
 
 def _module_scoped(item) -> bool:
@@ -46,9 +46,13 @@ def pytest_collection_modifyitems(config, items):
     in_worker = getattr(config.option, "loadgroup", False)  # set in xdist workers only
     grouped = set()
     for item in items:
-        if _module_scoped(item):
+        # the tests on the N-node SLURM cluster share its nodes, and some lose a node on purpose: one worker runs
+        # them one after another
+        group = ("slurm_multinode" if "slurm_multinode" in getattr(item, "fixturenames", ())
+                 else item.module.__name__ if _module_scoped(item) else None)
+        if group:
             grouped.add(item.nodeid.split("::", 1)[0])
             if in_worker:  # the group is the suffix "@<name>" of the node id, which xdist 3.8 writes to `_nodeid`
                 # while pytest 9 reads `_id`: write it where pytest reads it
-                item._id = coerce_node_id(f"{item.nodeid}@{item.module.__name__}")
+                item._id = coerce_node_id(f"{item.nodeid}@{group}")
     items.sort(key=lambda i: _rank(i, grouped))

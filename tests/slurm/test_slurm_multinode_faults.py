@@ -2,16 +2,22 @@
 `snakemake --profile profiles/slurm`, tests/slurm/train/Snakefile), each asserted exactly:
 
 - a node lost mid-training (everything in its namespace SIGKILLed: slurmd, slurmstepd, torchrun, its ranks): the
-  ranks left name the lost ranks and their node, the job ends with an error naming the node, and Snakemake's
+  ranks left name the lost ranks and their node, the job ends naming the node (the stage's error, or SLURM's
+  NODE_FAIL and then the retry's stage from the launch record left open in run.json), and Snakemake's
   retry (resources.train.min_nodes: one node fewer per retry) resumes from the last verified checkpoint on the
   node that is left -- an elastic resume from 4 to 2 ranks -- and finishes; its losses from the resume point
   equal, bit for bit, those of a local 2-rank run resumed from the same checkpoint;
+- the node running the batch script lost (node1: the stage itself dies with it, so nothing reports the loss then):
+  SLURM ends the job NODE_FAIL, Snakemake's retry runs on the node left and its stage names the lost attempt, its
+  job state and the node (from the launch record left open in run.json), then resumes from the last verified
+  checkpoint and finishes;
 - a hung rank (SIGSTOP of one trainer process on the second node): the job ends within train.dist_timeout_s
   with a message naming that rank and its node, not at the job's time limit.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -76,9 +82,13 @@ def test_a_lost_node_ends_the_job_naming_it_and_the_retry_resumes_on_the_node_le
     first, second = train_logs(wd)  # the job that lost node2, and the retry
     # the ranks left name the lost ranks and their node (a collective lost its connection) ...
     assert re.search(r"ranks 2, 3 on node2 \(pids \d+, \d+\) are not running", first), first[-5000:]
-    # ... srun returns once SLURM has set the node DOWN, and the stage's error names the node
-    assert re.search(r"out/train: node node2 \(State=\S*DOWN\S*, Reason=[^)]*\) of SLURM job \d+ failed during training", first), \
-        first[-5000:]
+    # ... and the node is named by the stage: srun returns once SLURM has set the node DOWN, the moment SLURM also
+    # ends the job (NODE_FAIL, no --no-kill): either the stage's error makes it first, or the retry names the job
+    node = r"node node2 \(State=\S*DOWN\S*, Reason=[^)]*\) of SLURM job \d+ failed"
+    named_now = re.search(rf"out/train: {node} during training", first)
+    named_next = re.search(rf"out/train: the previous attempt \(SLURM job \d+ on node1, node2\) ended without its "
+                           rf"launch returning: SLURM JobState=NODE_FAIL; {node}", second)
+    assert bool(named_now) != bool(named_next), first[-3000:] + second[-3000:]  # one of the two, never both
     assert "srun --nodes=2 --ntasks=2" in first and "--nnodes=2" in first
     assert "srun --nodes=1 --ntasks=1" in second and "--nnodes=1" in second and "--nproc_per_node=2" in second
     resumed = re.search(r"resumed from \S*(step-(\d+)) at step (\d+) of 32", second)
@@ -100,6 +110,39 @@ def test_a_lost_node_ends_the_job_naming_it_and_the_retry_resumes_on_the_node_le
     assert [(m["loss"], m["tokens"]) for m in a[step:]] == [(m["loss"], m["tokens"]) for m in b]  # bit for bit
     wa, wb = _weights(stage), _weights(ref)
     assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa)
+
+
+def test_losing_the_batch_node_is_named_by_the_retry_which_resumes_on_the_node_left(slurm_multinode, tmp_path):
+    total = 32
+    train = {"epochs": 4, "save_interval": 4, "keep_last": 100}
+    wd = workflow(tmp_path, "batchnode", {"nodes": 2, "min_nodes": 1, "nproc_per_node": 2}, train)
+    stage = wd / "out" / "train"
+    proc = subprocess.Popen(snakemake_cmd("--retries", "1"), cwd=wd, env=snakemake_env(slurm_multinode),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _steps(stage) >= 10 and _verified(stage), 600, "10 steps and a checkpoint", proc)
+        node_script(slurm_multinode, "kill", "node1")  # the batch script, the stage, srun, rank 0's store: SIGKILL
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        heal(slurm_multinode, "node1")
+    assert proc.returncode == 0, out[-6000:]
+    logs = sorted((wd / "logs" / "slurm" / "rule_train").glob("*.log"), key=lambda p: int(p.stem))
+    assert len(logs) == 2, logs
+    job = logs[0].stem
+    first, second = (p.read_text() for p in logs)
+    assert "during training" not in first  # the stage died with its node: no word from it
+    assert "NODE_FAIL" in out  # Snakemake's SLURM executor saw the job end so
+    assert re.search(rf"out/train: the previous attempt \(SLURM job {job} on node1, node2\) ended without its launch "
+                     rf"returning: SLURM JobState=NODE_FAIL; node node1 \(State=\S*DOWN\S*, Reason=[^)]*\) of SLURM "
+                     rf"job {job} failed; resuming from the latest verified checkpoint", second), second[-5000:]
+    assert "srun --nodes=1 --ntasks=1" in second and "Host: node2" in second
+    resumed = re.search(r"resumed from \S*step-(\d+) at step (\d+) of 32", second)
+    assert resumed and 8 <= int(resumed.group(1)) < total and int(resumed.group(1)) % 4 == 0, second[-5000:]
+    assert [m["step"] for m in metrics(stage)] == list(range(1, total + 1))
+    assert json.loads((stage / "run.json").read_text())["launch"]["exit_code"] == 0
 
 
 def _weights(stage: Path) -> dict:

@@ -12,7 +12,8 @@ import pytest
 
 from cpt.core.errors import ConfigError, TrainError
 from cpt.core.resources import nodes_for_attempt
-from cpt.launch.nodes import describe_failed, failed_nodes, is_failed, lost_nodes_message, parse_nodes
+from cpt.launch.nodes import (attempt_record, describe_failed, failed_nodes, is_failed, lost_nodes_message, parse_nodes,
+                              vanished_attempt_message)
 from cpt.launch.plan import LaunchSpec, plan_launch
 from cpt.launch.resources import rule_resources
 
@@ -26,11 +27,10 @@ def test_rule_resources_with_min_nodes_ask_fewer_nodes_on_each_retry():
     r = rule_resources({"train": {"nodes": 2, "min_nodes": 1, "nproc_per_node": 2}}, "train")
     assert r["nodes"](None, attempt=1) == 2 and r["nodes"](None, attempt=2) == 1  # Snakemake passes `attempt`
     assert r["tasks"] is r["nodes"] and r["min_nodes"] == 1 and r["nproc_per_node"] == 2
-    # the lost node must not kill the job at once (the stage names it), and SLURM must not requeue it for the
-    # same 2 nodes (the retry asks for 1)
-    assert r["slurm_extra"].split() == ["--no-kill", "--no-requeue"]
+    # SLURM must not requeue it for the same 2 nodes (the retry asks for 1); no --no-kill (a lost node ends the job)
+    assert r["slurm_extra"].split() == ["--no-requeue"]
     fixed = rule_resources({"train": {"nodes": 2, "min_nodes": 2}}, "train")
-    assert fixed["nodes"] == 2 and "min_nodes" not in fixed and "--no-requeue" not in fixed["slurm_extra"]
+    assert fixed["nodes"] == 2 and "min_nodes" not in fixed and "--no-requeue" not in fixed.get("slurm_extra", "")
 
 
 @pytest.mark.parametrize("section, match", [
@@ -106,6 +106,41 @@ def test_failed_nodes_asks_again_until_the_wait_ends_and_never_raises():
     assert failed_nodes(["a", "b"], broken) == {}
     assert "nodes a (State=DOWN), b (State=FAIL) of SLURM job ? failed" == describe_failed(
         {"b": {"state": "FAIL", "reason": ""}, "a": {"state": "DOWN", "reason": ""}}, None)
+
+
+def test_an_attempt_that_never_closed_its_launch_record_is_named_by_the_next_one():
+    import subprocess
+
+    rec = attempt_record({"SLURM_JOB_ID": "12"}, ["node1", "node2"], started=100.0)
+    assert rec["slurm_job_id"] == "12" and rec["hosts"] == ["node1", "node2"] and rec["pid"] == os.getpid()
+    down = ("NodeName=node1 State=DOWN+NOT_RESPONDING Reason=Not responding [slurm@2026-12-08T03:00:00]\n"
+            "NodeName=node2 State=ALLOCATED\n")
+    calls = []
+
+    def run(argv):
+        calls.append(argv)
+        if argv[:3] == ["scontrol", "show", "job"]:
+            return "JobId=12 JobName=x JobState=NODE_FAIL Reason=NodeDown NodeList=node[1-2]"
+        return down
+
+    msg = vanished_attempt_message(rec, {"SLURM_JOB_ID": "13"}, run=run)
+    assert msg == ("the previous attempt (SLURM job 12 on node1, node2) ended without its launch returning: SLURM "
+                   "JobState=NODE_FAIL; node node1 (State=DOWN+NOT_RESPONDING, Reason=Not responding "
+                   "[slurm@2026-12-08T03:00:00]) of SLURM job 12 failed")
+    assert calls == [["scontrol", "show", "job", "-o", "12"], ["scontrol", "show", "node", "-o", "node1,node2"]]
+    # a closed record (the launch returned, whatever its code), no record, the same job again (SLURM's requeue)
+    assert vanished_attempt_message({**rec, "exit_code": 1}, {"SLURM_JOB_ID": "13"}, run=run) is None
+    assert vanished_attempt_message(None, {}, run=run) is None
+    assert "requeued by SLURM" in vanished_attempt_message(rec, {"SLURM_JOB_ID": "12"}, run=run)
+
+    def forgotten(argv):  # past MinJobAge on a cluster without accounting: scontrol exits 1
+        raise subprocess.CalledProcessError(1, argv)
+
+    assert vanished_attempt_message(rec, {"SLURM_JOB_ID": "13"}, run=forgotten).endswith(
+        "ended without its launch returning: SLURM no longer knows the job")
+    local = attempt_record({}, [], started=100.0)
+    assert vanished_attempt_message(local, {}, run=run).endswith("ended without its launch returning (killed, or "
+                                                                 "its host lost)")
 
 
 @pytest.fixture

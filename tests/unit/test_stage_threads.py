@@ -73,3 +73,44 @@ def test_a_preempted_checkpoint_of_this_launch_means_preempted_whatever_srun_ret
     """)
     with pytest.raises(TrainError, match=expected):
         run_stage({}, model, dataset, out, nproc=1, launcher=lambda nproc, args: [sys.executable, "-c", script])
+
+
+def test_an_attempt_killed_before_its_launch_returned_is_named_by_the_next(tmp_path, caplog):
+    """The stage keeps an open `launch` record in run.json while the launch runs; a process killed with it (as
+    when the node running a SLURM batch script is lost) never closes it, and the next attempt says so."""
+    import logging
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "stage"
+    model, dataset = tmp_path / "model", tmp_path / "dataset"
+    model.mkdir(), dataset.mkdir()
+    code = textwrap.dedent(f"""
+        import sys
+        from cpt.launch.stage import run_stage
+        run_stage({{}}, {str(model)!r}, {str(dataset)!r}, {str(out)!r}, nproc=1,
+                  launcher=lambda nproc, args: [sys.executable, "-c", "import time; time.sleep(60)"])
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    first = subprocess.Popen([sys.executable, "-c", code], env=env)
+    deadline = time.time() + 60
+    while "launch" not in (json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}):
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    record = json.loads((out / "run.json").read_text())["launch"]
+    assert record["pid"] == first.pid and "exit_code" not in record
+
+    done = textwrap.dedent(f"""
+        import pathlib
+        final = pathlib.Path({str(out)!r}) / "final"
+        final.mkdir(parents=True, exist_ok=True)
+        (final / "config.json").write_text("{{}}")
+    """)
+    with caplog.at_level(logging.WARNING, logger="cpt.launch.stage"):
+        run_stage({}, model, dataset, out, nproc=1, launcher=lambda nproc, args: [sys.executable, "-c", done])
+    assert f"the previous attempt (pid {first.pid} on " in caplog.text
+    assert "ended without its launch returning (killed, or its host lost)" in caplog.text
+    assert json.loads((out / "run.json").read_text())["launch"]["exit_code"] == 0  # closed this time

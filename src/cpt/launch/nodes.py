@@ -1,5 +1,6 @@
 """Which nodes of a SLURM job failed: read after a multi-node launch ends with an error, so the stage's error names
-the lost node (`scontrol show node`) instead of only srun's exit code.
+the lost node (`scontrol show node`) instead of only srun's exit code; and, when the node running the stage itself
+was lost (nothing was left to report), read by the next attempt from the open launch record in run.json.
 
 A node is failed when SLURM marks it DOWN, FAIL, or NOT_RESPONDING (`*` in sinfo). SLURM notices a node whose
 slurmd stopped answering after `SlurmdTimeout`; srun returns only once the step's tasks on it are accounted for,
@@ -8,6 +9,7 @@ so by then the state is there (asked again for a moment when it is not yet).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from typing import Callable, Mapping, Sequence
@@ -69,9 +71,54 @@ def _run(argv: list[str]) -> str:
 def lost_nodes_message(env: Mapping[str, str], hosts: Sequence[str] | None, wait_s: float = 2.0,
                        run: Callable[[list[str]], str] | None = None) -> str | None:
     """Inside a SLURM job whose multi-node launch on `hosts` failed: a sentence naming the failed nodes, or None
-    (not in a SLURM job, one node, every node healthy). `hosts` are the launch's nodes: with `--no-kill` SLURM
-    drops a failed node from the job's node list, so the list is read before the launch, not after."""
+    (not in a SLURM job, one node, every node healthy). `hosts` are the launch's nodes, read before the launch:
+    the job's node list after a failure may no longer hold the failed node."""
     if not env.get("SLURM_JOB_ID") or not hosts or len(hosts) < 2:
         return None
     failed = failed_nodes(hosts, run or _run, wait_s)
     return describe_failed(failed, env.get("SLURM_JOB_ID")) if failed else None
+
+
+# ---- an attempt that ended without a word: the node that ran the stage itself was lost ----------------------------
+
+def attempt_record(env: Mapping[str, str], hosts: Sequence[str] | None, started: float) -> dict:
+    """What run.json keeps of a launch while it runs (`launch`): the SLURM job and its nodes, this host and pid.
+    The stage adds `exit_code` when the launch returns; a record without it was never closed."""
+    import socket
+
+    return {"slurm_job_id": env.get("SLURM_JOB_ID"), "hosts": list(hosts or []), "host": socket.gethostname(),
+            "pid": os.getpid(), "started": started}
+
+
+def vanished_attempt_message(record: Mapping | None, env: Mapping[str, str],
+                             run: Callable[[list[str]], str] | None = None) -> str | None:
+    """The previous attempt of a stage left an open `launch` record in run.json: the process that ran the stage
+    ended without seeing its launch end (SIGKILL, or the node running the batch script lost: SLURM's NODE_FAIL,
+    when nothing of the job is left to report). A sentence naming that job, its state and the nodes SLURM reports
+    failed, for the next attempt's log; None when the previous attempt closed its record (or there was none)."""
+    if not isinstance(record, Mapping) or "exit_code" in record or not record.get("started"):
+        return None
+    run = run or _run
+    job = record.get("slurm_job_id")
+    hosts = [h for h in record.get("hosts") or [] if isinstance(h, str)]
+    where = (f"SLURM job {job} on {', '.join(hosts) or record.get('host', '?')}" if job
+             else f"pid {record.get('pid', '?')} on {record.get('host', '?')}")
+    text = f"the previous attempt ({where}) ended without its launch returning"
+    if job and job == env.get("SLURM_JOB_ID"):
+        return text + " (the same SLURM job: requeued by SLURM)"
+    if not job:
+        return text + " (killed, or its host lost)"
+    from cpt.launch.plan import parse_scontrol_job
+
+    try:
+        fields = parse_scontrol_job(run(["scontrol", "show", "job", "-o", str(job)]))
+        text += f": SLURM JobState={fields.get('JobState', '?')}"
+    except subprocess.CalledProcessError:
+        text += ": SLURM no longer knows the job"
+    except (OSError, subprocess.SubprocessError):
+        text += " (SLURM could not be asked)"
+        return text
+    failed = failed_nodes(hosts, run) if hosts else {}
+    if failed:
+        text += "; " + describe_failed(failed, job)
+    return text

@@ -69,9 +69,9 @@ def rule_resources(resources_cfg: Mapping | None, rule: str, distributed: bool |
             extra.append("--ntasks-per-node=1")
         else:
             out["tasks"] = nodes  # the plugin adds --ntasks=<tasks> to CPU jobs
-        if r["nodes"] > 1:
-            # a lost node does not end the job at once: srun returns, and the stage names the node
-            extra.append("--no-kill")
+        # no --no-kill: with it SLURM (22.05, measured on the test cluster) keeps the job running on the nodes
+        # left when the node running the batch script is lost -- nothing is left to end it before its time limit.
+        # A lost node ends the job (NODE_FAIL); the retry's stage names it (cpt.launch.nodes.vanished_attempt_message)
         if low < r["nodes"]:
             # SLURM's requeue would wait for the same number of nodes; Snakemake's retry asks for fewer
             extra.append("--no-requeue")

@@ -74,37 +74,8 @@ def set_aside_stale(output: Path, key: str) -> Path | None:
     return dest
 
 
-def run_stage(section: Mapping[str, Any], model: str | os.PathLike, dataset: str | os.PathLike,
-              output: str | os.PathLike, nproc: int = 1, launcher=None) -> None:
-    """Train one stage into <output>/final; resumes a stopped run of the same key; raises TrainError on failure.
-    The stage directory stays locked (cpt.core.locks) for the whole run; the trainer processes inherit the lock."""
-    from cpt.core.locks import writing
-
-    out = Path(output)
-    with writing([out]):
-        _run_stage(section, model, dataset, out, nproc, launcher)
-
-
-def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    key = run_key(section, model, dataset)
-    set_aside_stale(out, key)
-    sd = StageDir(out)
-    sd.update_run(replace=True, key=key, model=str(model), dataset=str(dataset))
-    cfg_file = sd.train_config
-    cfg_file.write_text(json.dumps(trainer_section(section), indent=2, sort_keys=True), encoding="utf-8")
-    train_args = ["--config", str(cfg_file), "--model", str(model), "--dataset", str(dataset), "--output", str(out),
-                  "--no-progress"]
-    launcher = launcher or stage_launcher({"nodes": 1}, {"mode": "local"})
-    argv = launcher(nproc, train_args)
-    log.info("launch: %s", " ".join(argv))
-    threads = rank_threads_env(os.environ, nproc)
-    log.info("each of the %d ranks runs %s threads (the rule's CPUs shared between its ranks)", nproc,
-             threads["OMP_NUM_THREADS"])
-    started = time.time()
-    from cpt.core.procs import die_with_parent
-
-    code = subprocess.call(argv, env={**os.environ, **threads}, preexec_fn=die_with_parent)  # dies with us
+def _check_launch(code: int, out: Path, started: float, launcher) -> None:
+    """The launch's exit code as the stage's outcome: preempted, a lost node named, a failure, or nothing."""
     # On several nodes srun's code is not always 75 after a preemption: the first node's wrapper to exit 75 makes
     # srun (--kill-on-bad-exit) terminate the other tasks and report SIGTERM (143). The checkpoint this launch
     # wrote and marked preempted is what counts.
@@ -120,6 +91,52 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
                              f"latest verified checkpoint (on fewer nodes with resources.train.min_nodes)")
         raise TrainError(f"{out}: training exited with code {code}; see the log above (rerun resumes from the "
                          f"latest checkpoint if one was written)")
+
+
+def run_stage(section: Mapping[str, Any], model: str | os.PathLike, dataset: str | os.PathLike,
+              output: str | os.PathLike, nproc: int = 1, launcher=None) -> None:
+    """Train one stage into <output>/final; resumes a stopped run of the same key; raises TrainError on failure.
+    The stage directory stays locked (cpt.core.locks) for the whole run; the trainer processes inherit the lock."""
+    from cpt.core.locks import writing
+
+    out = Path(output)
+    with writing([out]):
+        _run_stage(section, model, dataset, out, nproc, launcher)
+
+
+def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    key = run_key(section, model, dataset)
+    sd = StageDir(out)
+    from cpt.launch.nodes import attempt_record, vanished_attempt_message
+
+    previous = sd.read_run()
+    if previous.get("key") == key:  # the same run's previous attempt (another key: set aside below)
+        vanished = vanished_attempt_message(previous.get("launch"), os.environ)
+        if vanished:  # e.g. the node running its batch script was lost: nothing was left to report it then
+            log.warning("%s: %s; resuming from the latest verified checkpoint", out, vanished)
+    set_aside_stale(out, key)
+    sd.update_run(replace=True, key=key, model=str(model), dataset=str(dataset))
+    cfg_file = sd.train_config
+    cfg_file.write_text(json.dumps(trainer_section(section), indent=2, sort_keys=True), encoding="utf-8")
+    train_args = ["--config", str(cfg_file), "--model", str(model), "--dataset", str(dataset), "--output", str(out),
+                  "--no-progress"]
+    launcher = launcher or stage_launcher({"nodes": 1}, {"mode": "local"})
+    argv = launcher(nproc, train_args)
+    log.info("launch: %s", " ".join(argv))
+    threads = rank_threads_env(os.environ, nproc)
+    log.info("each of the %d ranks runs %s threads (the rule's CPUs shared between its ranks)", nproc,
+             threads["OMP_NUM_THREADS"])
+    started = time.time()
+    from cpt.core.procs import die_with_parent
+
+    # open until the launch's outcome is known: an attempt that never closes it is named by the next one
+    sd.update_run(launch=attempt_record(os.environ, getattr(launcher, "hosts", None), started))
+    code = subprocess.call(argv, env={**os.environ, **threads}, preexec_fn=die_with_parent)  # dies with us
+    try:
+        _check_launch(code, out, started, launcher)
+    finally:  # after the (slow) lost-node query: a stage killed during it leaves the record open
+        sd.update_run(launch={"exit_code": code, "ended": time.time()})
     if not (sd.final / "config.json").is_file():
         raise TrainError(f"{out}/final: training finished without exporting the final model")
     from cpt.dataset.sft import write_sft_chat_template
