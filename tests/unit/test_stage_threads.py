@@ -75,10 +75,9 @@ def test_a_preempted_checkpoint_of_this_launch_means_preempted_whatever_srun_ret
         run_stage({}, model, dataset, out, nproc=1, launcher=lambda nproc, args: [sys.executable, "-c", script])
 
 
-def test_an_attempt_killed_before_its_launch_returned_is_named_by_the_next(tmp_path, caplog):
+def test_an_attempt_killed_before_its_launch_returned_is_named_by_the_next(tmp_path, capfd):
     """The stage keeps an open `launch` record in run.json while the launch runs; a process killed with it (as
     when the node running a SLURM batch script is lost) never closes it, and the next attempt says so."""
-    import logging
     import signal
     import subprocess
     import time
@@ -109,8 +108,9 @@ def test_an_attempt_killed_before_its_launch_returned_is_named_by_the_next(tmp_p
         final.mkdir(parents=True, exist_ok=True)
         (final / "config.json").write_text("{{}}")
     """)
-    with caplog.at_level(logging.WARNING, logger="cpt.launch.stage"):
-        run_stage({}, model, dataset, out, nproc=1, launcher=lambda nproc, args: [sys.executable, "-c", done])
-    assert f"the previous attempt (pid {first.pid} on " in caplog.text
-    assert "ended without its launch returning (killed, or its host lost)" in caplog.text
+    capfd.readouterr()
+    run_stage({}, model, dataset, out, nproc=1, launcher=lambda nproc, args: [sys.executable, "-c", done])
+    err = capfd.readouterr().err
+    assert f"{out}: the previous attempt (pid {first.pid} on " in err
+    assert "ended without its launch returning (killed, or its host lost); resuming from the latest verified" in err
     assert json.loads((out / "run.json").read_text())["launch"]["exit_code"] == 0  # closed this time

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -114,7 +115,8 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
     if previous.get("key") == key:  # the same run's previous attempt (another key: set aside below)
         vanished = vanished_attempt_message(previous.get("launch"), os.environ)
         if vanished:  # e.g. the node running its batch script was lost: nothing was left to report it then
-            log.warning("%s: %s; resuming from the latest verified checkpoint", out, vanished)
+            # on stderr, as the launch line: the job log of record, whether or not the rule set up logging
+            print(f"{out}: {vanished}; resuming from the latest verified checkpoint", file=sys.stderr, flush=True)
     set_aside_stale(out, key)
     sd.update_run(replace=True, key=key, model=str(model), dataset=str(dataset))
     cfg_file = sd.train_config
@@ -133,10 +135,14 @@ def _run_stage(section, model, dataset, out: Path, nproc: int, launcher) -> None
     # open until the launch's outcome is known: an attempt that never closes it is named by the next one
     sd.update_run(launch=attempt_record(os.environ, getattr(launcher, "hosts", None), started))
     code = subprocess.call(argv, env={**os.environ, **threads}, preexec_fn=die_with_parent)  # dies with us
+    # closed once the outcome is known (after the lost-node query, which takes seconds): a stage killed before
+    # that (SLURM ending the job for a lost node, a signal raised as an exception) leaves it open
     try:
         _check_launch(code, out, started, launcher)
-    finally:  # after the (slow) lost-node query: a stage killed during it leaves the record open
+    except TrainError:
         sd.update_run(launch={"exit_code": code, "ended": time.time()})
+        raise
+    sd.update_run(launch={"exit_code": code, "ended": time.time()})
     if not (sd.final / "config.json").is_file():
         raise TrainError(f"{out}/final: training finished without exporting the final model")
     from cpt.dataset.sft import write_sft_chat_template
