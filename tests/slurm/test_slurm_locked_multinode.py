@@ -40,7 +40,7 @@ SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log
 def _snakemake(wd: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
     cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(wd),
            "--configfile", str(LOCKED), str(OVERLAY), str(TWO_NODES), "--retries", "0", *extra]
-    r = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=1100)
+    r = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=3000)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-6000:]
     return r
 
