@@ -27,6 +27,9 @@ def repo_root() -> Path:
 # distributed modules, then the other `slow` tests, then the rest, so the short tests fill in at the end instead of one long
 # test running alone on one worker while the other waits.
 HEAVY_FIRST = ("tests/workflow/", "tests/distributed/", "tests/slurm/")
+# single tests as long as a workflow run, outside tests/workflow/: first with them (the locked 7B smoke through the
+# SLURM profile on the 2-node cluster)
+LONGEST = ("tests/slurm/test_slurm_locked_multinode.py",)
 
 
 def _module_scoped(item) -> bool:
@@ -36,7 +39,7 @@ def _module_scoped(item) -> bool:
 
 def _rank(item, grouped: set) -> int:
     path = item.nodeid.split("::", 1)[0]
-    if path.startswith(HEAVY_FIRST[0]) or (path in grouped and path.startswith(HEAVY_FIRST)):
+    if path.startswith(HEAVY_FIRST[0]) or path in LONGEST or (path in grouped and path.startswith(HEAVY_FIRST)):
         return 0
     return 1 if item.get_closest_marker("slow") else 2
 

@@ -142,8 +142,10 @@ def slurm_multinode():
     removed): without SLURM_CONF a client would fall back to a DNS SRV lookup.
 
     Network namespaces need root: skipped (with the reason) only where the tests do not run as root or SLURM
-    cannot be installed. pytest-xdist workers share one cluster (lock + one marker file per worker); the last
-    worker to finish stops it. A crashed run's leftovers are removed by the next start.
+    cannot be installed. pytest-xdist workers and concurrent pytest processes share one cluster (lock + one
+    marker file per process): one that finds it in use joins it in whatever state its nodes are (never restarts
+    it under another's jobs); the last live user to finish stops it. A crashed run's leftovers are removed by the
+    next start.
     """
     base = Path(os.environ.get("CPT_SLURM_MN_BASE", f"/tmp/cpt-test-slurm-mn-{os.geteuid()}"))
     conf = base / "slurm.conf"
@@ -155,7 +157,10 @@ def slurm_multinode():
     if os.geteuid() != 0:
         pytest.skip("the multi-node test cluster needs root (network namespaces, slurmd)")
     with _locked(base):
-        if not _multinode_up(client_env):
+        # a cluster in use (another pytest process or xdist worker is registered and alive) is joined as it is:
+        # its nodes may be allocated, or down on purpose (the lost-node test); restarting it would kill that
+        # user's jobs. Unused, it is restarted unless every node is idle.
+        if not _multinode_up(client_env, in_use=bool(_live_users(base))):
             if not _installed():
                 _install_or_skip()
             shutil.rmtree(base / "users", ignore_errors=True)
@@ -173,12 +178,13 @@ def slurm_multinode():
     finally:
         with _locked(base):
             me.unlink(missing_ok=True)
-            if not any((base / "users").iterdir()):
+            if not _live_users(base):
                 subprocess.run(["bash", str(HERE / "stop-multinode-slurm.sh")], env=script_env, capture_output=True,
                                timeout=120)
 
 
-def _multinode_up(env: dict) -> bool:
+def _multinode_up(env: dict, in_use: bool = False) -> bool:
+    """The N-node cluster answers with its N nodes, all idle; `in_use` (another live user): in any state."""
     if not Path(env["SLURM_CONF"]).is_file():
         return False
     try:
@@ -187,7 +193,24 @@ def _multinode_up(env: dict) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     states = dict(line.split() for line in out.stdout.splitlines() if line.strip())
-    return out.returncode == 0 and len(states) == MULTINODE_NODES and all(s == "idle" for s in states.values())
+    return (out.returncode == 0 and len(states) == MULTINODE_NODES
+            and (in_use or all(s == "idle" for s in states.values())))
+
+
+def _live_users(base: Path) -> list[str]:
+    """The registered users (one marker per pytest process: base/users/<pid>) whose process still runs; the
+    markers of processes that ended without their teardown (killed) are removed."""
+    live = []
+    for marker in (base / "users").glob("*") if (base / "users").is_dir() else ():
+        try:
+            os.kill(int(marker.name), 0)
+        except ProcessLookupError:
+            marker.unlink(missing_ok=True)
+            continue
+        except (ValueError, PermissionError):
+            pass
+        live.append(marker.name)
+    return live
 
 
 def _install_or_skip() -> None:
