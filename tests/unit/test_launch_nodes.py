@@ -128,8 +128,17 @@ def test_an_attempt_that_never_closed_its_launch_record_is_named_by_the_next_one
                    "JobState=NODE_FAIL; node node1 (State=DOWN+NOT_RESPONDING, Reason=Not responding "
                    "[slurm@2026-12-08T03:00:00]) of SLURM job 12 failed")
     assert calls == [["scontrol", "show", "job", "-o", "12"], ["scontrol", "show", "node", "-o", "node1,node2"]]
-    # a closed record (the launch returned, whatever its code), no record, the same job again (SLURM's requeue)
-    assert vanished_attempt_message({**rec, "exit_code": 1}, {"SLURM_JOB_ID": "13"}, run=run) is None
+    # closed by a stage that failed while SLURM ended its job for a lost node: named as well (the stage may have
+    # been ended before its error reached the log); closed after a failure SLURM did not cause, or a success: not
+    assert vanished_attempt_message({**rec, "exit_code": 1}, {"SLURM_JOB_ID": "13"}, run=run) == msg.replace(
+        "ended without its launch returning", "ended with launcher exit code 1")
+
+    def failed_job(argv):
+        return "JobId=12 JobState=FAILED NodeList=node[1-2]" if argv[2] == "job" else down
+
+    assert vanished_attempt_message({**rec, "exit_code": 1}, {"SLURM_JOB_ID": "13"}, run=failed_job) is None
+    assert vanished_attempt_message({**rec, "exit_code": 0}, {"SLURM_JOB_ID": "13"}, run=run) is None
+    # no record, the same job again (SLURM's requeue)
     assert vanished_attempt_message(None, {}, run=run) is None
     assert "requeued by SLURM" in vanished_attempt_message(rec, {"SLURM_JOB_ID": "12"}, run=run)
 

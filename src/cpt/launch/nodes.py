@@ -90,34 +90,45 @@ def attempt_record(env: Mapping[str, str], hosts: Sequence[str] | None, started:
             "pid": os.getpid(), "started": started}
 
 
+# SLURM job states that end a job before its program did (the stage may not have been able to say why)
+# (not FAILED: the batch script's own non-zero exit, which the stage's error explains)
+ABNORMAL_JOB_STATES = ("NODE_FAIL", "CANCELLED", "TIMEOUT", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY")
+
+
 def vanished_attempt_message(record: Mapping | None, env: Mapping[str, str],
                              run: Callable[[list[str]], str] | None = None) -> str | None:
-    """The previous attempt of a stage left an open `launch` record in run.json: the process that ran the stage
-    ended without seeing its launch end (SIGKILL, or the node running the batch script lost: SLURM's NODE_FAIL,
-    when nothing of the job is left to report). A sentence naming that job, its state and the nodes SLURM reports
-    failed, for the next attempt's log; None when the previous attempt closed its record (or there was none)."""
-    if not isinstance(record, Mapping) or "exit_code" in record or not record.get("started"):
+    """How the previous attempt of a stage ended, from its `launch` record in run.json, for the next attempt's log:
+    - a record left open: the process running the stage ended before its launch returned (SIGKILL, or the node
+      running the batch script lost -- nothing of the job was left to report it then);
+    - a SLURM job that SLURM ended (NODE_FAIL, CANCELLED, TIMEOUT, ...): its state and the nodes SLURM reports
+      failed, even when the stage got to say something first (the job may have been ended under it).
+    None when the previous attempt finished, or failed in a way its own log already says."""
+    if not isinstance(record, Mapping) or not record.get("started") or record.get("exit_code") == 0:
         return None
     run = run or _run
     job = record.get("slurm_job_id")
     hosts = [h for h in record.get("hosts") or [] if isinstance(h, str)]
+    open_record = "exit_code" not in record
     where = (f"SLURM job {job} on {', '.join(hosts) or record.get('host', '?')}" if job
              else f"pid {record.get('pid', '?')} on {record.get('host', '?')}")
-    text = f"the previous attempt ({where}) ended without its launch returning"
+    ended = ("ended without its launch returning" if open_record
+             else f"ended with launcher exit code {record['exit_code']}")
+    text = f"the previous attempt ({where}) {ended}"
     if job and job == env.get("SLURM_JOB_ID"):
         return text + " (the same SLURM job: requeued by SLURM)"
     if not job:
-        return text + " (killed, or its host lost)"
+        return text + " (killed, or its host lost)" if open_record else None
     from cpt.launch.plan import parse_scontrol_job
 
     try:
-        fields = parse_scontrol_job(run(["scontrol", "show", "job", "-o", str(job)]))
-        text += f": SLURM JobState={fields.get('JobState', '?')}"
+        state = parse_scontrol_job(run(["scontrol", "show", "job", "-o", str(job)])).get("JobState", "?")
     except subprocess.CalledProcessError:
-        text += ": SLURM no longer knows the job"
+        return text + ": SLURM no longer knows the job" if open_record else None
     except (OSError, subprocess.SubprocessError):
-        text += " (SLURM could not be asked)"
-        return text
+        return text + " (SLURM could not be asked)" if open_record else None
+    if not open_record and state not in ABNORMAL_JOB_STATES:
+        return None  # the stage's own error said it
+    text += f": SLURM JobState={state}"
     failed = failed_nodes(hosts, run) if hosts else {}
     if failed:
         text += "; " + describe_failed(failed, job)
