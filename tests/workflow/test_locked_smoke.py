@@ -16,7 +16,9 @@ import pytest
 from .conftest import REPO, snakemake
 from .locked import ENGINE_TORCH, OVERLAY, check_plan, check_results, job_counts, make_smoke_inputs
 
-pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+# a whole locked DAG with 4,096-token steps over a 69,104-row LM head: minutes, more when the other worker trains
+# too (over 1,200 s once, next to the 2-node cluster smoke and a second verification run): its own bound
+pytestmark = [pytest.mark.workflow, pytest.mark.slow, pytest.mark.timeout(2700)]
 
 
 def test_locked_13b_runs_end_to_end_on_cpu_on_the_torch_engine(tmp_path):
